@@ -1,0 +1,56 @@
+# dbplane's entry points. `make` builds build/dbplane; `make demo` installs what is needed
+# and runs `dbplane up` on the quickstart example; `make check` installs, builds and runs
+# every test (unit, integration against real servers), then all of them again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then a short fuzz run.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+PYTEST     ?= /usr/bin/python3 -m pytest
+DATA_DIR   ?= .dbplane
+
+.PHONY: all deps demo check test unit integration asan fuzz format clean
+
+all:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+deps:
+	bash scripts/install-deps.sh
+
+demo: deps all
+	./$(BUILD)/dbplane up -f examples/quickstart.yaml --data-dir $(DATA_DIR)
+
+# The whole suite, as CI runs it.
+check: deps
+	$(MAKE) test
+	$(MAKE) asan
+	$(MAKE) fuzz
+
+test: all unit integration
+
+unit: all
+	cd $(BUILD) && ctest --output-on-failure
+
+integration: all
+	DBPLANE_BIN=$(CURDIR)/$(BUILD)/dbplane $(PYTEST) -q tests/integration
+
+asan:
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDBP_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
+	DBPLANE_BIN=$(CURDIR)/$(ASAN_BUILD)/dbplane DBPLANE_SANITIZED=1 $(PYTEST) -q tests/integration
+
+# Bounded fuzz runs of every parser target over its checked-in corpus.
+fuzz:
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DDBP_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) 30
+
+format:
+	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,82 @@
+/*
+ * proc.h: starting child processes for database servers and their one-shot tools
+ * (initdb, pg_basebackup, ...). A child runs in its own process group (so a Ctrl-C at the
+ * terminal reaches only dbplane, which then stops servers in order), with stdin from
+ * /dev/null and stdout+stderr appended to a log file, and — when dbplane runs as root —
+ * as the unprivileged service user. Secrets never go in argv: pass them in files of
+ * mode 0600 or through the engine's own protocol instead.
+ */
+#ifndef DBP_COMMON_PROC_H
+#define DBP_COMMON_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+/* Which OS account children run as. */
+typedef struct dbp_runas {
+    bool drop;      /* true: setgid/setuid to uid/gid before exec (dbplane runs as root) */
+    uid_t uid;
+    gid_t gid;
+    char name[64];  /* account name of the children ("dbplane", or the invoking user) */
+    char daemon_name[64]; /* account name dbplane itself runs as */
+} dbp_runas_t;
+
+/* Resolves the service account: when running as root, the user named by the environment
+ * variable DBPLANE_SERVICE_USER or "dbplane" (created by scripts/install-deps.sh);
+ * otherwise the current user with drop = false. DBP_ENOENT with a hint when the account
+ * is missing. */
+int dbp_runas_resolve(dbp_runas_t *out, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Starts argv[0] (a full path) with argv, the current environment plus `env_extra`
+ * (NULL-terminated "K=V" list, may be NULL), cwd `cwd` (may be NULL), output appended to
+ * `log_path` (created 0640, owned by the service user), in a new process group, as `ra`.
+ * Returns 0 with *pid set, or DBP_EIO. Borrows everything. */
+int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
+                   const char *log_path, const char *cwd, pid_t *pid, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Spawns as dbp_proc_spawn and waits up to `timeout_ms` (<= 0: no limit). Returns 0 when
+ * the command exited with status 0; otherwise DBP_EIO with the exit status and the last
+ * line of the log in err (the child is killed with SIGKILL on time-out). */
+int dbp_proc_run(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
+                 const char *log_path, int timeout_ms, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* mkdir -p with `mode` for the created directories, then (when ra->drop) chown of the
+ * last component to the service user. Existing directories are left as they are. */
+int dbp_mkdir_p(const char *path, unsigned mode, const dbp_runas_t *ra, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Removes a directory tree (like rm -rf); absent is success. Refuses "/" and "". */
+int dbp_rm_rf(const char *path, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Checks that every parent of `path` can be traversed by the service user (mode o+x, or
+ * owned by it): a data dir under a 0700 home or /tmp/pytest-of-root would make the
+ * servers fail with a confusing "permission denied". DBP_EINVAL naming the directory. */
+int dbp_check_traversable(const char *path, const dbp_runas_t *ra, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Writes `len` bytes to `path` atomically (temp file + fsync + rename) with `mode`,
+ * owned by the service user when ra is not NULL and ra->drop. */
+int dbp_write_file(const char *path, const char *data, size_t len, unsigned mode,
+                   const dbp_runas_t *ra, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Reads a whole file: returns owned *data (NUL-terminated, free with free()) and *len
+ * (may be NULL). DBP_ENOENT when absent. */
+int dbp_read_file(const char *path, char **data, size_t *len, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Milliseconds of CLOCK_MONOTONIC, and of the real-time clock since the Unix epoch. */
+int64_t dbp_now_ms(void);
+int64_t dbp_wall_ms(void);
+
+/* The short runtime directory for the data dir `data_dir` (unix sockets must fit in 107
+ * bytes): "/tmp/dbplane-<16 hex digits of a hash of the absolute data dir path>". Writes
+ * at most `len` bytes into buf. Does not create it. */
+int dbp_runtime_dir(const char *data_dir, char *buf, size_t len, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+#endif

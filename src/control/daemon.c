@@ -1,0 +1,233 @@
+/*
+ * daemon.c: `dbplane up`: start-up, the control loop and ordered shutdown (see daemon.h).
+ * The reconcile pass itself lives in reconcile.c.
+ */
+#include "control/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "common/log.h"
+#include "control/reconcile.h"
+#include "spec/spec.h"
+
+static volatile sig_atomic_t g_stop;
+static int g_wake_wr = -1;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGINT || sig == SIGTERM)
+        g_stop = 1;
+    if (g_wake_wr >= 0) {
+        int saved = errno;
+        ssize_t w = write(g_wake_wr, "x", 1);
+        (void)w;
+        errno = saved;
+    }
+}
+
+int ctl_paths(const char *data_dir, char *store_path, char *api_sock, dbp_err_t *err)
+{
+    char run[128];
+    int rc = dbp_runtime_dir(data_dir, run, sizeof(run), err);
+    if (rc)
+        return rc;
+    if (store_path)
+        snprintf(store_path, PATH_MAX, "%s/state.db", data_dir);
+    if (api_sock)
+        snprintf(api_sock, PATH_MAX, "%s/api.sock", run);
+    return 0;
+}
+
+/* Takes the data dir's lock file; returns the fd (kept open for the daemon's life) or
+ * DBP_EBUSY naming the holder. */
+static int take_lock(const char *data_dir, dbp_err_t *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/dbplane.lock", data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return dbp_err_set(err, DBP_EIO, "open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char buf[32] = {0};
+        ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+        (void)r;
+        close(fd);
+        return dbp_err_set(err, DBP_EBUSY,
+                           "another dbplane daemon (pid %s) is running on data dir %s; use "
+                           "`dbplane apply -f FILE` to change it",
+                           buf[0] ? strtok(buf, "\n") : "?", data_dir);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        close(fd);
+        return dbp_err_set(err, DBP_EIO, "write %s: %s", path, strerror(errno));
+    }
+    return fd;
+}
+
+/* Parses and validates the spec files, with the store's resources as the known set.
+ * Prints diagnostics. Returns 0, or DBP_EINVAL. */
+static int load_files(const ctl_options_t *o, spec_set_t *set)
+{
+    spec_diags_t d;
+    spec_diags_init(&d);
+    int bad = 0;
+    for (int i = 0; i < o->nfiles; i++)
+        if (spec_parse_file(set, o->files[i], &d) != 0)
+            bad = 1;
+    if (!bad && spec_validate(set, NULL, &d) != 0)
+        bad = 1;
+    spec_diags_print(&d, stderr);
+    spec_diags_free(&d);
+    return bad ? DBP_EINVAL : 0;
+}
+
+int ctl_up(const ctl_options_t *o, dbp_err_t *err)
+{
+    spec_set_t files;
+    spec_set_init(&files);
+    /* Validate before touching anything: a bad spec changes nothing, running or not. */
+    if (load_files(o, &files) != 0) {
+        spec_set_free(&files);
+        return dbp_err_set(err, DBP_EINVAL, "the spec has errors; nothing was changed");
+    }
+
+    ctl_daemon_t d;
+    memset(&d, 0, sizeof(d));
+    d.lock_fd = -1;
+    d.wake[0] = d.wake[1] = -1;
+    d.pass_interval_ms = o->pass_interval_ms > 0 ? o->pass_interval_ms : 1000;
+    d.resync_ms = o->resync_ms > 0 ? o->resync_ms : 30000;
+    api_server_t *api = NULL;
+    int rc;
+
+    if ((rc = dbp_runas_resolve(&d.runas, err)))
+        goto out;
+    if ((rc = dbp_mkdir_p(o->data_dir, 0711, NULL, err)))
+        goto out;
+    if (!realpath(o->data_dir, d.data_dir)) {
+        rc = dbp_err_set(err, DBP_EIO, "realpath %s: %s", o->data_dir, strerror(errno));
+        goto out;
+    }
+    if ((rc = dbp_check_traversable(d.data_dir, &d.runas, err)))
+        goto out;
+    if ((rc = take_lock(d.data_dir, err)) < 0)
+        goto out;
+    d.lock_fd = rc;
+    if ((rc = dbp_runtime_dir(d.data_dir, d.run_dir, sizeof(d.run_dir), err)))
+        goto out;
+    if ((rc = dbp_mkdir_p(d.run_dir, 0711, NULL, err)))
+        goto out;
+    char store_path[PATH_MAX], api_sock[PATH_MAX], key_path[PATH_MAX];
+    if ((rc = ctl_paths(d.data_dir, store_path, api_sock, err)))
+        goto out;
+    snprintf(key_path, sizeof(key_path), "%s/secret.key", d.data_dir);
+    if ((rc = store_open(&d.store, store_path, err)))
+        goto out;
+    if ((rc = secrets_open(&d.secrets, key_path, d.store, err)))
+        goto out;
+
+    /* Desired state: the files' resources are written to the store; the store is the
+     * truth from here on (`apply` adds to it while running). */
+    for (size_t i = 0; i < files.n; i++) {
+        spec_resource_t *r = files.items[i];
+        char *json = json_dumps(r->json, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!json) {
+            rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
+            goto out;
+        }
+        bool changed = false;
+        int64_t gen = 0;
+        rc = store_put_resource(d.store, r->tenant.v, spec_kind_str(r->kind), r->name.v, json,
+                                &gen, &changed, err);
+        free(json);
+        if (rc)
+            goto out;
+        if (changed)
+            dbp_info("resource_applied", "tenant=%s kind=%s name=%s generation=%lld",
+                     r->tenant.v, spec_kind_str(r->kind), r->name.v, (long long)gen);
+    }
+
+    if (pipe2(d.wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        rc = dbp_err_set(err, DBP_EIO, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    g_wake_wr = d.wake[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    api_config_t ac = {.sock_path = api_sock, .store_path = store_path, .key_path = key_path,
+                       .wake_fd = d.wake[1]};
+    if ((rc = api_start(&api, &ac, err)))
+        goto out;
+
+    ctl_sup_init(&d.sup, ctl_on_process_event, &d);
+    dbp_info("daemon_started", "data_dir=%s api=%s pid=%d service_user=%s",
+             dbp_log_q(d.data_dir), dbp_log_q(api_sock), (int)getpid(), d.runas.name);
+    fprintf(stderr, "dbplane: up (data dir %s); `dbplane status` shows the clusters, Ctrl-C "
+                    "stops them\n",
+            d.data_dir);
+
+    int64_t next_pass = 0;
+    while (!g_stop) {
+        ctl_sup_poll(&d.sup);
+        int64_t now = dbp_now_ms();
+        if (now >= next_pass || d.pass_requested) {
+            d.pass_requested = false;
+            ctl_reconcile_pass(&d);
+            next_pass = dbp_now_ms() + d.pass_interval_ms;
+        }
+        int64_t wait = next_pass - dbp_now_ms();
+        if (wait < 0)
+            wait = 0;
+        if (wait > 1000)
+            wait = 1000;
+        struct pollfd pfd = {.fd = d.wake[0], .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)wait);
+        if (pr > 0) {
+            char buf[64];
+            ssize_t n;
+            while ((n = read(d.wake[0], buf, sizeof(buf))) > 0) {
+                for (ssize_t k = 0; k < n; k++)
+                    if (buf[k] == 'a') /* the API applied new desired state */
+                        d.pass_requested = true;
+            }
+        }
+    }
+
+    fprintf(stderr, "dbplane: stopping servers...\n");
+    dbp_info("daemon_stopping", "reason=signal");
+    ctl_shutdown(&d);
+    fprintf(stderr, "dbplane: stopped\n");
+    rc = 0;
+out:
+    api_stop(api);
+    g_wake_wr = -1;
+    ctl_daemon_free(&d);
+    if (d.wake[0] >= 0)
+        close(d.wake[0]);
+    if (d.wake[1] >= 0)
+        close(d.wake[1]);
+    if (d.lock_fd >= 0)
+        close(d.lock_fd);
+    spec_set_free(&files);
+    return rc;
+}

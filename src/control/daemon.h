@@ -1,0 +1,34 @@
+/*
+ * daemon.h: `dbplane up`, the control plane of one machine. It validates the spec files,
+ * stores them as desired state, serves the API on a unix socket, and runs the
+ * level-triggered reconcile loop: every pass compares desired resources with what the
+ * servers report and takes idempotent actions (initialise, clone, configure, start,
+ * create databases, users and grants). A failed action is recorded as an event and in the
+ * resource's status, and retried on a later pass; nothing is half-applied silently.
+ * SIGINT/SIGTERM stop every server in order (primaries, then replicas) and exit.
+ */
+#ifndef DBP_CONTROL_DAEMON_H
+#define DBP_CONTROL_DAEMON_H
+
+#include "common/err.h"
+
+/* Options of `dbplane up`. */
+typedef struct ctl_options {
+    const char *data_dir;     /* state, servers' data and logs; created if missing */
+    const char *const *files; /* spec files to apply before starting (may be empty) */
+    int nfiles;
+    int pass_interval_ms;     /* time between reconcile passes; default 1000 */
+    int resync_ms;            /* re-check resources already ready this often; default 30000 */
+} ctl_options_t;
+
+/* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns 0 after a clean
+ * shutdown; DBP_EINVAL when the spec is invalid (diagnostics printed to stderr, nothing
+ * touched); DBP_EBUSY when another daemon holds the data dir; other codes for start-up
+ * failures, with detail in err. */
+int ctl_up(const ctl_options_t *opts, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Paths derived from a data dir; each buffer holds at least PATH_MAX bytes. */
+int ctl_paths(const char *data_dir, char *store_path, char *api_sock, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+#endif

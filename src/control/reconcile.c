@@ -1,0 +1,756 @@
+/*
+ * reconcile.c: one reconcile pass over every resource (see reconcile.h).
+ */
+#include "control/reconcile.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "engines/engine.h"
+#include "spec/spec.h"
+
+#define CTL_MAX_INSTANCES 9
+#define CTL_PORT_BASE 25432
+#define CTL_PORT_LAST 29999
+
+/* Desired resources of one pass with their store bookkeeping, index-aligned with set. */
+typedef struct desired {
+    spec_set_t set;
+    int64_t *generation;
+    int64_t *observed;
+    char **state; /* owned copies; NULL when never reported */
+} desired_t;
+
+/* What one pass learned about a cluster. */
+typedef struct cluster_rt {
+    spec_resource_t *res;
+    int64_t generation;
+    const engine_ops_t *ops;
+    engine_instance_t inst[CTL_MAX_INSTANCES];
+    engine_probe_t probe[CTL_MAX_INSTANCES];
+    int n;
+    int primary; /* index into inst, -1 unknown */
+    int64_t epoch;
+    bool primary_ready; /* the topology's primary answers as a primary */
+} cluster_rt_t;
+
+/* ---- bookkeeping -------------------------------------------------------------------- */
+
+static ctl_memo_t *memo_get(ctl_daemon_t *d, const spec_resource_t *r)
+{
+    char key[256];
+    snprintf(key, sizeof(key), "%s/%s/%s", spec_kind_str(r->kind), r->tenant.v, r->name.v);
+    for (int i = 0; i < d->nmemo; i++)
+        if (strcmp(d->memo[i].key, key) == 0)
+            return &d->memo[i];
+    if (d->nmemo == d->capmemo) {
+        int ncap = d->capmemo ? d->capmemo * 2 : 64;
+        ctl_memo_t *nm = realloc(d->memo, (size_t)ncap * sizeof(*nm));
+        if (!nm)
+            return NULL;
+        d->memo = nm;
+        d->capmemo = ncap;
+    }
+    ctl_memo_t *m = &d->memo[d->nmemo++];
+    memset(m, 0, sizeof(*m));
+    snprintf(m->key, sizeof(m->key), "%s", key);
+    return m;
+}
+
+static void event(ctl_daemon_t *d, const char *tenant, const char *kind, const char *name,
+                  const char *type, const char *reason, const char *msg)
+{
+    dbp_err_t err;
+    if (store_add_event(d->store, tenant, kind, name, type, reason, msg, &err) != 0)
+        dbp_warn("event_write_failed", "error=%s", dbp_log_q(err.msg));
+    dbp_log(strcmp(type, "Warning") == 0 ? DBP_LOG_WARN : DBP_LOG_INFO, "event",
+            "tenant=%s kind=%s name=%s reason=%s message=%s", tenant, kind, name, reason,
+            dbp_log_q(msg));
+}
+
+/* Writes the resource's status; on failure records a Warning event once per distinct
+ * message (a failure that repeats every pass is one event, not thousands). */
+static void set_status(ctl_daemon_t *d, const spec_resource_t *r, int64_t gen, const char *state,
+                       const char *msg)
+{
+    dbp_err_t err;
+    if (store_set_status(d->store, r->tenant.v, spec_kind_str(r->kind), r->name.v, gen, state,
+                         msg, &err) != 0)
+        dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+    ctl_memo_t *m = memo_get(d, r);
+    if (!m)
+        return;
+    if (strcmp(state, "failed") == 0) {
+        if (strncmp(m->last_error, msg ? msg : "", sizeof(m->last_error) - 1) != 0) {
+            event(d, r->tenant.v, spec_kind_str(r->kind), r->name.v, "Warning", "ReconcileFailed",
+                  msg ? msg : "");
+            snprintf(m->last_error, sizeof(m->last_error), "%s", msg ? msg : "");
+        }
+        m->checked_ms = 0;
+    } else if (strcmp(state, "ready") == 0) {
+        if (m->last_error[0])
+            event(d, r->tenant.v, spec_kind_str(r->kind), r->name.v, "Normal", "Recovered",
+                  "reconciled after earlier failure");
+        m->last_error[0] = '\0';
+        m->generation = gen;
+        m->checked_ms = dbp_now_ms();
+    }
+}
+
+/* True when r is ready at generation gen and was checked within the resync period. */
+static bool fresh(ctl_daemon_t *d, const spec_resource_t *r, int64_t gen)
+{
+    ctl_memo_t *m = memo_get(d, r);
+    return m && m->generation == gen && m->checked_ms &&
+           dbp_now_ms() - m->checked_ms < d->resync_ms;
+}
+
+static int load_cb(const store_resource_t *sr, void *ud)
+{
+    desired_t *des = ud;
+    size_t before = des->set.n;
+    spec_diags_t diags;
+    spec_diags_init(&diags);
+    char name[256];
+    snprintf(name, sizeof(name), "<store:%s/%s/%s>", sr->tenant, sr->kind, sr->name);
+    int rc = spec_parse_buffer(&des->set, name, sr->json, strlen(sr->json), &diags);
+    if (rc != 0 || des->set.n != before + 1) {
+        /* Cannot happen for documents the API validated; keep going without it. */
+        dbp_error("stored_resource_invalid", "tenant=%s kind=%s name=%s", sr->tenant, sr->kind,
+                  sr->name);
+        spec_diags_print(&diags, stderr);
+    }
+    spec_diags_free(&diags);
+    size_t n = des->set.n;
+    des->generation = realloc(des->generation, n * sizeof(int64_t));
+    des->observed = realloc(des->observed, n * sizeof(int64_t));
+    des->state = realloc(des->state, n * sizeof(char *));
+    if (!des->generation || !des->observed || !des->state)
+        return DBP_ENOMEM;
+    for (size_t i = before; i < n; i++) {
+        des->generation[i] = sr->generation;
+        des->observed[i] = sr->observed_generation;
+        des->state[i] = sr->state ? strdup(sr->state) : NULL;
+    }
+    return 0;
+}
+
+static void desired_free(desired_t *des)
+{
+    for (size_t i = 0; i < des->set.n && des->state; i++)
+        free(des->state[i]);
+    free(des->state);
+    free(des->generation);
+    free(des->observed);
+    spec_set_free(&des->set);
+}
+
+/* ---- clusters ----------------------------------------------------------------------- */
+
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Loads or creates the store record of instance `ordinal` (allocating its port once). */
+static int instance_record(ctl_daemon_t *d, const spec_resource_t *c, int ordinal,
+                           store_instance_t *rec, dbp_err_t *err)
+{
+    char name[96];
+    snprintf(name, sizeof(name), "%s-%d", c->name.v, ordinal);
+    int rc = store_get_instance(d->store, c->tenant.v, c->name.v, name, rec, err);
+    if (rc == 0)
+        return 0;
+    if (rc != DBP_ENOENT)
+        return rc;
+    memset(rec, 0, sizeof(*rec));
+    snprintf(rec->tenant, sizeof(rec->tenant), "%s", c->tenant.v);
+    snprintf(rec->cluster, sizeof(rec->cluster), "%s", c->name.v);
+    snprintf(rec->name, sizeof(rec->name), "%s", name);
+    rec->ordinal = ordinal;
+    snprintf(rec->host, sizeof(rec->host), "127.0.0.1");
+    snprintf(rec->state, sizeof(rec->state), "stopped");
+    rec->lag_bytes = rec->lag_ms = -1;
+    for (int p = CTL_PORT_BASE; p <= CTL_PORT_LAST; p++) {
+        if (!store_port_taken(d->store, p) && port_free(p)) {
+            rec->port = p;
+            break;
+        }
+    }
+    if (!rec->port)
+        return dbp_err_set(err, DBP_EBUSY, "no free port in %d..%d", CTL_PORT_BASE,
+                           CTL_PORT_LAST);
+    return store_put_instance(d->store, rec, err);
+}
+
+static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store_instance_t *rec,
+                          engine_instance_t *in)
+{
+    memset(in, 0, sizeof(*in));
+    in->tenant = c->tenant.v;
+    in->cluster = c->name.v;
+    snprintf(in->name, sizeof(in->name), "%s", rec->name);
+    in->ordinal = rec->ordinal;
+    snprintf(in->dir, sizeof(in->dir), "%s/clusters/%s/%s/%s", d->data_dir, c->tenant.v,
+             c->name.v, rec->name);
+    snprintf(in->data_dir, sizeof(in->data_dir), "%s/data", in->dir);
+    snprintf(in->log_path, sizeof(in->log_path), "%s/server.log", in->dir);
+    snprintf(in->tool_log_path, sizeof(in->tool_log_path), "%s/tools.log", in->dir);
+    snprintf(in->sock_dir, sizeof(in->sock_dir), "%s/s%d", d->run_dir, rec->port);
+    snprintf(in->host, sizeof(in->host), "%s", rec->host);
+    in->port = rec->port;
+    in->spec = &c->u.cluster;
+    in->runas = &d->runas;
+}
+
+static void proc_id(const engine_instance_t *in, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", in->tenant, in->name);
+}
+
+/* Makes the instance's directories: parents 0711 (traversable by the service user),
+ * the instance dir and socket dir 0700 owned by the service user. */
+static int instance_dirs(ctl_daemon_t *d, const engine_instance_t *in, dbp_err_t *err)
+{
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s/clusters/%s/%s", d->data_dir, in->tenant, in->cluster);
+    int rc = dbp_mkdir_p(parent, 0711, NULL, err);
+    if (!rc)
+        rc = dbp_mkdir_p(in->dir, 0700, &d->runas, err);
+    if (!rc)
+        rc = dbp_mkdir_p(in->sock_dir, 0700, &d->runas, err);
+    return rc;
+}
+
+/* Renders config, starts the server if needed, reloads it when its config changed. */
+static int instance_run(ctl_daemon_t *d, cluster_rt_t *cr, int i, const engine_instance_t *primary,
+                        dbp_err_t *err)
+{
+    engine_instance_t *in = &cr->inst[i];
+    char id[160];
+    proc_id(in, id, sizeof(id));
+    int changed = cr->ops->render_config(in, primary, err);
+    if (changed < 0)
+        return changed;
+    const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+    bool running = p && p->state == CTL_PROC_RUNNING;
+    if (changed > 0 && running && cr->ops->reload_signal) {
+        (void)ctl_sup_signal(&d->sup, id, cr->ops->reload_signal);
+        event(d, in->tenant, "Instance", in->name, "Normal", "ConfigReloaded",
+              "configuration changed; server reloaded");
+    }
+    char *argv[CTL_MAX_ARGS];
+    char buf[2 * PATH_MAX];
+    int rc = cr->ops->server_argv(in, argv, CTL_MAX_ARGS, buf, sizeof(buf), err);
+    if (rc)
+        return rc;
+    return ctl_sup_ensure(&d->sup, id, argv, in->log_path, &d->runas, cr->ops->stop_signal, err);
+}
+
+static void instance_observe(ctl_daemon_t *d, cluster_rt_t *cr, int i)
+{
+    engine_instance_t *in = &cr->inst[i];
+    char id[160];
+    proc_id(in, id, sizeof(id));
+    const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+    memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
+    if (p && p->state == CTL_PROC_RUNNING) {
+        dbp_err_t err;
+        if (cr->ops->probe(in, &cr->probe[i], &err) != 0)
+            cr->probe[i].reachable = false;
+    }
+}
+
+static void instance_store(ctl_daemon_t *d, cluster_rt_t *cr, int i)
+{
+    engine_instance_t *in = &cr->inst[i];
+    engine_probe_t *pr = &cr->probe[i];
+    store_instance_t rec;
+    dbp_err_t err;
+    if (store_get_instance(d->store, in->tenant, in->cluster, in->name, &rec, &err) != 0)
+        return;
+    char id[160];
+    proc_id(in, id, sizeof(id));
+    const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+    const char *state = "stopped";
+    if (p && p->state == CTL_PROC_RUNNING)
+        state = pr->reachable ? "running" : "starting";
+    else if (p && p->state == CTL_PROC_BACKOFF)
+        state = "failed";
+    snprintf(rec.state, sizeof(rec.state), "%s", state);
+    const char *role = pr->reachable ? engine_role_str(pr->role)
+                                     : (i == cr->primary ? "primary" : "replica");
+    snprintf(rec.role, sizeof(rec.role), "%s", role);
+    if (pr->reachable)
+        snprintf(rec.position, sizeof(rec.position), "%s", pr->position);
+    rec.lag_bytes = rec.lag_ms = -1;
+    if (i == cr->primary && pr->reachable) {
+        rec.lag_bytes = rec.lag_ms = 0;
+    } else if (cr->primary >= 0 && cr->probe[cr->primary].reachable) {
+        const engine_probe_t *pp = &cr->probe[cr->primary];
+        for (int k = 0; k < pp->nreplicas; k++) {
+            if (strcmp(pp->replicas[k].name, in->name) == 0) {
+                rec.lag_bytes = pp->replicas[k].lag_bytes;
+                rec.lag_ms = pp->replicas[k].lag_ms;
+            }
+        }
+    }
+    rec.updated_ms = dbp_wall_ms();
+    if (store_put_instance(d->store, &rec, &err) != 0)
+        dbp_warn("instance_write_failed", "instance=%s error=%s", in->name, dbp_log_q(err.msg));
+}
+
+/* Brings one cluster's instances to the declared shape. Returns the status message in
+ * msg and a state ("ready", "pending", "failed"). */
+static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *msg, size_t len)
+{
+    const spec_resource_t *c = cr->res;
+    const spec_cluster_t *cs = &c->u.cluster;
+    dbp_err_t err;
+    memset(&err, 0, sizeof(err));
+    cr->primary = -1;
+    cr->ops = engine_lookup((spec_engine_t)cs->engine);
+    if (!cr->ops) {
+        snprintf(msg, len,
+                 "engine %s is not available in this build yet; this cluster is stored but "
+                 "not started",
+                 spec_engine_str((spec_engine_t)cs->engine));
+        return "failed";
+    }
+    if (cr->ops->check_install(cs->version.v, &err) != 0) {
+        snprintf(msg, len, "%s", err.msg);
+        return "failed";
+    }
+    cr->n = (int)cs->instances.v;
+    if (cr->n < 1 || cr->n > CTL_MAX_INSTANCES) {
+        snprintf(msg, len, "instances must be 1..%d", CTL_MAX_INSTANCES);
+        return "failed";
+    }
+    for (int i = 0; i < cr->n; i++) {
+        store_instance_t rec;
+        if (instance_record(d, c, i, &rec, &err) != 0) {
+            snprintf(msg, len, "allocate instance %d: %s", i, err.msg);
+            return "failed";
+        }
+        fill_instance(d, c, &rec, &cr->inst[i]);
+        if (instance_dirs(d, &cr->inst[i], &err) != 0) {
+            snprintf(msg, len, "%s", err.msg);
+            return "failed";
+        }
+    }
+    /* The topology names the primary; the first one ever is instance 0, at epoch 1. */
+    char primary[96];
+    if (store_get_topology(d->store, c->tenant.v, c->name.v, &cr->epoch, primary, &err) != 0) {
+        snprintf(msg, len, "%s", err.msg);
+        return "failed";
+    }
+    if (cr->epoch == 0) {
+        if (store_cas_topology(d->store, c->tenant.v, c->name.v, 0, cr->inst[0].name, &cr->epoch,
+                               &err) != 0) {
+            snprintf(msg, len, "%s", err.msg);
+            return "failed";
+        }
+        snprintf(primary, sizeof(primary), "%s", cr->inst[0].name);
+        char m[160];
+        snprintf(m, sizeof(m), "epoch %lld: primary %s", (long long)cr->epoch, primary);
+        event(d, c->tenant.v, "Cluster", c->name.v, "Normal", "TopologyChanged", m);
+    }
+    for (int i = 0; i < cr->n; i++)
+        if (strcmp(cr->inst[i].name, primary) == 0)
+            cr->primary = i;
+    if (cr->primary < 0) {
+        snprintf(msg, len, "topology epoch %lld names primary %s, which is not an instance",
+                 (long long)cr->epoch, primary);
+        return "failed";
+    }
+
+    /* The primary first. */
+    engine_instance_t *P = &cr->inst[cr->primary];
+    if (!cr->ops->is_initialized(P)) {
+        event(d, c->tenant.v, "Instance", P->name, "Normal", "Initializing",
+              "creating a new primary data directory");
+        if (cr->ops->init_primary(P, &err) != 0) {
+            snprintf(msg, len, "initialise %s: %s", P->name, err.msg);
+            return "failed";
+        }
+        event(d, c->tenant.v, "Instance", P->name, "Normal", "Initialized",
+              "primary data directory created");
+    }
+    if (instance_run(d, cr, cr->primary, NULL, &err) != 0) {
+        snprintf(msg, len, "start %s: %s", P->name, err.msg);
+        return "failed";
+    }
+    instance_observe(d, cr, cr->primary);
+    const engine_probe_t *pp = &cr->probe[cr->primary];
+    bool internal_ok = false;
+    if (pp->reachable && pp->role == ENGINE_ROLE_PRIMARY) {
+        engine_instance_t reps[CTL_MAX_INSTANCES];
+        int nr = 0;
+        for (int i = 0; i < cr->n; i++)
+            if (i != cr->primary)
+                reps[nr++] = cr->inst[i];
+        int rc = cr->ops->ensure_internal(P, reps, nr, &err);
+        internal_ok = rc >= 0;
+        if (rc < 0) {
+            snprintf(msg, len, "prepare %s for replication: %s", P->name, err.msg);
+            instance_store(d, cr, cr->primary);
+            return "failed";
+        }
+        cr->primary_ready = true;
+    }
+
+    /* Then the replicas. */
+    const char *state = "ready";
+    msg[0] = '\0';
+    for (int i = 0; i < cr->n; i++) {
+        if (i == cr->primary)
+            continue;
+        engine_instance_t *R = &cr->inst[i];
+        if (!cr->ops->is_initialized(R)) {
+            if (!internal_ok) {
+                snprintf(msg, len, "replica %s waits for primary %s", R->name, P->name);
+                state = "pending";
+                continue;
+            }
+            event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
+                  "cloning the primary into a new replica");
+            if (cr->ops->init_replica(R, P, &err) != 0) {
+                snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
+                state = "failed";
+                continue;
+            }
+            event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
+                  "replica data directory cloned from the primary");
+        }
+        if (instance_run(d, cr, i, P, &err) != 0) {
+            snprintf(msg, len, "start %s: %s", R->name, err.msg);
+            state = "failed";
+            continue;
+        }
+        instance_observe(d, cr, i);
+    }
+    /* Re-probe the primary so its view of the replicas is current. */
+    if (cr->n > 1 && pp->reachable)
+        instance_observe(d, cr, cr->primary);
+    for (int i = 0; i < cr->n; i++)
+        instance_store(d, cr, i);
+    if (strcmp(state, "ready") != 0)
+        return state;
+
+    /* Ready only when every server answers in the role the topology gives it. */
+    for (int i = 0; i < cr->n; i++) {
+        const engine_probe_t *pr = &cr->probe[i];
+        engine_role_t want = i == cr->primary ? ENGINE_ROLE_PRIMARY : ENGINE_ROLE_REPLICA;
+        if (!pr->reachable) {
+            snprintf(msg, len, "%s is starting", cr->inst[i].name);
+            return "pending";
+        }
+        if (pr->role != want) {
+            snprintf(msg, len, "%s runs as %s but topology epoch %lld makes it %s",
+                     cr->inst[i].name, engine_role_str(pr->role), (long long)cr->epoch,
+                     engine_role_str(want));
+            return "failed";
+        }
+        if (want == ENGINE_ROLE_REPLICA && !pr->streaming) {
+            snprintf(msg, len, "replica %s is not streaming from %s yet", cr->inst[i].name,
+                     P->name);
+            return "pending";
+        }
+    }
+    snprintf(msg, len, "%d/%d instances running; primary %s (epoch %lld)", cr->n, cr->n, P->name,
+             (long long)cr->epoch);
+    return "ready";
+}
+
+/* ---- databases, users, grants ------------------------------------------------------- */
+
+static cluster_rt_t *find_cluster(cluster_rt_t *crs, int n, const char *tenant, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(crs[i].res->tenant.v, tenant) == 0 && strcmp(crs[i].res->name.v, name) == 0)
+            return &crs[i];
+    return NULL;
+}
+
+/* Gets (or generates) the password of a User. Returns owned *pw. */
+static int user_password(ctl_daemon_t *d, const spec_resource_t *r, const spec_set_t *set,
+                         char **pw, dbp_err_t *err)
+{
+    const spec_user_t *u = &r->u.user;
+    char sname[128], skey[128];
+    if (u->password_secret_key_ref.set) {
+        snprintf(sname, sizeof(sname), "%s", u->password_secret_key_ref.name.v);
+        snprintf(skey, sizeof(skey), "%s", u->password_secret_key_ref.key.v);
+    } else {
+        snprintf(sname, sizeof(sname), "%s-password", r->name.v);
+        snprintf(skey, sizeof(skey), "password");
+    }
+    int rc = secrets_get(d->secrets, r->tenant.v, sname, skey, pw, err);
+    if (rc != DBP_ENOENT)
+        return rc;
+    if (spec_set_find(set, SPEC_KIND_SECRET, r->tenant.v, sname))
+        return dbp_err_set(err, DBP_ENOENT, "secret %s has no key %s yet", sname, skey);
+    bool created = false;
+    rc = secrets_ensure(d->secrets, r->tenant.v, sname, skey, 32, pw, &created, err);
+    if (rc == 0 && created) {
+        char m[300];
+        snprintf(m, sizeof(m), "generated %s/%s for user %s (`dbplane secret get %s %s`)", sname,
+                 skey, u->username.v, sname, skey);
+        event(d, r->tenant.v, "Secret", sname, "Normal", "SecretGenerated", m);
+    }
+    return rc;
+}
+
+static void reconcile_member(ctl_daemon_t *d, desired_t *des, size_t idx, cluster_rt_t *crs,
+                             int ncrs)
+{
+    spec_resource_t *r = des->set.items[idx];
+    int64_t gen = des->generation[idx];
+    bool is_user = r->kind == SPEC_KIND_USER;
+    if (fresh(d, r, gen) && !(is_user && d->secrets_changed))
+        return;
+    const char *cluster = r->kind == SPEC_KIND_USER       ? r->u.user.cluster.v
+                          : r->kind == SPEC_KIND_DATABASE ? r->u.database.cluster.v
+                                                          : r->u.grant.cluster.v;
+    cluster_rt_t *cr = find_cluster(crs, ncrs, r->tenant.v, cluster);
+    char msg[512];
+    if (!cr || !cr->primary_ready) {
+        snprintf(msg, sizeof(msg), "waiting for cluster %s to be ready", cluster);
+        set_status(d, r, gen, "pending", msg);
+        return;
+    }
+    const engine_instance_t *P = &cr->inst[cr->primary];
+    dbp_err_t err;
+    memset(&err, 0, sizeof(err));
+    int rc;
+    const char *what;
+    if (r->kind == SPEC_KIND_USER) {
+        char *pw = NULL;
+        rc = user_password(d, r, &des->set, &pw, &err);
+        if (rc == 0) {
+            rc = cr->ops->ensure_user(P, &r->u.user, pw, &err);
+            secrets_free_value(pw);
+        }
+        what = "login";
+    } else if (r->kind == SPEC_KIND_DATABASE) {
+        rc = cr->ops->ensure_database(P, &r->u.database, &err);
+        what = "database";
+    } else {
+        rc = cr->ops->ensure_grant(P, &r->u.grant, &err);
+        what = "privileges";
+    }
+    if (rc < 0) {
+        set_status(d, r, gen, "failed", err.msg);
+        return;
+    }
+    if (rc > 0) {
+        char m[300];
+        snprintf(m, sizeof(m), "%s brought to the declared state on %s", what, P->name);
+        event(d, r->tenant.v, spec_kind_str(r->kind), r->name.v, "Normal", "Applied", m);
+    }
+    snprintf(msg, sizeof(msg), "%s matches the spec on %s", what, P->name);
+    set_status(d, r, gen, "ready", msg);
+}
+
+/* ---- the pass ----------------------------------------------------------------------- */
+
+void ctl_reconcile_pass(ctl_daemon_t *d)
+{
+    desired_t des;
+    memset(&des, 0, sizeof(des));
+    spec_set_init(&des.set);
+    dbp_err_t err;
+    if (store_list_resources(d->store, NULL, NULL, load_cb, &des, &err) != 0) {
+        dbp_error("reconcile_load_failed", "error=%s", dbp_log_q(err.msg));
+        desired_free(&des);
+        return;
+    }
+    d->secrets_changed = false;
+
+    /* Secrets first: Users read their passwords from them. */
+    for (size_t i = 0; i < des.set.n; i++) {
+        spec_resource_t *r = des.set.items[i];
+        if (r->kind != SPEC_KIND_SECRET || fresh(d, r, des.generation[i]))
+            continue;
+        int changed = 0;
+        if (secrets_apply(d->secrets, r, &changed, &err) != 0) {
+            set_status(d, r, des.generation[i], "failed", err.msg);
+            continue;
+        }
+        if (changed > 0) {
+            d->secrets_changed = true;
+            char m[64];
+            snprintf(m, sizeof(m), "%d value(s) written", changed);
+            event(d, r->tenant.v, "Secret", r->name.v, "Normal", "Applied", m);
+        }
+        set_status(d, r, des.generation[i], "ready", "values stored encrypted");
+    }
+
+    /* Clusters. */
+    int ncl = 0;
+    for (size_t i = 0; i < des.set.n; i++)
+        if (des.set.items[i]->kind == SPEC_KIND_CLUSTER)
+            ncl++;
+    cluster_rt_t *crs = calloc((size_t)(ncl ? ncl : 1), sizeof(*crs));
+    if (!crs) {
+        desired_free(&des);
+        return;
+    }
+    int k = 0;
+    for (size_t i = 0; i < des.set.n; i++) {
+        spec_resource_t *r = des.set.items[i];
+        if (r->kind != SPEC_KIND_CLUSTER)
+            continue;
+        cluster_rt_t *cr = &crs[k++];
+        cr->res = r;
+        cr->generation = des.generation[i];
+        char msg[512];
+        const char *state = cluster_reconcile(d, cr, msg, sizeof(msg));
+        set_status(d, r, des.generation[i], state, msg);
+    }
+
+    /* Users before the Databases they own, then Grants. */
+    const spec_kind_t order[] = {SPEC_KIND_USER, SPEC_KIND_DATABASE, SPEC_KIND_GRANT};
+    for (int o = 0; o < 3; o++)
+        for (size_t i = 0; i < des.set.n; i++)
+            if (des.set.items[i]->kind == order[o])
+                reconcile_member(d, &des, i, crs, ncl);
+
+    /* Declarations with nothing to run, and kinds whose controllers are not built yet. */
+    for (size_t i = 0; i < des.set.n; i++) {
+        spec_resource_t *r = des.set.items[i];
+        const char *state = NULL, *msg = NULL;
+        switch (r->kind) {
+        case SPEC_KIND_TENANT:
+        case SPEC_KIND_BACKUP_STORE:
+            state = "ready";
+            msg = "declared";
+            break;
+        case SPEC_KIND_BACKUP:
+        case SPEC_KIND_RESTORE:
+        case SPEC_KIND_SQL_JOB:
+        case SPEC_KIND_CREDENTIAL_ROLE:
+            state = "accepted";
+            msg = "stored; this build has no controller for this kind yet";
+            break;
+        default:
+            break;
+        }
+        if (state && (des.observed[i] != des.generation[i] || !des.state[i] ||
+                      strcmp(des.state[i], state) != 0))
+            set_status(d, r, des.generation[i], state, msg);
+    }
+    free(crs);
+    desired_free(&des);
+}
+
+void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, const char *msg)
+{
+    ctl_daemon_t *d = ud;
+    /* id is "tenant/instance" */
+    char tenant[64];
+    const char *slash = strchr(p->id, '/');
+    size_t tl = slash ? (size_t)(slash - p->id) : 0;
+    if (tl >= sizeof(tenant))
+        tl = sizeof(tenant) - 1;
+    memcpy(tenant, p->id, tl);
+    tenant[tl] = '\0';
+    const char *type = strcmp(reason, "InstanceExited") == 0 ||
+                               strcmp(reason, "InstanceRestartFailed") == 0
+                           ? "Warning"
+                           : "Normal";
+    dbp_err_t err;
+    if (store_add_event(d->store, tenant, "Instance", slash ? slash + 1 : p->id, type, reason, msg,
+                        &err) != 0)
+        dbp_warn("event_write_failed", "error=%s", dbp_log_q(err.msg));
+}
+
+static int shutdown_cb(const store_instance_t *in, void *ud)
+{
+    ctl_daemon_t *d = ud;
+    store_instance_t rec = *in;
+    snprintf(rec.state, sizeof(rec.state), "stopped");
+    rec.lag_bytes = rec.lag_ms = -1;
+    dbp_err_t err;
+    if (store_put_instance(d->store, &rec, &err) != 0)
+        dbp_warn("instance_write_failed", "instance=%s error=%s", rec.name, dbp_log_q(err.msg));
+    return 0;
+}
+
+/* Collects supervisor ids of instances whose role is (or is not) primary. */
+typedef struct role_ids {
+    const char **ids;
+    int n;
+    bool primaries;
+    ctl_daemon_t *d;
+} role_ids_t;
+
+static int role_cb(const store_instance_t *in, void *ud)
+{
+    role_ids_t *ri = ud;
+    int64_t epoch = 0;
+    char primary[96] = "";
+    dbp_err_t err;
+    if (store_get_topology(ri->d->store, in->tenant, in->cluster, &epoch, primary, &err) != 0)
+        return 0;
+    bool is_primary = strcmp(primary, in->name) == 0;
+    if (is_primary != ri->primaries)
+        return 0;
+    char id[160];
+    snprintf(id, sizeof(id), "%s/%s", in->tenant, in->name);
+    const ctl_proc_t *p = ctl_sup_find(&ri->d->sup, id);
+    if (p)
+        ri->ids[ri->n++] = p->id;
+    return 0;
+}
+
+void ctl_shutdown(ctl_daemon_t *d)
+{
+    if (!d->store)
+        return;
+    const char **ids = calloc((size_t)d->sup.n + 1, sizeof(char *));
+    if (!ids) {
+        ctl_sup_stop_all(&d->sup, 60000);
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        role_ids_t ri = {.ids = ids, .n = 0, .primaries = pass == 0, .d = d};
+        dbp_err_t err;
+        memset(ids, 0, ((size_t)d->sup.n + 1) * sizeof(char *));
+        if (store_list_instances(d->store, NULL, NULL, role_cb, &ri, &err) == 0 && ri.n > 0) {
+            ids[ri.n] = NULL;
+            ctl_sup_stop_ids(&d->sup, ids, 60000);
+        }
+    }
+    free(ids);
+    ctl_sup_stop_all(&d->sup, 60000); /* anything not in the store */
+    dbp_err_t err;
+    if (store_list_instances(d->store, NULL, NULL, shutdown_cb, d, &err) != 0)
+        dbp_warn("instance_write_failed", "error=%s", dbp_log_q(err.msg));
+}
+
+void ctl_daemon_free(ctl_daemon_t *d)
+{
+    ctl_sup_free(&d->sup);
+    secrets_close(d->secrets);
+    d->secrets = NULL;
+    store_close(d->store);
+    d->store = NULL;
+    free(d->memo);
+    d->memo = NULL;
+    d->nmemo = d->capmemo = 0;
+}

@@ -1,0 +1,25 @@
+/*
+ * engine.c: the registry of engine drivers compiled into this build (see engine.h).
+ */
+#include "engines/engine.h"
+
+#include <stddef.h>
+
+const engine_ops_t *engine_lookup(spec_engine_t engine)
+{
+    switch (engine) {
+    case SPEC_ENGINE_POSTGRESQL:
+        return &engine_postgresql;
+    default:
+        return NULL;
+    }
+}
+
+const char *engine_role_str(engine_role_t role)
+{
+    switch (role) {
+    case ENGINE_ROLE_PRIMARY: return "primary";
+    case ENGINE_ROLE_REPLICA: return "replica";
+    default: return "";
+    }
+}

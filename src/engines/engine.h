@@ -1,0 +1,140 @@
+/*
+ * engine.h: the engine driver interface, the spine of dbplane. Reconcile, HA and backup
+ * code are written once against these operations; engines/postgresql.c (libpq),
+ * engines/mariadb.c (MariaDB Connector/C) and engines/redis.c (hiredis) implement them.
+ * Engine details (SQL, config syntax, file layout) never leak above this interface.
+ *
+ * An instance is one server process of a cluster. The control plane owns its directory
+ * layout and port; the driver owns what goes inside the data directory. Drivers are
+ * stateless: every call gets the instance description and opens what it needs.
+ * Every operation returns 0 or a negative DBP_E* code with detail in `err`; "ensure"
+ * operations are idempotent and return 1 when they changed something, 0 when the server
+ * already matched.
+ */
+#ifndef DBP_ENGINES_ENGINE_H
+#define DBP_ENGINES_ENGINE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/proc.h"
+#include "spec/spec.h"
+
+/* One server of a cluster, as the control plane lays it out. All paths absolute. */
+typedef struct engine_instance {
+    const char *tenant;         /* borrowed */
+    const char *cluster;        /* borrowed */
+    char name[96];              /* "<cluster>-<ordinal>" */
+    int ordinal;
+    char dir[PATH_MAX];         /* instance root, owned by the control plane */
+    char data_dir[PATH_MAX];    /* server data directory: <dir>/data */
+    char log_path[PATH_MAX];    /* server output: <dir>/server.log */
+    char tool_log_path[PATH_MAX]; /* one-shot tools (initdb, basebackup): <dir>/tools.log */
+    char sock_dir[108];         /* directory for the server's unix socket (short path) */
+    char host[64];              /* TCP listen address, "127.0.0.1" */
+    int port;                   /* TCP port */
+    const spec_cluster_t *spec; /* borrowed: the Cluster spec */
+    const dbp_runas_t *runas;   /* borrowed: the account servers and tools run as */
+} engine_instance_t;
+
+/* The role a server reports about itself. */
+typedef enum engine_role {
+    ENGINE_ROLE_UNKNOWN = 0,
+    ENGINE_ROLE_PRIMARY,
+    ENGINE_ROLE_REPLICA,
+} engine_role_t;
+
+/* Replication as the primary sees one replica. */
+typedef struct engine_replica_stat {
+    char name[96];      /* instance name (PG application_name) */
+    char state[32];     /* "streaming", "catchup", ... */
+    int64_t lag_bytes;  /* primary position minus replica replay position; -1 unknown */
+    int64_t lag_ms;     /* replay lag in milliseconds; -1 unknown */
+} engine_replica_stat_t;
+
+#define ENGINE_MAX_REPLICAS 16
+
+/* The result of one probe. */
+typedef struct engine_probe {
+    bool reachable;         /* the server answered a query */
+    engine_role_t role;
+    char position[128];     /* LSN (PG), GTID (MariaDB), offset (Redis), as text */
+    bool streaming;         /* replica: connected to its primary and receiving */
+    int nreplicas;          /* primary: replicas it sees */
+    engine_replica_stat_t replicas[ENGINE_MAX_REPLICAS];
+    char version[64];       /* server version string */
+} engine_probe_t;
+
+/* The operations of one engine. Optional operations may be NULL. */
+typedef struct engine_ops {
+    const char *name;   /* "postgresql" */
+    spec_engine_t engine;
+
+    /* Checks the installed server binaries for `version` ("15"); DBP_EUNSUPPORTED when
+     * they are missing, with the package to install in err. */
+    int (*check_install)(const char *version, dbp_err_t *err);
+
+    /* True when the data directory holds a completely initialised server. */
+    bool (*is_initialized)(const engine_instance_t *in);
+
+    /* Creates a new, empty primary data directory (initdb). The directory must not exist
+     * or be empty. */
+    int (*init_primary)(const engine_instance_t *in, dbp_err_t *err);
+
+    /* Creates a replica data directory by cloning `primary` (pg_basebackup with a slot). */
+    int (*init_replica)(const engine_instance_t *in, const engine_instance_t *primary,
+                        dbp_err_t *err);
+
+    /* Writes the server configuration for its role: as the primary when `primary` is NULL,
+     * else as a replica following `primary`. Returns 1 when a file changed, 0 when the
+     * files were already current. */
+    int (*render_config)(const engine_instance_t *in, const engine_instance_t *primary,
+                         dbp_err_t *err);
+
+    /* Fills argv (at most `max` entries including the NULL terminator; strings written
+     * into `buf` of `buflen` bytes) with the command that runs the server in the
+     * foreground. */
+    int (*server_argv)(const engine_instance_t *in, char **argv, int max, char *buf,
+                       size_t buflen, dbp_err_t *err);
+
+    int stop_signal;   /* signal for a clean, fast shutdown (PG: SIGINT) */
+    int reload_signal; /* signal to re-read configuration (PG: SIGHUP), 0 if none */
+
+    /* Probes a running server: role, position, replication state. A server that does not
+     * answer gives 0 with out->reachable = false. */
+    int (*probe)(const engine_instance_t *in, engine_probe_t *out, dbp_err_t *err);
+
+    /* On the primary: creates internal accounts and per-replica replication slots for
+     * the `nreplicas` replica instances. Idempotent. */
+    int (*ensure_internal)(const engine_instance_t *primary, const engine_instance_t *replicas,
+                           int nreplicas, dbp_err_t *err);
+
+    /* On the primary: the declared login with `password` (borrowed, never logged). */
+    int (*ensure_user)(const engine_instance_t *primary, const spec_user_t *user,
+                       const char *password, dbp_err_t *err);
+
+    /* On the primary: the declared database (and owner). */
+    int (*ensure_database)(const engine_instance_t *primary, const spec_database_t *db,
+                           dbp_err_t *err);
+
+    /* On the primary: the declared privileges. */
+    int (*ensure_grant)(const engine_instance_t *primary, const spec_grant_t *grant,
+                        dbp_err_t *err);
+
+    /* On the primary: drops a login; absent is success. */
+    int (*drop_user)(const engine_instance_t *primary, const char *username, dbp_err_t *err);
+} engine_ops_t;
+
+/* The driver for an engine, or NULL when this build has none (the caller reports
+ * "engine X is not available in this build"). */
+const engine_ops_t *engine_lookup(spec_engine_t engine);
+
+/* The PostgreSQL driver (engines/postgresql.c). */
+extern const engine_ops_t engine_postgresql;
+
+/* Text of a role for status output: "primary", "replica", "". */
+const char *engine_role_str(engine_role_t role);
+
+#endif

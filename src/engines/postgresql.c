@@ -1,0 +1,810 @@
+/*
+ * postgresql.c: the PostgreSQL driver (engine.h) over libpq and the server's own tools.
+ *
+ * Layout and security model on one machine: every instance listens on 127.0.0.1:<port>
+ * and on a unix socket in its short runtime directory. dbplane's own accounts need no
+ * password: the daemon's OS user maps to the superuser `dbplane_admin`, and the service
+ * OS user (the one servers run as) maps to `dbplane_replicator`, through `peer`
+ * authentication on the unix socket (pg_ident.conf map "dbplane"). Application users log
+ * in over TCP or the socket with SCRAM-SHA-256; their passwords are sent to the server
+ * only as SCRAM verifiers computed by libpq (PQencryptPasswordConn), so no plaintext
+ * password ever reaches the server's logs or dbplane's argv.
+ *
+ * Replicas are cloned with pg_basebackup through a physical replication slot named after
+ * the replica, and follow the primary via primary_conninfo + standby.signal. A server is
+ * rendered as a replica unless the topology names it primary.
+ */
+#include "engines/engine.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "common/log.h"
+#include "secrets/scram.h"
+
+#define PG_ADMIN_ROLE "dbplane_admin"
+#define PG_REPL_ROLE "dbplane_replicator"
+#define PG_INIT_MARKER ".initialized"
+
+/* /usr/lib/postgresql/<major>/bin, Debian's layout (postgresql-common). */
+static void pg_bindir(const char *version, char *buf, size_t len)
+{
+    snprintf(buf, len, "/usr/lib/postgresql/%s/bin", version && *version ? version : "15");
+}
+
+static void pg_tool(const engine_instance_t *in, const char *tool, char *buf, size_t len)
+{
+    char dir[256];
+    pg_bindir(in->spec ? in->spec->version.v : NULL, dir, sizeof(dir));
+    snprintf(buf, len, "%s/%s", dir, tool);
+}
+
+static int pg_check_install(const char *version, dbp_err_t *err)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "/usr/lib/postgresql/%s/bin/postgres",
+             version && *version ? version : "15");
+    if (access(path, X_OK) != 0)
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "PostgreSQL %s is not installed (%s missing): apt-get install "
+                           "postgresql-%s",
+                           version, path, version);
+    return 0;
+}
+
+static bool pg_is_initialized(const engine_instance_t *in)
+{
+    char p1[PATH_MAX + 32], p2[PATH_MAX + 32];
+    snprintf(p1, sizeof(p1), "%s/PG_VERSION", in->data_dir);
+    snprintf(p2, sizeof(p2), "%s/" PG_INIT_MARKER, in->dir);
+    return access(p1, F_OK) == 0 && access(p2, F_OK) == 0;
+}
+
+static int pg_mark_initialized(const engine_instance_t *in, dbp_err_t *err)
+{
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof(p), "%s/" PG_INIT_MARKER, in->dir);
+    return dbp_write_file(p, "1\n", 2, 0644, NULL, err);
+}
+
+static int pg_init_primary(const engine_instance_t *in, dbp_err_t *err)
+{
+    int rc = dbp_rm_rf(in->data_dir, err);
+    if (rc)
+        return rc;
+    char initdb[PATH_MAX];
+    pg_tool(in, "initdb", initdb, sizeof(initdb));
+    char *argv[] = {initdb,
+                    "-D",
+                    (char *)in->data_dir,
+                    "-U",
+                    PG_ADMIN_ROLE,
+                    "--auth-local=peer",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--data-checksums",
+                    "--no-instructions",
+                    NULL};
+    rc = dbp_proc_run(argv, NULL, in->runas, in->tool_log_path, 120000, err);
+    if (rc) {
+        dbp_err_prefix(err, "initdb: ");
+        return rc;
+    }
+    return pg_mark_initialized(in, err);
+}
+
+/* Replication slot names allow [a-z0-9_] only. */
+static void pg_slot_name(const char *instance, char *buf, size_t len)
+{
+    size_t o = 0;
+    for (const char *p = instance; *p && o + 1 < len; p++)
+        buf[o++] = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ? *p : '_';
+    buf[o] = '\0';
+}
+
+static int pg_init_replica(const engine_instance_t *in, const engine_instance_t *primary,
+                           dbp_err_t *err)
+{
+    int rc = dbp_rm_rf(in->data_dir, err);
+    if (rc)
+        return rc;
+    char tool[PATH_MAX], port[16], slot[96];
+    pg_tool(in, "pg_basebackup", tool, sizeof(tool));
+    snprintf(port, sizeof(port), "%d", primary->port);
+    pg_slot_name(in->name, slot, sizeof(slot));
+    char *argv[] = {tool,          "-D", (char *)in->data_dir, "-h", (char *)primary->sock_dir,
+                    "-p",          port, "-U", PG_REPL_ROLE,   "-X", "stream",
+                    "-S",          slot, "-c", "fast",         "--no-password",
+                    NULL};
+    dbp_info("pg_basebackup_started", "instance=%s primary=%s", in->name, primary->name);
+    rc = dbp_proc_run(argv, NULL, in->runas, in->tool_log_path, 30 * 60 * 1000, err);
+    if (rc) {
+        dbp_err_prefix(err, "pg_basebackup: ");
+        dbp_err_t ignore;
+        if (dbp_rm_rf(in->data_dir, &ignore) != 0)
+            dbp_warn("cleanup_failed", "path=%s error=%s", dbp_log_q(in->data_dir),
+                     dbp_log_q(ignore.msg));
+        return rc;
+    }
+    return pg_mark_initialized(in, err);
+}
+
+/* Appends printf output to a growing string; sets *failed on overflow (the builder's
+ * sticky error flag). */
+typedef struct pg_sb {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+} pg_sb_t;
+
+static void sb_printf(pg_sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(pg_sb_t *sb, const char *fmt, ...)
+{
+    if (sb->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            sb->failed = true;
+            return;
+        }
+        if ((size_t)n < sb->cap - sb->len) {
+            sb->len += (size_t)n;
+            return;
+        }
+        size_t ncap = sb->cap ? sb->cap * 2 : 4096;
+        while (ncap - sb->len <= (size_t)n)
+            ncap *= 2;
+        char *nb = realloc(sb->buf, ncap);
+        if (!nb) {
+            sb->failed = true;
+            return;
+        }
+        sb->buf = nb;
+        sb->cap = ncap;
+    }
+}
+
+/* Writes path only when its content differs; returns 1 changed, 0 same, <0 error. */
+static int write_if_changed(const char *path, const char *data, size_t len, unsigned mode,
+                            const dbp_runas_t *ra, dbp_err_t *err)
+{
+    char *old = NULL;
+    size_t oldlen = 0;
+    dbp_err_t ignore;
+    if (dbp_read_file(path, &old, &oldlen, &ignore) == 0) {
+        bool same = oldlen == len && memcmp(old, data, len) == 0;
+        free(old);
+        if (same)
+            return 0;
+    }
+    int rc = dbp_write_file(path, data, len, mode, ra, err);
+    return rc ? rc : 1;
+}
+
+/* True when a config key is one dbplane manages itself (the user's value is ignored). */
+static bool pg_key_managed(const char *k)
+{
+    static const char *const managed[] = {"port", "listen_addresses", "unix_socket_directories",
+                                          "primary_conninfo", "primary_slot_name",
+                                          "hba_file", "ident_file", "data_directory", NULL};
+    for (int i = 0; managed[i]; i++)
+        if (strcmp(k, managed[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Quotes a postgresql.conf value: single quotes, embedded quotes doubled. */
+static void sb_conf_value(pg_sb_t *sb, const char *v)
+{
+    sb_printf(sb, "'");
+    for (const char *p = v; *p; p++) {
+        if (*p == '\'')
+            sb_printf(sb, "''");
+        else if (*p == '\n' || *p == '\r')
+            sb_printf(sb, " ");
+        else
+            sb_printf(sb, "%c", *p);
+    }
+    sb_printf(sb, "'");
+}
+
+static int pg_render_config(const engine_instance_t *in, const engine_instance_t *primary,
+                            dbp_err_t *err)
+{
+    const spec_cluster_t *c = in->spec;
+    pg_sb_t conf = {0}, hba = {0}, ident = {0};
+    int changed = 0, rc = 0;
+
+    sb_printf(&conf, "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
+                     "# Set engine parameters in the Cluster's spec.config instead.\n",
+              in->name, in->cluster);
+    sb_printf(&conf, "listen_addresses = '%s'\nport = %d\nunix_socket_directories = '%s'\n",
+              in->host, in->port, in->sock_dir);
+    sb_printf(&conf, "hba_file = '%s/pg_hba.conf'\nident_file = '%s/pg_ident.conf'\n",
+              in->data_dir, in->data_dir);
+    sb_printf(&conf, "password_encryption = 'scram-sha-256'\n"
+                     "wal_level = replica\nmax_wal_senders = 16\nmax_replication_slots = 16\n"
+                     "hot_standby = on\nhot_standby_feedback = on\nwal_log_hints = on\n"
+                     "logging_collector = off\nlog_destination = 'stderr'\n"
+                     "log_line_prefix = '%%m [%%p] %%q%%u@%%d '\n"
+                     "cluster_name = '%s'\n",
+              in->name);
+    /* Defaults derived from spec.memory unless the user set them in spec.config. */
+    bool has_sb = false, has_mc = false;
+    for (size_t i = 0; i < c->config.n; i++) {
+        if (strcmp(c->config.v[i].key, "shared_buffers") == 0)
+            has_sb = true;
+        if (strcmp(c->config.v[i].key, "max_connections") == 0)
+            has_mc = true;
+    }
+    if (!has_sb && c->memory.set && c->memory.v >= 64ULL << 20) {
+        /* A quarter of the memory, the usual starting point, in whole MB. */
+        sb_printf(&conf, "shared_buffers = '%lluMB'\n",
+                  (unsigned long long)(c->memory.v / 4 / (1024 * 1024)));
+    }
+    if (!has_mc)
+        sb_printf(&conf, "max_connections = 100\n");
+    for (size_t i = 0; i < c->config.n; i++) {
+        if (pg_key_managed(c->config.v[i].key))
+            continue;
+        sb_printf(&conf, "%s = ", c->config.v[i].key);
+        sb_conf_value(&conf, c->config.v[i].value);
+        sb_printf(&conf, "\n");
+    }
+    if (primary) {
+        char slot[96];
+        pg_slot_name(in->name, slot, sizeof(slot));
+        sb_printf(&conf,
+                  "primary_conninfo = 'host=%s port=%d user=" PG_REPL_ROLE
+                  " application_name=%s'\nprimary_slot_name = '%s'\n",
+                  primary->sock_dir, primary->port, in->name, slot);
+    }
+
+    sb_printf(&hba, "# Written by dbplane; edits are replaced.\n"
+                    "# TYPE  DATABASE     USER                 ADDRESS       METHOD\n"
+                    "local   all          " PG_ADMIN_ROLE "                      peer map=dbplane\n"
+                    "local   replication  " PG_REPL_ROLE "                 peer map=dbplane\n"
+                    "local   all          " PG_REPL_ROLE "                 reject\n"
+                    "local   all          all                                scram-sha-256\n"
+                    "host    all          " PG_ADMIN_ROLE "  all           reject\n"
+                    "host    replication  all                  all           reject\n"
+                    "host    all          all                  127.0.0.1/32  scram-sha-256\n"
+                    "host    all          all                  ::1/128       scram-sha-256\n");
+    sb_printf(&ident, "# Written by dbplane; edits are replaced.\n"
+                      "# MAP      OS-USER   ROLE\n"
+                      "dbplane    %s    " PG_ADMIN_ROLE "\n"
+                      "dbplane    %s    " PG_REPL_ROLE "\n",
+              in->runas->daemon_name, in->runas->name);
+    if (strcmp(in->runas->daemon_name, in->runas->name) != 0)
+        sb_printf(&ident, "dbplane    %s    " PG_ADMIN_ROLE "\n", in->runas->name);
+
+    if (conf.failed || hba.failed || ident.failed) {
+        rc = dbp_err_set(err, DBP_ENOMEM, "out of memory rendering configuration");
+        goto out;
+    }
+    char path[PATH_MAX + 32];
+    const char *names[] = {"postgresql.conf", "pg_hba.conf", "pg_ident.conf"};
+    pg_sb_t *bufs[] = {&conf, &hba, &ident};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", in->data_dir, names[i]);
+        rc = write_if_changed(path, bufs[i]->buf, bufs[i]->len, 0600, in->runas, err);
+        if (rc < 0)
+            goto out;
+        changed |= rc;
+    }
+    /* The role a server starts in follows the topology, never the server's own files. */
+    snprintf(path, sizeof(path), "%s/standby.signal", in->data_dir);
+    if (primary) {
+        if (access(path, F_OK) != 0) {
+            rc = dbp_write_file(path, "", 0, 0600, in->runas, err);
+            if (rc)
+                goto out;
+            changed = 1;
+        }
+    } else if (access(path, F_OK) == 0) {
+        if (unlink(path) != 0) {
+            rc = dbp_err_set(err, DBP_EIO, "unlink %s: %s", path, strerror(errno));
+            goto out;
+        }
+        changed = 1;
+    }
+    rc = changed;
+out:
+    free(conf.buf);
+    free(hba.buf);
+    free(ident.buf);
+    return rc;
+}
+
+static int pg_server_argv(const engine_instance_t *in, char **argv, int max, char *buf,
+                          size_t buflen, dbp_err_t *err)
+{
+    if (max < 4)
+        return dbp_err_set(err, DBP_EINVAL, "argv too small");
+    char bindir[256];
+    pg_bindir(in->spec->version.v, bindir, sizeof(bindir));
+    if (snprintf(buf, buflen, "%s/postgres", bindir) >= (int)buflen)
+        return dbp_err_set(err, DBP_EINVAL, "path too long");
+    argv[0] = buf;
+    argv[1] = "-D";
+    argv[2] = (char *)in->data_dir;
+    argv[3] = NULL;
+    return 0;
+}
+
+/* Opens an admin connection to `dbname` over the instance's unix socket. Returns NULL
+ * with err filled when the server does not answer within 3 s. */
+static PGconn *pg_connect(const engine_instance_t *in, const char *dbname, dbp_err_t *err)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", in->port);
+    const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
+                          "application_name", NULL};
+    const char *vals[] = {in->sock_dir, port, PG_ADMIN_ROLE, dbname, "3", "dbplane", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        const char *m = conn ? PQerrorMessage(conn) : "out of memory";
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s", m);
+        size_t l = strlen(msg);
+        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+            msg[--l] = '\0';
+        dbp_err_set(err, DBP_EENGINE, "connect %s: %s", in->name, msg);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Runs one statement with text parameters; returns the result (free with PQclear) or
+ * NULL with err filled from the server's error. */
+static PGresult *pg_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                         dbp_err_t *err)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+        msg[--l] = '\0';
+    dbp_err_set(err, DBP_EENGINE, "%s", msg);
+    PQclear(res);
+    return NULL;
+}
+
+/* Runs a statement that returns no rows; 0 or DBP_EENGINE. */
+static int pg_cmd(PGconn *conn, const char *sql, dbp_err_t *err)
+{
+    PGresult *r = pg_exec(conn, sql, 0, NULL, err);
+    if (!r)
+        return DBP_EENGINE;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    dbp_err_t cerr;
+    PGconn *conn = pg_connect(in, "postgres", &cerr);
+    if (!conn)
+        return 0;
+    PGresult *r = pg_exec(conn,
+                          "SELECT pg_is_in_recovery(),"
+                          " CASE WHEN pg_is_in_recovery() THEN"
+                          "   COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
+                          " ELSE pg_current_wal_lsn()::text END,"
+                          " EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'),"
+                          " current_setting('server_version')",
+                          0, NULL, err);
+    if (!r) {
+        PQfinish(conn);
+        return DBP_EENGINE;
+    }
+    out->reachable = true;
+    out->role = strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? ENGINE_ROLE_REPLICA : ENGINE_ROLE_PRIMARY;
+    snprintf(out->position, sizeof(out->position), "%s", PQgetvalue(r, 0, 1));
+    out->streaming = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+    snprintf(out->version, sizeof(out->version), "%s", PQgetvalue(r, 0, 3));
+    PQclear(r);
+    if (out->role == ENGINE_ROLE_PRIMARY) {
+        r = pg_exec(conn,
+                    "SELECT application_name, state,"
+                    " COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), -1)::bigint,"
+                    " COALESCE((extract(epoch FROM replay_lag) * 1000)::bigint, 0)"
+                    " FROM pg_stat_replication ORDER BY application_name",
+                    0, NULL, err);
+        if (r) {
+            int n = PQntuples(r);
+            for (int i = 0; i < n && out->nreplicas < ENGINE_MAX_REPLICAS; i++) {
+                engine_replica_stat_t *rs = &out->replicas[out->nreplicas++];
+                snprintf(rs->name, sizeof(rs->name), "%s", PQgetvalue(r, i, 0));
+                snprintf(rs->state, sizeof(rs->state), "%s", PQgetvalue(r, i, 1));
+                rs->lag_bytes = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+                rs->lag_ms = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+            }
+            PQclear(r);
+        }
+    }
+    PQfinish(conn);
+    return 0;
+}
+
+static int pg_ensure_internal(const engine_instance_t *primary, const engine_instance_t *replicas,
+                              int nreplicas, dbp_err_t *err)
+{
+    PGconn *conn = pg_connect(primary, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    int changed = 0, rc = 0;
+    PGresult *r = pg_exec(conn, "SELECT 1 FROM pg_roles WHERE rolname = '" PG_REPL_ROLE "'", 0,
+                          NULL, err);
+    if (!r) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    bool exists = PQntuples(r) > 0;
+    PQclear(r);
+    if (!exists) {
+        rc = pg_cmd(conn, "CREATE ROLE " PG_REPL_ROLE " WITH LOGIN REPLICATION", err);
+        if (rc)
+            goto out;
+        changed = 1;
+    }
+    for (int i = 0; i < nreplicas; i++) {
+        char slot[96];
+        pg_slot_name(replicas[i].name, slot, sizeof(slot));
+        const char *params[] = {slot};
+        r = pg_exec(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", 1, params,
+                    err);
+        if (!r) {
+            rc = DBP_EENGINE;
+            goto out;
+        }
+        exists = PQntuples(r) > 0;
+        PQclear(r);
+        if (!exists) {
+            r = pg_exec(conn, "SELECT pg_create_physical_replication_slot($1, true)", 1, params,
+                        err);
+            if (!r) {
+                rc = DBP_EENGINE;
+                goto out;
+            }
+            PQclear(r);
+            changed = 1;
+        }
+    }
+    rc = changed;
+out:
+    PQfinish(conn);
+    return rc;
+}
+
+/* Builds `fmt` with %s replaced by quoted identifiers/literals; all escaping via libpq. */
+static char *pg_ident(PGconn *conn, const char *s)
+{
+    return PQescapeIdentifier(conn, s, strlen(s));
+}
+
+static int pg_ensure_user(const engine_instance_t *primary, const spec_user_t *user,
+                          const char *password, dbp_err_t *err)
+{
+    PGconn *conn = pg_connect(primary, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    int rc = 0;
+    char *ident = NULL, *lit = NULL, *verifier = NULL;
+    const char *uname = user->username.v;
+    const char *params[] = {uname};
+    PGresult *r = pg_exec(conn,
+                          "SELECT COALESCE(rolpassword, ''), rolconnlimit, rolcanlogin,"
+                          " rolsuper FROM pg_authid WHERE rolname = $1",
+                          1, params, err);
+    if (!r)
+        goto fail;
+    bool exists = PQntuples(r) > 0;
+    bool pw_ok = false, login_ok = false;
+    long connlimit = -1;
+    if (exists) {
+        pw_ok = secrets_scram_check(PQgetvalue(r, 0, 0), password);
+        connlimit = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+        login_ok = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+        if (strcmp(PQgetvalue(r, 0, 3), "t") == 0) {
+            PQclear(r);
+            rc = dbp_err_set(err, DBP_EINVAL, "role %s is a superuser; dbplane will not manage it",
+                             uname);
+            goto out;
+        }
+    }
+    PQclear(r);
+    long want_limit = user->max_user_connections.set ? (long)user->max_user_connections.v : -1;
+    if (exists && pw_ok && login_ok && connlimit == want_limit)
+        goto out; /* rc = 0: already as declared */
+
+    ident = pg_ident(conn, uname);
+    if (!ident)
+        goto fail_conn;
+    char sql[1024];
+    char *sqlbuf = NULL;
+    if (!pw_ok) {
+        verifier = PQencryptPasswordConn(conn, password, uname, "scram-sha-256");
+        if (!verifier)
+            goto fail_conn;
+        lit = PQescapeLiteral(conn, verifier, strlen(verifier));
+        if (!lit)
+            goto fail_conn;
+    }
+    size_t need = strlen(ident) + (lit ? strlen(lit) : 0) + 128;
+    sqlbuf = need > sizeof(sql) ? malloc(need) : sql;
+    if (!sqlbuf) {
+        rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(sqlbuf, need, "%s ROLE %s WITH LOGIN CONNECTION LIMIT %ld%s%s",
+             exists ? "ALTER" : "CREATE", ident, want_limit, lit ? " PASSWORD " : "",
+             lit ? lit : "");
+    rc = pg_cmd(conn, sqlbuf, err);
+    if (sqlbuf != sql)
+        free(sqlbuf);
+    if (rc == 0)
+        rc = 1;
+    goto out;
+fail_conn:
+    dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
+fail:
+    rc = DBP_EENGINE;
+out:
+    if (verifier)
+        PQfreemem(verifier);
+    if (lit)
+        PQfreemem(lit);
+    if (ident)
+        PQfreemem(ident);
+    PQfinish(conn);
+    return rc;
+}
+
+static int pg_ensure_database(const engine_instance_t *primary, const spec_database_t *db,
+                              dbp_err_t *err)
+{
+    PGconn *conn = pg_connect(primary, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    const char *owner = db->owner.set && db->owner.v ? db->owner.v : PG_ADMIN_ROLE;
+    int rc = 0, changed = 0;
+    char *dident = pg_ident(conn, db->name.v), *oident = pg_ident(conn, owner);
+    char sql[1024];
+    const char *params[] = {db->name.v};
+    PGresult *r = NULL;
+    if (!dident || !oident) {
+        rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
+        goto out;
+    }
+    r = pg_exec(conn,
+                "SELECT r.rolname,"
+                " EXISTS (SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba)))"
+                "         a WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))"
+                " FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1",
+                1, params, err);
+    if (!r) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    bool exists = PQntuples(r) > 0;
+    bool owner_ok = exists && strcmp(PQgetvalue(r, 0, 0), owner) == 0;
+    bool public_connect = !exists || strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    PQclear(r);
+    if (!exists) {
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s OWNER %s", dident, oident);
+        if ((rc = pg_cmd(conn, sql, err)))
+            goto out;
+        changed = 1;
+    } else if (!owner_ok) {
+        snprintf(sql, sizeof(sql), "ALTER DATABASE %s OWNER TO %s", dident, oident);
+        if ((rc = pg_cmd(conn, sql, err)))
+            goto out;
+        changed = 1;
+    }
+    if (public_connect) {
+        /* Apps sharing a cluster must not reach each other's databases: only the owner
+         * and users with a Grant may connect. */
+        snprintf(sql, sizeof(sql), "REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC", dident);
+        if ((rc = pg_cmd(conn, sql, err)))
+            goto out;
+        changed = 1;
+    }
+    rc = changed;
+out:
+    if (dident)
+        PQfreemem(dident);
+    if (oident)
+        PQfreemem(oident);
+    PQfinish(conn);
+    return rc;
+}
+
+/* Privilege classes for a PostgreSQL Grant on a database. */
+static bool pg_is_db_priv(const char *p)
+{
+    return strcasecmp(p, "CONNECT") == 0 || strcasecmp(p, "CREATE") == 0 ||
+           strcasecmp(p, "TEMPORARY") == 0 || strcasecmp(p, "TEMP") == 0;
+}
+
+static bool pg_is_all(const char *p)
+{
+    return strcasecmp(p, "ALL") == 0 || strcasecmp(p, "ALL PRIVILEGES") == 0;
+}
+
+static bool pg_is_table_priv(const char *p)
+{
+    static const char *const t[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE",
+                                    "REFERENCES", "TRIGGER", NULL};
+    for (int i = 0; t[i]; i++)
+        if (strcasecmp(p, t[i]) == 0)
+            return true;
+    return false;
+}
+
+static int pg_ensure_grant(const engine_instance_t *primary, const spec_grant_t *g,
+                           dbp_err_t *err)
+{
+    /* Work out what the declared privileges mean at each level. */
+    bool all = false;
+    char dbprivs[128] = "CONNECT", tprivs[256] = "";
+    for (size_t i = 0; i < g->privileges.n; i++) {
+        const char *p = g->privileges.v[i];
+        if (pg_is_all(p)) {
+            all = true;
+        } else if (pg_is_db_priv(p)) {
+            if (strcasecmp(p, "CONNECT") != 0) {
+                strncat(dbprivs, ", ", sizeof(dbprivs) - strlen(dbprivs) - 1);
+                strncat(dbprivs, strcasecmp(p, "TEMP") == 0 ? "TEMPORARY" : p,
+                        sizeof(dbprivs) - strlen(dbprivs) - 1);
+            }
+        } else if (pg_is_table_priv(p)) {
+            if (*tprivs)
+                strncat(tprivs, ", ", sizeof(tprivs) - strlen(tprivs) - 1);
+            strncat(tprivs, p, sizeof(tprivs) - strlen(tprivs) - 1);
+        } else {
+            return dbp_err_set(err, DBP_EINVAL, "privilege %s is not a PostgreSQL privilege", p);
+        }
+    }
+    for (char *c = dbprivs; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+    for (char *c = tprivs; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+    if (all) {
+        snprintf(dbprivs, sizeof(dbprivs), "ALL PRIVILEGES");
+        snprintf(tprivs, sizeof(tprivs), "ALL PRIVILEGES");
+    }
+
+    PGconn *conn = pg_connect(primary, g->database.v, err);
+    if (!conn)
+        return DBP_EENGINE;
+    int rc = 0;
+    char *u = pg_ident(conn, g->username.v), *d = pg_ident(conn, g->database.v);
+    char *owner = NULL;
+    PGresult *r = NULL;
+    char sql[1024];
+    if (!u || !d) {
+        rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
+        goto out;
+    }
+    r = pg_exec(conn,
+                "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+                " WHERE d.datname = current_database()",
+                0, NULL, err);
+    if (!r) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    owner = pg_ident(conn, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!owner) {
+        rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
+        goto out;
+    }
+    /* GRANT is idempotent; run the whole set in one transaction so it is all or nothing. */
+    if ((rc = pg_cmd(conn, "BEGIN", err)))
+        goto out;
+    snprintf(sql, sizeof(sql), "GRANT %s ON DATABASE %s TO %s", dbprivs, d, u);
+    rc = pg_cmd(conn, sql, err);
+    if (!rc && (*tprivs || all)) {
+        snprintf(sql, sizeof(sql), "GRANT %s ON SCHEMA public TO %s", all ? "ALL" : "USAGE", u);
+        rc = pg_cmd(conn, sql, err);
+    }
+    if (!rc && *tprivs) {
+        snprintf(sql, sizeof(sql), "GRANT %s ON ALL TABLES IN SCHEMA public TO %s", tprivs, u);
+        rc = pg_cmd(conn, sql, err);
+        if (!rc) {
+            snprintf(sql, sizeof(sql),
+                     "ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA public GRANT %s ON TABLES "
+                     "TO %s",
+                     owner, tprivs, u);
+            rc = pg_cmd(conn, sql, err);
+        }
+        if (!rc && all) {
+            snprintf(sql, sizeof(sql),
+                     "GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public TO %s", u);
+            rc = pg_cmd(conn, sql, err);
+        }
+        if (!rc && all) {
+            snprintf(sql, sizeof(sql),
+                     "ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA public GRANT ALL ON "
+                     "SEQUENCES TO %s",
+                     owner, u);
+            rc = pg_cmd(conn, sql, err);
+        }
+    }
+    if (rc) {
+        dbp_err_t ignore;
+        (void)pg_cmd(conn, "ROLLBACK", &ignore);
+        goto out;
+    }
+    rc = pg_cmd(conn, "COMMIT", err);
+out:
+    if (u)
+        PQfreemem(u);
+    if (d)
+        PQfreemem(d);
+    if (owner)
+        PQfreemem(owner);
+    PQfinish(conn);
+    return rc;
+}
+
+static int pg_drop_user(const engine_instance_t *primary, const char *username, dbp_err_t *err)
+{
+    PGconn *conn = pg_connect(primary, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    char *u = pg_ident(conn, username);
+    int rc;
+    if (!u) {
+        rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
+    } else {
+        char sql[512];
+        snprintf(sql, sizeof(sql), "DROP ROLE IF EXISTS %s", u);
+        rc = pg_cmd(conn, sql, err);
+        PQfreemem(u);
+    }
+    PQfinish(conn);
+    return rc;
+}
+
+const engine_ops_t engine_postgresql = {
+    .name = "postgresql",
+    .engine = SPEC_ENGINE_POSTGRESQL,
+    .check_install = pg_check_install,
+    .is_initialized = pg_is_initialized,
+    .init_primary = pg_init_primary,
+    .init_replica = pg_init_replica,
+    .render_config = pg_render_config,
+    .server_argv = pg_server_argv,
+    .stop_signal = SIGINT,
+    .reload_signal = SIGHUP,
+    .probe = pg_probe,
+    .ensure_internal = pg_ensure_internal,
+    .ensure_user = pg_ensure_user,
+    .ensure_database = pg_ensure_database,
+    .ensure_grant = pg_ensure_grant,
+    .drop_user = pg_drop_user,
+};

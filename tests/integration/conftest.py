@@ -1,0 +1,170 @@
+"""Fixtures for dbplane's integration tests: a real `dbplane up` daemon over a fresh data
+dir, real PostgreSQL servers under it, and real clients (psql, psycopg).
+
+Every daemon's stderr goes to a log file; a sanitizer report in it (when the suite runs
+against the ASan+UBSan build) fails the test that started the daemon.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("DBPLANE_BIN", str(ROOT / "build" / "dbplane"))
+SHARED = ROOT.parent / "shared"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def wait_until(pred, timeout=60.0, interval=0.2, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it, or fails the test."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - the predicate may race with start-up
+            last = e
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def run(args, check=True, timeout=120, **kw):
+    """Runs the dbplane CLI; returns the CompletedProcess."""
+    p = subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"dbplane {' '.join(args)} exited {p.returncode}\n"
+                             f"stdout: {p.stdout}\nstderr: {p.stderr}")
+    return p
+
+
+def sanitizer_report(text):
+    return next((m for m in SANITIZER_MARKERS if m in text), None)
+
+
+class Daemon:
+    """A `dbplane up` process over one data dir."""
+
+    def __init__(self, data_dir: Path, log_path: Path):
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.proc = None
+
+    def cli(self, *args, check=True, timeout=120):
+        return run(list(args) + ["--data-dir", str(self.data_dir)], check=check, timeout=timeout)
+
+    def start(self, *spec_files, wait=True, timeout=180):
+        args = [BIN, "up", "--data-dir", str(self.data_dir)]
+        for f in spec_files:
+            args += ["-f", str(f)]
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.proc.poll() is not None or self.api_up(), timeout=30,
+                   what="the daemon's API")
+        assert self.proc.poll() is None, f"dbplane up exited early:\n{self.log_text()}"
+        if wait:
+            self.wait(timeout)
+        return self
+
+    def api_up(self):
+        return self.cli("status", "-A", check=False).returncode == 0
+
+    def wait(self, timeout=180):
+        p = self.cli("wait", "-A", "--timeout", f"{timeout}s", check=False, timeout=timeout + 30)
+        assert p.returncode == 0, f"dbplane wait failed:\n{p.stderr}\n--- daemon log ---\n" \
+                                  f"{self.log_text()[-6000:]}"
+
+    def status(self, cluster=None, tenant=None):
+        args = ["status", "-o", "json"]
+        args += ["--tenant", tenant] if tenant else ["-A"]
+        if cluster:
+            args.append(cluster)
+        return json.loads(self.cli(*args).stdout)
+
+    def cluster(self, name, tenant=None):
+        return self.status(name, tenant)["clusters"][0]
+
+    def instance(self, cluster, role):
+        c = self.cluster(cluster)
+        return next(i for i in c["instances"] if i["role"] == role)
+
+    def events(self):
+        return json.loads(self.cli("events", "-A", "-o", "json", "--limit", "10000").stdout)["events"]
+
+    def secret(self, name, key, tenant="default"):
+        return self.cli("secret", "get", name, key, "--tenant", tenant).stdout.strip()
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout=120):
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"dbplane up did not stop within {timeout}s")
+        self.log.close()
+        return rc
+
+    def server_pid(self, tenant, cluster, instance):
+        pidfile = self.data_dir / "clusters" / tenant / cluster / instance / "data" / "postmaster.pid"
+        return int(pidfile.read_text().split("\n")[0])
+
+
+@pytest.fixture
+def workdir():
+    """A fresh directory the service user can traverse (pytest's tmp_path is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="dbplane-it-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon_factory(workdir):
+    daemons = []
+
+    def make(name="data"):
+        d = Daemon(workdir / name, workdir / f"{name}.log")
+        daemons.append(d)
+        return d
+
+    yield make
+    failures = []
+    for d in daemons:
+        rc = d.stop()
+        text = d.log_text()
+        rep = sanitizer_report(text)
+        if rep:
+            failures.append(f"sanitizer report ({rep}) in {d.log_path}:\n{text[-8000:]}")
+        elif rc not in (0, None):
+            failures.append(f"dbplane up exited {rc}:\n{text[-4000:]}")
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    return daemon_factory()
+
+
+def pg_dsn(inst, user, password, dbname):
+    return (f"host={inst['host']} port={inst['port']} user={user} password={password} "
+            f"dbname={dbname} connect_timeout=5")

@@ -1,0 +1,60 @@
+"""`dbplane validate` and `dbplane up` on good and bad specs (no servers needed)."""
+import re
+import subprocess
+
+import pytest
+
+from conftest import ROOT, SHARED, run
+
+
+@pytest.mark.parametrize("name", ["homelab.yaml", "wecare.yaml", "restore.yaml"])
+def test_spec_reference_files_validate(name):
+    p = run(["validate", "-f", str(SHARED / "spec-reference" / name)])
+    assert "resources valid" in p.stdout
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "homelab.yaml"])
+def test_examples_validate(name):
+    p = run(["validate", "-f", str(ROOT / "examples" / name)])
+    assert "resources valid" in p.stdout
+
+
+def test_malformed_spec_names_file_line_col_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: dbplane/v1\n"
+        "kind: Cluster\n"
+        "metadata: {name: pg}\n"
+        "spec:\n"
+        "  engine: postgresql\n"
+        "  instancez: 2\n"            # line 6: unknown field
+        "  memory: 512MB\n"           # line 7: bad quantity
+        "---\n"
+        "apiVersion: dbplane/v1\n"
+        "kind: Grant\n"
+        "metadata: {name: g}\n"
+        "spec: {cluster: pg, username: nobody, database: nodb, privileges: [SELECT]}\n")
+    p = run(["validate", "-f", str(bad)], check=False)
+    assert p.returncode == 1
+    err = p.stderr
+    assert re.search(rf"{re.escape(str(bad))}:6:3: error: .*instancez", err), err
+    assert "instances" in err  # the hint names the right field
+    assert re.search(rf"{re.escape(str(bad))}:7:11: error: .*memory", err), err
+    assert "nobody" in err  # dangling user reference
+
+
+def test_up_with_bad_spec_changes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: x}\n"
+                   "spec: {engine: oracle}\n")
+    data = tmp_path / "data"
+    p = run(["up", "-f", str(bad), "--data-dir", str(data)], check=False, timeout=30)
+    assert p.returncode == 1
+    assert f"{bad}:4:" in p.stderr and "engine" in p.stderr
+    assert not data.exists(), "a rejected spec must not create the data dir"
+
+
+def test_cli_without_daemon_says_how_to_start_one(tmp_path):
+    p = run(["status", "--data-dir", str(tmp_path)], check=False)
+    assert p.returncode == 1
+    assert "dbplane up" in p.stderr
