@@ -39,6 +39,8 @@ typedef struct cluster_rt {
     int primary; /* index into inst, -1 unknown */
     int64_t epoch;
     bool primary_ready; /* the topology's primary answers as a primary */
+    char *admin_password; /* owned (secrets_free_value); see engine_instance_t */
+    char *repl_password;
 } cluster_rt_t;
 
 /* ---- bookkeeping -------------------------------------------------------------------- */
@@ -340,6 +342,15 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         snprintf(msg, len, "instances must be 1..%d", CTL_MAX_INSTANCES);
         return "failed";
     }
+    char internal[128];
+    snprintf(internal, sizeof(internal), "dbplane-internal-%s", c->name.v);
+    if (secrets_ensure(d->secrets, c->tenant.v, internal, "admin", 32, &cr->admin_password, NULL,
+                       &err) != 0 ||
+        secrets_ensure(d->secrets, c->tenant.v, internal, "replication", 32, &cr->repl_password,
+                       NULL, &err) != 0) {
+        snprintf(msg, len, "internal credentials: %s", err.msg);
+        return "failed";
+    }
     for (int i = 0; i < cr->n; i++) {
         store_instance_t rec;
         if (instance_record(d, c, i, &rec, &err) != 0) {
@@ -347,6 +358,8 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             return "failed";
         }
         fill_instance(d, c, &rec, &cr->inst[i]);
+        cr->inst[i].admin_password = cr->admin_password;
+        cr->inst[i].repl_password = cr->repl_password;
         if (instance_dirs(d, &cr->inst[i], &err) != 0) {
             snprintf(msg, len, "%s", err.msg);
             return "failed";
@@ -547,10 +560,15 @@ static void reconcile_member(ctl_daemon_t *d, desired_t *des, size_t idx, cluste
         }
         what = "login";
     } else if (r->kind == SPEC_KIND_DATABASE) {
-        rc = cr->ops->ensure_database(P, &r->u.database, &err);
+        rc = cr->ops->ensure_database
+                 ? cr->ops->ensure_database(P, &r->u.database, &err)
+                 : dbp_err_set(&err, DBP_EUNSUPPORTED, "%s has no databases", cr->ops->name);
         what = "database";
     } else {
-        rc = cr->ops->ensure_grant(P, &r->u.grant, &err);
+        rc = cr->ops->ensure_grant
+                 ? cr->ops->ensure_grant(P, &r->u.grant, &err)
+                 : dbp_err_set(&err, DBP_EUNSUPPORTED, "%s has no grants; use User ACLs",
+                               cr->ops->name);
         what = "privileges";
     }
     if (rc < 0) {
@@ -653,6 +671,10 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         if (state && (des.observed[i] != des.generation[i] || !des.state[i] ||
                       strcmp(des.state[i], state) != 0))
             set_status(d, r, des.generation[i], state, msg);
+    }
+    for (int i = 0; i < ncl; i++) {
+        secrets_free_value(crs[i].admin_password);
+        secrets_free_value(crs[i].repl_password);
     }
     free(crs);
     desired_free(&des);

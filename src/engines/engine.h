@@ -37,6 +37,12 @@ typedef struct engine_instance {
     int port;                   /* TCP port */
     const spec_cluster_t *spec; /* borrowed: the Cluster spec */
     const dbp_runas_t *runas;   /* borrowed: the account servers and tools run as */
+    /* Internal credentials for engines that cannot use peer authentication (Redis ACL,
+     * MariaDB replication): generated once per cluster and kept in the secret store
+     * (Secret "dbplane-internal-<cluster>", keys "admin" and "replication"). Borrowed;
+     * never log them, never put them in argv or in a plaintext file. */
+    const char *admin_password;
+    const char *repl_password;
 } engine_instance_t;
 
 /* The role a server reports about itself. */
@@ -67,7 +73,9 @@ typedef struct engine_probe {
     char version[64];       /* server version string */
 } engine_probe_t;
 
-/* The operations of one engine. Optional operations may be NULL. */
+/* The operations of one engine. Optional operations may be NULL: ensure_database and
+ * ensure_grant on engines without those concepts (Redis), where the control plane
+ * reports the resource as not applicable. */
 typedef struct engine_ops {
     const char *name;   /* "postgresql" */
     spec_engine_t engine;
@@ -131,7 +139,7 @@ typedef struct engine_ops {
  * "engine X is not available in this build"). */
 const engine_ops_t *engine_lookup(spec_engine_t engine);
 
-/* The PostgreSQL driver (engines/postgresql.c). */
+/* The drivers compiled in (engines/<name>.c). */
 extern const engine_ops_t engine_postgresql;
 
 /* Text of a role for status output: "primary", "replica", "". */

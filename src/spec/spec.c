@@ -1126,6 +1126,9 @@ static void parse_metadata(pctx_t *c, spec_resource_t *r, const spec_node_t *roo
         report(c, SPEC_ERROR, md->at, "metadata", NULL, "expected a mapping, got %s",
                spec_node_what(md));
     } else {
+        const spec_node_t *nv = NULL;
+        if (spec_node_key(md, "name", &nv) && nv->type == SPEC_NODE_SCALAR)
+            snprintf(c->prefix, sizeof(c->prefix), "%s/%s", spec_kind_str(r->kind), nv->s);
         size_t old = path_push(c, "metadata", 0);
         for (size_t i = 0; i + 1 < md->n; i += 2) {
             const spec_node_t *k = md->kids[i], *v = md->kids[i + 1];
@@ -1133,10 +1136,10 @@ static void parse_metadata(pctx_t *c, spec_resource_t *r, const spec_node_t *roo
             if (is_name || is_tenant) {
                 size_t o2 = path_push(c, k->s, 0);
                 if (want_scalar(c, v, "a string")) {
+                    set_str(is_name ? &r->name : &r->tenant, v->s, v->at);
                     if (!spec_is_dns_label(v->s))
                         report(c, SPEC_ERROR, v->at, NULL, dns_hint,
                                "%s '%s' is not a valid DNS label", k->s, v->s);
-                    set_str(is_name ? &r->name : &r->tenant, v->s, v->at);
                 }
                 path_pop(c, o2);
             } else if (!strcmp(k->s, "labels") || !strcmp(k->s, "annotations")) {
@@ -1181,48 +1184,47 @@ static void on_document(void *ctx, const spec_node_t *root, spec_mark_t doc_at)
                "kind, metadata and spec", "expected a mapping, got %s", spec_node_what(root));
         return;
     }
-    const spec_node_t *v = NULL, *k;
-    k = spec_node_key(root, "apiVersion", &v);
-    if (!k || spec_node_is_null(v))
-        report(c, SPEC_ERROR, k ? k->at : root->at, "apiVersion", "add apiVersion: dbplane/v1",
-               "missing required field 'apiVersion'");
-    else if (v->type != SPEC_NODE_SCALAR || strcmp(v->s, "dbplane/v1") != 0)
-        report(c, SPEC_ERROR, v->at, "apiVersion", "use apiVersion: dbplane/v1",
-               "unsupported apiVersion '%s'", v->type == SPEC_NODE_SCALAR ? v->s : "?");
-
     char hint[512];
-    const char *close;
-    k = spec_node_key(root, "kind", &v);
-    if (!k || spec_node_is_null(v)) {
-        join_names(hint, sizeof(hint), "valid kinds: ", kind_list);
-        report(c, SPEC_ERROR, k ? k->at : root->at, "kind", hint,
-               "missing required field 'kind'");
-        return;
-    }
+    const spec_node_t *kv = NULL, *av = NULL;
+    const spec_node_t *kk = spec_node_key(root, "kind", &kv);
+    const spec_node_t *ak = spec_node_key(root, "apiVersion", &av);
     int kind = -1;
-    if (v->type == SPEC_NODE_SCALAR)
+    if (kk && kv->type == SPEC_NODE_SCALAR)
         for (int i = 0; i < SPEC_KIND_COUNT; i++)
-            if (strcmp(v->s, kind_list[i]) == 0)
+            if (strcmp(kv->s, kind_list[i]) == 0)
                 kind = i;
+    spec_resource_t *r = NULL;
+    if (kind >= 0) { /* metadata first, so that every message names the resource */
+        r = spec_xcalloc(1, sizeof(*r));
+        r->kind = (spec_kind_t)kind;
+        r->at = root->at;
+        snprintf(c->prefix, sizeof(c->prefix), "%s", kind_list[kind]);
+        parse_metadata(c, r, root);
+    }
+    (void)doc_at;
+    if (!ak || spec_node_is_null(av))
+        report(c, SPEC_ERROR, ak ? ak->at : root->at, "apiVersion", "add apiVersion: dbplane/v1",
+               "missing required field 'apiVersion'");
+    else if (av->type != SPEC_NODE_SCALAR || strcmp(av->s, "dbplane/v1") != 0)
+        report(c, SPEC_ERROR, av->at, "apiVersion", "use apiVersion: dbplane/v1",
+               "unsupported apiVersion '%s'", av->type == SPEC_NODE_SCALAR ? av->s : "?");
     if (kind < 0) {
-        const char *got = v->type == SPEC_NODE_SCALAR ? v->s : "?";
-        close = spec_closest(got, kind_list);
+        if (!kk || spec_node_is_null(kv)) {
+            join_names(hint, sizeof(hint), "valid kinds: ", kind_list);
+            report(c, SPEC_ERROR, kk ? kk->at : root->at, "kind", hint,
+                   "missing required field 'kind'");
+            return;
+        }
+        const char *got = kv->type == SPEC_NODE_SCALAR ? kv->s : "?";
+        const char *close = spec_closest(got, kind_list);
         char lead[128] = "";
         if (close)
             snprintf(lead, sizeof(lead), "did you mean '%s'? ", close);
         strcat(lead, "valid kinds: ");
         join_names(hint, sizeof(hint), lead, kind_list);
-        report(c, SPEC_ERROR, v->at, "kind", hint, "unknown kind '%s'", got);
+        report(c, SPEC_ERROR, kv->at, "kind", hint, "unknown kind '%s'", got);
         return;
     }
-    spec_resource_t *r = spec_xcalloc(1, sizeof(*r));
-    r->kind = (spec_kind_t)kind;
-    r->at = root->at;
-    (void)doc_at;
-    snprintf(c->prefix, sizeof(c->prefix), "%s", kind_list[kind]);
-    parse_metadata(c, r, root);
-    if (r->name.v)
-        snprintf(c->prefix, sizeof(c->prefix), "%s/%s", kind_list[kind], r->name.v);
     parse_map(c, root_tables[kind], (char *)&r->u, root, root->at);
     kind_rules(c, r, root);
     r->json = spec_node_to_json(root);

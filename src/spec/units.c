@@ -41,6 +41,7 @@ static bool read_u64(const char **p, uint64_t *out)
         s++;
     }
     *p = s;
+    *out = v;
     return true;
 }
 

@@ -6,7 +6,7 @@
  * SQLite files or the log, generated values (length, charset, generated once), and
  * secrets_apply on hand-built Secret resources.
  */
-#define _GNU_SOURCE /* nftw, memmem */
+/* _GNU_SOURCE (for nftw, memmem) comes from the build. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -5,7 +5,7 @@
  * compare-and-set, the event log, secret blobs, file modes, transactions and two
  * connections sharing one file.
  */
-#define _GNU_SOURCE /* nftw */
+/* _GNU_SOURCE (for nftw) comes from the build. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

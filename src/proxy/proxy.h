@@ -1,0 +1,101 @@
+/*
+ * proxy.h: dbplane's protocol-aware proxy — the interface the control plane uses. The
+ * proxy runs its own worker threads (libevent, one event base each) and never calls the
+ * store: the control plane pushes an immutable configuration snapshot (listeners, pool
+ * settings, users with their passwords, and each cluster's topology: epoch, primary,
+ * replicas) with proxy_update whenever something changes. Writes go only to the
+ * primary of the newest epoch seen; a snapshot with an older epoch for a cluster is
+ * ignored.
+ */
+#ifndef DBP_PROXY_PROXY_H
+#define DBP_PROXY_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/err.h"
+
+#define PROXY_MAX_BACKENDS 16
+
+/* One server of a cluster as the proxy sees it. */
+typedef struct proxy_backend {
+    char name[96];  /* instance name */
+    char host[64];  /* TCP address, e.g. "127.0.0.1" */
+    int port;
+    char sock_dir[108]; /* unix socket directory if the server has one ("" = TCP only) */
+    bool primary;   /* the topology's primary at `epoch` */
+    bool healthy;   /* last probe answered */
+} proxy_backend_t;
+
+/* One login the proxy accepts and uses towards the servers. */
+typedef struct proxy_user {
+    char username[64];
+    const char *password; /* borrowed for the call; the proxy keeps what it needs (e.g. a
+                             SCRAM verifier and keys), wiped on removal. Never logged. */
+    int max_connections;  /* server connections for this user across pools; -1 = no cap */
+} proxy_user_t;
+
+/* Pool modes (Cluster spec proxy.pool.mode). */
+typedef enum proxy_pool_mode {
+    PROXY_POOL_TRANSACTION = 0,
+    PROXY_POOL_SESSION,
+    PROXY_POOL_STATEMENT,
+} proxy_pool_mode_t;
+
+/* One cluster's endpoints, pools and topology. */
+typedef struct proxy_cluster {
+    char tenant[64];
+    char name[64];
+    char engine[16];          /* "postgresql" (others later) */
+    char address[64];         /* listen address, default "127.0.0.1" */
+    int rw_port;              /* read-write endpoint → primary */
+    int ro_port;              /* read-only endpoint → replicas (least connections), else primary; 0 = none */
+    proxy_pool_mode_t pool_mode;
+    int pool_size;            /* server connections per (database, user) */
+    int min_pool_size;
+    int reserve_pool_size;
+    int max_client_connections;
+    int64_t query_wait_timeout_ms;
+    int64_t idle_in_transaction_timeout_ms; /* 0 = off */
+    int64_t server_idle_timeout_ms;
+    int64_t server_lifetime_ms;
+    int64_t client_login_timeout_ms;
+    int64_t epoch;            /* topology epoch of `backends` */
+    proxy_backend_t backends[PROXY_MAX_BACKENDS];
+    int nbackends;
+    proxy_user_t *users;      /* borrowed for the call */
+    int nusers;
+} proxy_cluster_t;
+
+/* A whole configuration snapshot. Borrowed for the call; the proxy copies it. */
+typedef struct proxy_config {
+    proxy_cluster_t *clusters;
+    int nclusters;
+    int workers;              /* worker threads; 0 = number of cores */
+    const char *tls_cert_path; /* PEM; NULL = generate a self-signed one in tls_dir */
+    const char *tls_key_path;
+    const char *tls_dir;      /* where a generated certificate is kept */
+} proxy_config_t;
+
+typedef struct proxy proxy_t;
+
+/* Starts the workers and the listeners of `cfg`. Returns owned *out (proxy_stop). */
+int proxy_start(proxy_t **out, const proxy_config_t *cfg, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Applies a new snapshot without dropping client connections: new listeners open,
+ * removed ones close, users/passwords/pool sizes change for new logins and new server
+ * connections, a newer epoch moves new transactions to the new primary. Thread-safe. */
+int proxy_update(proxy_t *p, const proxy_config_t *cfg, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Pools, clients, servers and counters (queries, transactions, bytes, wait time) as an
+ * owned JSON document (json_decref). Thread-safe. */
+json_t *proxy_stats_json(proxy_t *p);
+
+/* Closes listeners and connections, joins the workers, frees everything. NULL is a no-op. */
+void proxy_stop(proxy_t *p);
+
+#endif
