@@ -584,6 +584,110 @@ static void reconcile_member(ctl_daemon_t *d, desired_t *des, size_t idx, cluste
     set_status(d, r, gen, "ready", msg);
 }
 
+/* ---- SqlJobs ------------------------------------------------------------------------ */
+
+/* Index of the SqlJob `name` in tenant, or -1. */
+static long find_job(const desired_t *des, const char *tenant, const char *name)
+{
+    for (size_t i = 0; i < des->set.n; i++) {
+        const spec_resource_t *r = des->set.items[i];
+        if (r->kind == SPEC_KIND_SQL_JOB && strcmp(r->tenant.v, tenant) == 0 &&
+            strcmp(r->name.v, name) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+static bool job_done(const desired_t *des, size_t i)
+{
+    return des->state[i] && strcmp(des->state[i], "ready") == 0 &&
+           des->observed[i] == des->generation[i];
+}
+
+/* Runs a SqlJob once per generation: a job that completed is never run again until its
+ * spec changes; a failed one is retried every resync period, after its dependencies. */
+static void reconcile_sql_job(ctl_daemon_t *d, desired_t *des, size_t idx, cluster_rt_t *crs,
+                              int ncrs)
+{
+    spec_resource_t *r = des->set.items[idx];
+    const spec_sql_job_t *j = &r->u.sql_job;
+    int64_t gen = des->generation[idx];
+    if (job_done(des, idx))
+        return;
+    ctl_memo_t *m = memo_get(d, r);
+    if (m && m->last_error[0] && m->generation == gen &&
+        dbp_now_ms() - m->checked_ms < d->resync_ms)
+        return;
+    char msg[512];
+    for (size_t k = 0; k < j->depends_on.n; k++) {
+        long dep = find_job(des, r->tenant.v, j->depends_on.v[k]);
+        if (dep < 0 || !job_done(des, (size_t)dep)) {
+            snprintf(msg, sizeof(msg), "waiting for SqlJob %s", j->depends_on.v[k]);
+            set_status(d, r, gen, "pending", msg);
+            return;
+        }
+    }
+    cluster_rt_t *cr = find_cluster(crs, ncrs, r->tenant.v, j->cluster.v);
+    if (!cr || !cr->primary_ready || !cr->ops->run_sql) {
+        snprintf(msg, sizeof(msg), cr && cr->primary_ready ? "engine %s cannot run SQL"
+                                                          : "waiting for cluster %s to be ready",
+                 cr && cr->primary_ready ? cr->ops->name : j->cluster.v);
+        set_status(d, r, gen, "pending", msg);
+        return;
+    }
+    dbp_err_t err;
+    memset(&err, 0, sizeof(err));
+    char *sql = NULL, *pw = NULL;
+    int rc = 0;
+    if (j->sql.set) {
+        sql = strdup(j->sql.v);
+        if (!sql)
+            rc = dbp_err_set(&err, DBP_ENOMEM, "out of memory");
+    } else {
+        rc = dbp_read_file(j->sql_file.v, &sql, NULL, &err);
+    }
+    const char *user = j->username.set ? j->username.v : NULL;
+    if (rc == 0 && user) {
+        /* The job runs as a declared User: its password comes from the secret store. */
+        const spec_resource_t *ures = NULL;
+        for (size_t i = 0; i < des->set.n && !ures; i++) {
+            const spec_resource_t *u = des->set.items[i];
+            if (u->kind == SPEC_KIND_USER && strcmp(u->tenant.v, r->tenant.v) == 0 &&
+                strcmp(u->u.user.cluster.v, j->cluster.v) == 0 &&
+                strcmp(u->u.user.username.v, user) == 0)
+                ures = u;
+        }
+        if (!ures)
+            rc = dbp_err_set(&err, DBP_ENOENT, "user %s is not declared on cluster %s", user,
+                             j->cluster.v);
+        else
+            rc = user_password(d, ures, &des->set, &pw, &err);
+    }
+    int64_t t0 = dbp_now_ms();
+    if (rc == 0)
+        rc = cr->ops->run_sql(&cr->inst[cr->primary], j->database.v, user, pw, sql, &err);
+    int64_t ms = dbp_now_ms() - t0;
+    secrets_free_value(pw);
+    free(sql);
+    if (rc) {
+        snprintf(msg, sizeof(msg), "failed after %lld ms: %s", (long long)ms, err.msg);
+        set_status(d, r, gen, "failed", msg);
+        if (m) {
+            m->generation = gen;
+            m->checked_ms = dbp_now_ms();
+        }
+        return;
+    }
+    snprintf(msg, sizeof(msg), "completed in %lld ms on %s", (long long)ms,
+             cr->inst[cr->primary].name);
+    event(d, r->tenant.v, "SqlJob", r->name.v, "Normal", "Completed", msg);
+    set_status(d, r, gen, "ready", msg);
+    /* Later jobs of this pass may depend on this one. */
+    free(des->state[idx]);
+    des->state[idx] = strdup("ready");
+    des->observed[idx] = gen;
+}
+
 /* ---- the pass ----------------------------------------------------------------------- */
 
 void ctl_reconcile_pass(ctl_daemon_t *d)
@@ -648,6 +752,11 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
             if (des.set.items[i]->kind == order[o])
                 reconcile_member(d, &des, i, crs, ncl);
 
+    /* SqlJobs after the objects they use; several passes resolve dependency chains. */
+    for (size_t i = 0; i < des.set.n; i++)
+        if (des.set.items[i]->kind == SPEC_KIND_SQL_JOB)
+            reconcile_sql_job(d, &des, i, crs, ncl);
+
     /* Declarations with nothing to run, and kinds whose controllers are not built yet. */
     for (size_t i = 0; i < des.set.n; i++) {
         spec_resource_t *r = des.set.items[i];
@@ -660,7 +769,6 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
             break;
         case SPEC_KIND_BACKUP:
         case SPEC_KIND_RESTORE:
-        case SPEC_KIND_SQL_JOB:
         case SPEC_KIND_CREDENTIAL_ROLE:
             state = "accepted";
             msg = "stored; this build has no controller for this kind yet";

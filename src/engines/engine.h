@@ -133,6 +133,14 @@ typedef struct engine_ops {
 
     /* On the primary: drops a login; absent is success. */
     int (*drop_user)(const engine_instance_t *primary, const char *username, dbp_err_t *err);
+
+    /* On the primary: runs `sql` (one or more statements, the engine's own syntax) in
+     * `database` as `username` (NULL: dbplane's admin account; `password` is that user's,
+     * borrowed, may be NULL where the engine can switch roles without it). Statements run
+     * as one implicit transaction where the engine allows it. Returns 0, or DBP_EENGINE
+     * with the server's error message. Used by SqlJob. */
+    int (*run_sql)(const engine_instance_t *primary, const char *database, const char *username,
+                   const char *password, const char *sql, dbp_err_t *err);
 } engine_ops_t;
 
 /* The driver for an engine, or NULL when this build has none (the caller reports

@@ -790,6 +790,45 @@ static int pg_drop_user(const engine_instance_t *primary, const char *username, 
     return rc;
 }
 
+static int pg_run_sql(const engine_instance_t *primary, const char *database, const char *username,
+                      const char *password, const char *sql, dbp_err_t *err)
+{
+    PGconn *conn = pg_connect(primary, database, err);
+    if (!conn)
+        return DBP_EENGINE;
+    int rc = 0;
+    if (username) {
+        /* The admin switches to the declared role, so objects belong to it and its
+         * privileges apply; no password is needed for that. */
+        char *u = pg_ident(conn, username);
+        if (!u) {
+            rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
+            goto out;
+        }
+        char set[256];
+        snprintf(set, sizeof(set), "SET ROLE %s", u);
+        PQfreemem(u);
+        if ((rc = pg_cmd(conn, set, err)))
+            goto out;
+    }
+    /* The simple query protocol runs several statements as one implicit transaction. */
+    PGresult *r = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+        size_t l = strlen(msg);
+        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+            msg[--l] = '\0';
+        rc = dbp_err_set(err, DBP_EENGINE, "%s", msg);
+    }
+    PQclear(r);
+out:
+    PQfinish(conn);
+    (void)password;
+    return rc;
+}
+
 const engine_ops_t engine_postgresql = {
     .name = "postgresql",
     .engine = SPEC_ENGINE_POSTGRESQL,
@@ -807,4 +846,5 @@ const engine_ops_t engine_postgresql = {
     .ensure_database = pg_ensure_database,
     .ensure_grant = pg_ensure_grant,
     .drop_user = pg_drop_user,
+    .run_sql = pg_run_sql,
 };

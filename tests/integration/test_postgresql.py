@@ -184,3 +184,46 @@ def test_unbuilt_engine_is_reported(daemon, tmp_path):
     assert "not available in this build" in c["message"]
     p = d.cli("wait", "--timeout", "2s", check=False)
     assert p.returncode == 1 and "cache" in p.stderr
+
+
+def test_sql_jobs_run_once_in_order_and_report_errors(qs, tmp_path):
+    d = qs
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "apiVersion: dbplane/v1\nkind: SqlJob\nmetadata: {name: seed}\n"
+        "spec:\n  cluster: pg-main\n  database: shop\n  username: shop\n"
+        "  dependsOn: [schema]\n"
+        "  sql: INSERT INTO catalog VALUES (1, 'chair');\n"
+        "---\n"
+        "apiVersion: dbplane/v1\nkind: SqlJob\nmetadata: {name: schema}\n"
+        "spec:\n  cluster: pg-main\n  database: shop\n  username: shop\n"
+        "  sql: |\n    CREATE TABLE catalog (id int PRIMARY KEY, name text);\n"
+        "---\n"
+        "apiVersion: dbplane/v1\nkind: SqlJob\nmetadata: {name: broken}\n"
+        "spec:\n  cluster: pg-main\n  database: shop\n  sql: SELECT * FROM no_such_table;\n")
+    d.cli("apply", "-f", str(jobs))
+
+    def job(name):
+        return json_get(d, "sqljob", name)["status"]
+
+    wait_until(lambda: job("seed")["state"] == "ready", timeout=60, what="the seed job")
+    assert job("schema")["state"] == "ready"
+    b = wait_until(lambda: (lambda s: s if s["state"] == "failed" else None)(job("broken")),
+                   timeout=30, what="the broken job to fail")
+    assert 'relation "no_such_table" does not exist' in b["message"]
+    with connect(d, "primary", "shop", "shop") as conn:
+        assert conn.execute("SELECT name FROM catalog").fetchall() == [("chair",)]
+        # The job ran as the declared user: the table belongs to it.
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename='catalog'")
+        assert owner.fetchone()[0] == "shop"
+    # Re-applying the same spec runs nothing again (a second INSERT would fail anyway).
+    d.cli("apply", "-f", str(jobs))
+    time.sleep(3)
+    completed = [e for e in d.events() if e["reason"] == "Completed" and e["kind"] == "SqlJob"]
+    assert sorted(e["name"] for e in completed) == ["schema", "seed"]
+    assert job("seed")["state"] == "ready"
+
+
+def json_get(d, kind, name):
+    import json
+    return json.loads(d.cli("get", kind, name, "-o", "json").stdout)
