@@ -121,6 +121,12 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
         rc = dbp_err_set(err, DBP_EIO, "realpath %s: %s", o->data_dir, strerror(errno));
         goto out;
     }
+    /* Instance paths extend the data dir by a few hundred bytes at most; fixed PATH_MAX
+     * buffers below rely on this bound. */
+    if (strlen(d.data_dir) > PATH_MAX / 2) {
+        rc = dbp_err_set(err, DBP_EINVAL, "data dir path longer than %d bytes", PATH_MAX / 2);
+        goto out;
+    }
     if ((rc = dbp_check_traversable(d.data_dir, &d.runas, err)))
         goto out;
     if ((rc = take_lock(d.data_dir, err)) < 0)

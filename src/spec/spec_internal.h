@@ -57,8 +57,11 @@ typedef void (*spec_doc_cb_t)(void *ctx, const spec_node_t *root, spec_mark_t do
 void spec_yaml_load(const char *file, const char *buf, size_t len, spec_diags_t *diags,
                     spec_doc_cb_t cb, void *ctx);
 
-/* Converts a node to jansson (see spec.h: mappings → objects, sequences → arrays, plain
- * ints/booleans/nulls typed, everything else a string). Returns an owned reference. */
+/* Converts a node to jansson: mappings → objects, sequences → arrays; plain scalars that
+ * are canonical decimal integers → integers, `true`/`false` → booleans, nulls (see
+ * spec_node_is_null) → null; everything else, and every quoted scalar, → string. The
+ * conversion is chosen so that re-parsing json_dumps() output gives the same resource.
+ * Returns an owned reference. */
 json_t *spec_node_to_json(const spec_node_t *n);
 
 /* True for a plain scalar that YAML resolves to null: "", "~", "null", "Null", "NULL". */

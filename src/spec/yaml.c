@@ -337,13 +337,15 @@ const char *spec_node_what(const spec_node_t *n)
     }
 }
 
-/* YAML 1.2 core-schema decimal integer that fits in int64. */
+/* A decimal integer in canonical form ("0", "42", "-7"; not "+7", "007" or "-0") that fits
+ * in int64. Only canonical text becomes a JSON integer, so that converting back to text
+ * (json_dumps, then re-parsing) reproduces the original scalar exactly. */
 static bool plain_int(const char *s, json_int_t *out)
 {
     const char *p = s;
-    if (*p == '-' || *p == '+')
+    if (*p == '-')
         p++;
-    if (!*p)
+    if (!*p || (p[0] == '0' && (p[1] || p != s)))
         return false;
     for (const char *q = p; *q; q++)
         if (*q < '0' || *q > '9')
@@ -380,9 +382,9 @@ json_t *spec_node_to_json(const spec_node_t *n)
         json_int_t iv;
         if (spec_node_is_null(n))
             return json_null();
-        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+        if (!strcmp(s, "true"))
             return json_true();
-        if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+        if (!strcmp(s, "false"))
             return json_false();
         if (plain_int(s, &iv))
             return json_integer(iv);
