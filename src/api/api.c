@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "common/log.h"
+#include "control/apply.h"
 #include "secrets/secrets.h"
 #include "spec/spec.h"
 
@@ -265,34 +266,8 @@ static enum MHD_Result do_apply(api_server_t *s, struct MHD_Connection *c, const
         ret = send_json(c, 422, json_pack("{s:o}", "errors", diags_json(&d)));
         goto out;
     }
-    /* All or nothing: one transaction for the whole request. */
-    if (store_begin(s->store, &err) != 0) {
-        ret = send_error(c, 500, err.msg);
-        goto out;
-    }
-    json_t *applied = json_array();
-    for (size_t i = 0; i < set.n; i++) {
-        spec_resource_t *r = set.items[i];
-        char *json = json_dumps(r->json, JSON_COMPACT | JSON_SORT_KEYS);
-        bool changed = false;
-        int64_t gen = 0;
-        int rc = json ? store_put_resource(s->store, r->tenant.v, spec_kind_str(r->kind),
-                                           r->name.v, json, &gen, &changed, &err)
-                      : dbp_err_set(&err, DBP_ENOMEM, "out of memory");
-        free(json);
-        if (rc) {
-            store_rollback(s->store);
-            json_decref(applied);
-            ret = send_error(c, 500, err.msg);
-            goto out;
-        }
-        json_array_append_new(applied, json_pack("{s:s,s:s,s:s,s:I,s:b}", "kind",
-                                                  spec_kind_str(r->kind), "tenant", r->tenant.v,
-                                                  "name", r->name.v, "generation",
-                                                  (json_int_t)gen, "changed", changed));
-    }
-    if (store_commit(s->store, &err) != 0) {
-        json_decref(applied);
+    json_t *applied = NULL;
+    if (ctl_apply_set(s->store, s->secrets, &set, &applied, &err) != 0) {
         ret = send_error(c, 500, err.msg);
         goto out;
     }

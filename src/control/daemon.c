@@ -18,6 +18,7 @@
 
 #include "api/api.h"
 #include "common/log.h"
+#include "control/apply.h"
 #include "control/reconcile.h"
 #include "spec/spec.h"
 
@@ -147,23 +148,9 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
 
     /* Desired state: the files' resources are written to the store; the store is the
      * truth from here on (`apply` adds to it while running). */
-    for (size_t i = 0; i < files.n; i++) {
-        spec_resource_t *r = files.items[i];
-        char *json = json_dumps(r->json, JSON_COMPACT | JSON_SORT_KEYS);
-        if (!json) {
-            rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
-            goto out;
-        }
-        bool changed = false;
-        int64_t gen = 0;
-        rc = store_put_resource(d.store, r->tenant.v, spec_kind_str(r->kind), r->name.v, json,
-                                &gen, &changed, err);
-        free(json);
-        if (rc)
-            goto out;
-        if (changed)
-            dbp_info("resource_applied", "tenant=%s kind=%s name=%s generation=%lld",
-                     r->tenant.v, spec_kind_str(r->kind), r->name.v, (long long)gen);
+    if ((rc = ctl_apply_set(d.store, d.secrets, &files, NULL, err))) {
+        dbp_err_prefix(err, "store the spec: ");
+        goto out;
     }
 
     if (pipe2(d.wake, O_CLOEXEC | O_NONBLOCK) != 0) {

@@ -10,6 +10,10 @@ const engine_ops_t *engine_lookup(spec_engine_t engine)
     switch (engine) {
     case SPEC_ENGINE_POSTGRESQL:
         return &engine_postgresql;
+    case SPEC_ENGINE_MARIADB:
+        return &engine_mariadb;
+    case SPEC_ENGINE_REDIS:
+        return &engine_redis;
     default:
         return NULL;
     }

@@ -71,6 +71,11 @@ typedef struct engine_probe {
     int nreplicas;          /* primary: replicas it sees */
     engine_replica_stat_t replicas[ENGINE_MAX_REPLICAS];
     char version[64];       /* server version string */
+    /* Memory and persistence, for engines that report them (Redis); 0 / "" otherwise. */
+    int64_t mem_used;       /* bytes the server holds for data (Redis used_memory) */
+    int64_t mem_limit;      /* bytes; 0 = no limit (Redis maxmemory) */
+    int64_t evicted_keys;   /* keys evicted for memory since the server started */
+    char persistence[48];   /* last save status, e.g. "rdb:ok aof:ok", "rdb:ok aof:off" */
 } engine_probe_t;
 
 /* The operations of one engine. Optional operations may be NULL: ensure_database and
@@ -149,6 +154,8 @@ const engine_ops_t *engine_lookup(spec_engine_t engine);
 
 /* The drivers compiled in (engines/<name>.c). */
 extern const engine_ops_t engine_postgresql;
+extern const engine_ops_t engine_mariadb;
+extern const engine_ops_t engine_redis;
 
 /* Text of a role for status output: "primary", "replica", "". */
 const char *engine_role_str(engine_role_t role);

@@ -35,6 +35,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "common/log.h"
@@ -482,6 +483,73 @@ static int apply_value(secrets_t *sec, const char *tenant, const char *secret, c
 
 /* The body of secrets_apply, run inside a store transaction; notes[*n] records each key
  * written (notes has room for every stringData and generate key). */
+bool secrets_is_redacted(const char *value)
+{
+    return value && strncmp(value, SECRETS_REDACTED_PREFIX, sizeof(SECRETS_REDACTED_PREFIX) - 1) == 0;
+}
+
+void secrets_fingerprint(const secrets_t *sec, const char *tenant, const char *secret,
+                         const char *key, const char *value, char out[SECRETS_REDACTED_LEN])
+{
+    /* HMAC under the master key: equal values give equal fingerprints (so re-applying the
+     * same Secret changes nothing), but a stolen store cannot be brute-forced offline
+     * without the key file. */
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    size_t tl = strlen(tenant), sl = strlen(secret), kl = strlen(key), vl = strlen(value);
+    size_t total = tl + sl + kl + vl + 3;
+    unsigned char *msg = malloc(total);
+    if (!msg) {
+        snprintf(out, SECRETS_REDACTED_LEN, "%s", SECRETS_REDACTED_PREFIX "?");
+        return;
+    }
+    size_t o = 0;
+    memcpy(msg + o, tenant, tl + 1);
+    o += tl + 1;
+    memcpy(msg + o, secret, sl + 1);
+    o += sl + 1;
+    memcpy(msg + o, key, kl + 1);
+    o += kl + 1;
+    memcpy(msg + o, value, vl);
+    HMAC(EVP_sha256(), sec->key, SECRETS_KEY_LEN, msg, total, mac, &maclen);
+    OPENSSL_cleanse(msg, total);
+    free(msg);
+    int n = snprintf(out, SECRETS_REDACTED_LEN, "%s", SECRETS_REDACTED_PREFIX);
+    for (unsigned i = 0; i < 16 && n + 2 < SECRETS_REDACTED_LEN; i++)
+        n += snprintf(out + n, SECRETS_REDACTED_LEN - (size_t)n, "%02x", mac[i]);
+}
+
+json_t *secrets_redact_json(const secrets_t *sec, const spec_resource_t *res)
+{
+    json_t *copy = json_deep_copy(res->json);
+    if (!copy || res->kind != SPEC_KIND_SECRET)
+        return copy;
+    json_t *sd = json_object_get(copy, "stringData");
+    const char *k;
+    json_t *v;
+    json_object_foreach(sd, k, v)
+    {
+        const char *val = json_string_value(v);
+        char buf[64];
+        if (!val) {
+            /* Non-string scalars were given as YAML numbers or booleans: use their text. */
+            if (json_is_integer(v))
+                snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+            else if (json_is_boolean(v))
+                snprintf(buf, sizeof(buf), "%s", json_is_true(v) ? "true" : "false");
+            else
+                continue;
+            val = buf;
+        }
+        if (secrets_is_redacted(val))
+            continue;
+        char fp[SECRETS_REDACTED_LEN];
+        secrets_fingerprint(sec, res->tenant.v, res->name.v, k, val, fp);
+        json_object_set_new(sd, k, json_string(fp));
+    }
+    return copy;
+}
+
 static int apply_locked(secrets_t *sec, const spec_resource_t *res, const char *tenant,
                         const char *name, apply_note_t *notes, int *n, dbp_err_t *err)
 {
@@ -491,6 +559,22 @@ static int apply_locked(secrets_t *sec, const spec_resource_t *res, const char *
         if (!kv->key || !*kv->key || !kv->value)
             return dbp_err_set(err, DBP_EINVAL, "secrets: Secret %s/%s: empty stringData entry",
                                tenant, name);
+        if (secrets_is_redacted(kv->value)) {
+            /* A stored resource: its value was written when it was applied; only check that
+             * it is still there and is the one the fingerprint names. */
+            char *cur = NULL, fp[SECRETS_REDACTED_LEN];
+            int rc = secrets_get(sec, tenant, name, kv->key, &cur, err);
+            if (rc != 0)
+                return rc;
+            secrets_fingerprint(sec, tenant, name, kv->key, cur, fp);
+            secrets_free_value(cur);
+            if (strcmp(fp, kv->value) != 0)
+                return dbp_err_set(err, DBP_ECRYPTO,
+                                   "secrets: Secret %s/%s key %s: stored value differs from the "
+                                   "applied one; apply the Secret again",
+                                   tenant, name, kv->key);
+            continue;
+        }
         bool wrote = false;
         int rc = apply_value(sec, tenant, name, kv->key, kv->value, &wrote, err);
         if (rc != 0)

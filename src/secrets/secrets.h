@@ -60,6 +60,25 @@ int secrets_ensure(secrets_t *sec, const char *tenant, const char *secret, const
 int secrets_apply(secrets_t *sec, const spec_resource_t *res, int *changed, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* Stored resources never hold Secret values: stringData values are replaced by a keyed
+ * fingerprint "hmac-sha256:<32 hex>" (HMAC-SHA-256 under the master key over tenant,
+ * secret, key and value, truncated to 128 bits). secrets_apply on such a resource only
+ * checks that the stored value still matches its fingerprint. */
+#define SECRETS_REDACTED_PREFIX "hmac-sha256:"
+#define SECRETS_REDACTED_LEN 48 /* prefix + 32 hex digits + NUL fits */
+
+/* True when `value` is a fingerprint, not a value. */
+bool secrets_is_redacted(const char *value);
+
+/* Writes the fingerprint of `value` (borrowed) for tenant/secret/key into out. */
+void secrets_fingerprint(const secrets_t *sec, const char *tenant, const char *secret,
+                         const char *key, const char *value, char out[SECRETS_REDACTED_LEN]);
+
+/* A deep copy of res->json with every Secret stringData value replaced by its
+ * fingerprint (other kinds: a plain copy). Returns owned JSON (json_decref), NULL when out
+ * of memory. Apply the values with secrets_apply before storing this. */
+json_t *secrets_redact_json(const secrets_t *sec, const spec_resource_t *res);
+
 /* Zeroes and frees a value returned by this module; NULL is a no-op. */
 void secrets_free_value(char *value);
 

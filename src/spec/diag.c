@@ -201,14 +201,14 @@ void spec_set_merge(spec_set_t *into, spec_set_t *from)
 /* --- names ----------------------------------------------------------------------------- */
 
 static const char *const kind_names[SPEC_KIND_COUNT] = {
-    "Cluster", "Database",    "User",    "Grant",  "Secret",         "BackupStore",
-    "Backup",  "Restore",     "SqlJob",  "CredentialRole", "Tenant",
+    "Cluster", "Database", "User",   "Grant",          "Secret", "BackupStore",
+    "Backup",  "Restore",  "SqlJob", "CredentialRole", "Tenant",
 };
 
 /* CLI spellings with a hyphen between words ("backup-store"), indexed like kind_names. */
 static const char *const kind_hyphenated[SPEC_KIND_COUNT] = {
-    "cluster", "database",  "user",    "grant",   "secret",          "backup-store",
-    "backup",  "restore",   "sql-job", "credential-role", "tenant",
+    "cluster", "database", "user",    "grant",           "secret", "backup-store",
+    "backup",  "restore",  "sql-job", "credential-role", "tenant",
 };
 
 const char *spec_kind_str(spec_kind_t kind)
@@ -244,10 +244,14 @@ int spec_kind_parse(const char *s)
 const char *spec_engine_str(spec_engine_t e)
 {
     switch (e) {
-    case SPEC_ENGINE_POSTGRESQL: return "postgresql";
-    case SPEC_ENGINE_MARIADB: return "mariadb";
-    case SPEC_ENGINE_REDIS: return "redis";
-    default: return "none";
+    case SPEC_ENGINE_POSTGRESQL:
+        return "postgresql";
+    case SPEC_ENGINE_MARIADB:
+        return "mariadb";
+    case SPEC_ENGINE_REDIS:
+        return "redis";
+    default:
+        return "none";
     }
 }
 

@@ -69,35 +69,64 @@ typedef struct sfield {
 } sfield_t;
 
 #define OFF1(T, m) (offsetof(T, m) + 1)
-#define FIELD(nm, ty, T, m, fl, d) {.name = nm, .type = ty, .flags = fl, .off = offsetof(T, m), .def = d}
+#define FIELD(nm, ty, T, m, fl, d)                                                                 \
+    {                                                                                              \
+        .name = nm, .type = ty, .flags = fl, .off = offsetof(T, m), .def = d                       \
+    }
 #define F_STRF(nm, T, m, fl, d) FIELD(nm, FT_STR, T, m, fl, d)
-#define F_INTF(nm, T, m, fl, lo, hi, d)                                                         \
-    {.name = nm, .type = FT_INT, .flags = (fl) | F_RANGE, .off = offsetof(T, m), .def = d,      \
-     .min = lo, .max = hi}
+#define F_INTF(nm, T, m, fl, lo, hi, d)                                                            \
+    {                                                                                              \
+        .name = nm, .type = FT_INT, .flags = (fl) | F_RANGE, .off = offsetof(T, m), .def = d,      \
+        .min = lo, .max = hi                                                                       \
+    }
 #define F_BOOLF(nm, T, m, fl, d) FIELD(nm, FT_BOOL, T, m, fl, d)
 #define F_BYTESF(nm, T, m, fl, d) FIELD(nm, FT_BYTES, T, m, fl, d)
 #define F_DURF(nm, T, m, fl, d) FIELD(nm, FT_DUR, T, m, fl, d)
 #define F_LISTF(nm, T, m, fl) FIELD(nm, FT_LIST, T, m, fl, NULL)
 #define F_MAPF(nm, T, m, fl) FIELD(nm, FT_MAP, T, m, fl, NULL)
-#define F_CHOICEF(nm, T, m, fl, v) {.name = nm, .type = FT_STR, .flags = (fl) | F_CHOICE, .off = offsetof(T, m), .vals = v}
-#define F_CRONF(nm, T, m, c) {.name = nm, .type = FT_STR, .flags = F_CRON, .off = offsetof(T, m), .aux_off = OFF1(T, c)}
-#define F_TIMEF(nm, T, m, t) {.name = nm, .type = FT_STR, .flags = F_TIME, .off = offsetof(T, m), .aux_off = OFF1(T, t)}
+#define F_CHOICEF(nm, T, m, fl, v)                                                                 \
+    {                                                                                              \
+        .name = nm, .type = FT_STR, .flags = (fl) | F_CHOICE, .off = offsetof(T, m), .vals = v     \
+    }
+#define F_CRONF(nm, T, m, c)                                                                       \
+    {                                                                                              \
+        .name = nm, .type = FT_STR, .flags = F_CRON, .off = offsetof(T, m), .aux_off = OFF1(T, c)  \
+    }
+#define F_TIMEF(nm, T, m, t)                                                                       \
+    {                                                                                              \
+        .name = nm, .type = FT_STR, .flags = F_TIME, .off = offsetof(T, m), .aux_off = OFF1(T, t)  \
+    }
 /* An enum stored as int at m, with its position at `atm` and, if given, a flag at `setm`. */
-#define F_ENUMF(nm, T, m, atm, v, base, fl, d)                                                  \
-    {.name = nm, .type = FT_ENUM, .flags = fl, .off = offsetof(T, m), .at_off = OFF1(T, atm),   \
-     .vals = v, .ebase = base, .def = d}
-#define F_ENUMSF(nm, T, m, setm, atm, v, base, fl, d)                                           \
-    {.name = nm, .type = FT_ENUM, .flags = fl, .off = offsetof(T, m), .set_off = OFF1(T, setm), \
-     .at_off = OFF1(T, atm), .vals = v, .ebase = base, .def = d}
+#define F_ENUMF(nm, T, m, atm, v, base, fl, d)                                                     \
+    {                                                                                              \
+        .name = nm, .type = FT_ENUM, .flags = fl, .off = offsetof(T, m), .at_off = OFF1(T, atm),   \
+        .vals = v, .ebase = base, .def = d                                                         \
+    }
+#define F_ENUMSF(nm, T, m, setm, atm, v, base, fl, d)                                              \
+    {                                                                                              \
+        .name = nm, .type = FT_ENUM, .flags = fl, .off = offsetof(T, m), .set_off = OFF1(T, setm), \
+        .at_off = OFF1(T, atm), .vals = v, .ebase = base, .def = d                                 \
+    }
 /* A nested struct member m (with m.set and m.at), parsed with table s. */
-#define F_OBJF(nm, T, m, s, fl)                                                                 \
-    {.name = nm, .type = FT_OBJ, .flags = fl, .off = offsetof(T, m), .set_off = OFF1(T, m.set), \
-     .at_off = OFF1(T, m.at), .sub = s}
+#define F_OBJF(nm, T, m, s, fl)                                                                    \
+    {                                                                                              \
+        .name = nm, .type = FT_OBJ, .flags = fl, .off = offsetof(T, m), .set_off = OFF1(T, m.set), \
+        .at_off = OFF1(T, m.at), .sub = s                                                          \
+    }
 /* A nested YAML mapping whose fields are stored flat in the same struct. */
-#define F_GROUPF(nm, s, fl) {.name = nm, .type = FT_OBJ, .flags = fl, .off = 0, .sub = s}
+#define F_GROUPF(nm, s, fl)                                                                        \
+    {                                                                                              \
+        .name = nm, .type = FT_OBJ, .flags = fl, .off = 0, .sub = s                                \
+    }
 #define F_SECREFF(nm, T, m, fl) F_OBJF(nm, T, m, secref_fields, fl)
-#define F_IGNOREF(nm) {.name = nm, .type = FT_IGNORE}
-#define F_ENDF {.name = NULL, .type = FT_END}
+#define F_IGNOREF(nm)                                                                              \
+    {                                                                                              \
+        .name = nm, .type = FT_IGNORE                                                              \
+    }
+#define F_ENDF                                                                                     \
+    {                                                                                              \
+        .name = NULL, .type = FT_END                                                               \
+    }
 
 static const char *const engine_vals[] = {"postgresql", "mariadb", "redis", NULL};
 static const char *const repl_vals[] = {"async", "semi-sync", "sync", NULL};
@@ -107,9 +136,9 @@ static const char *const update_vals[] = {"ReplicasFirstPrimaryLast", "AllAtOnce
 static const char *const btype_vals[] = {"logical", "physical", NULL};
 static const char *const btarget_vals[] = {"PreferReplica", "Primary", "Replica", NULL};
 static const char *const compression_vals[] = {"zstd", "gzip", "none", NULL};
-static const char *const policy_vals[] = {"noeviction",     "allkeys-lru",    "allkeys-lfu",
-                                          "allkeys-random", "volatile-lru",   "volatile-lfu",
-                                          "volatile-random", "volatile-ttl",  NULL};
+static const char *const policy_vals[] = {"noeviction",      "allkeys-lru",  "allkeys-lfu",
+                                          "allkeys-random",  "volatile-lru", "volatile-lfu",
+                                          "volatile-random", "volatile-ttl", NULL};
 
 static const sfield_t secref_fields[] = {
     F_STRF("name", spec_secret_ref_t, name, F_REQ | F_NONEMPTY, NULL),
@@ -173,8 +202,8 @@ static const sfield_t cluster_fields[] = {
     F_OBJF("replication", spec_cluster_t, replication, replication_fields, 0),
     F_OBJF("proxy", spec_cluster_t, proxy, proxy_fields, 0),
     F_OBJF("failover", spec_cluster_t, failover, failover_fields, 0),
-    F_ENUMF("updateStrategy", spec_cluster_t, update_strategy, update_strategy_at, update_vals,
-            0, 0, "ReplicasFirstPrimaryLast"),
+    F_ENUMF("updateStrategy", spec_cluster_t, update_strategy, update_strategy_at, update_vals, 0,
+            0, "ReplicasFirstPrimaryLast"),
     F_OBJF("redis", spec_cluster_t, redis, redis_fields, 0),
     F_ENDF,
 };
@@ -237,7 +266,10 @@ static const sfield_t bstore_s3_fields[] = {
 
 static const sfield_t bstore_fields[] = {
     F_GROUPF("posix", bstore_posix_fields, 0),
-    {.name = "s3", .type = FT_OBJ, .off = 0, .set_off = OFF1(spec_backup_store_t, is_s3),
+    {.name = "s3",
+     .type = FT_OBJ,
+     .off = 0,
+     .set_off = OFF1(spec_backup_store_t, is_s3),
      .sub = bstore_s3_fields},
     F_ENDF,
 };
@@ -297,8 +329,7 @@ static const sfield_t sql_job_fields[] = {
 
 static const sfield_t credential_role_fields[] = {
     F_STRF("cluster", spec_credential_role_t, cluster, F_REQ | F_NONEMPTY, NULL),
-    F_LISTF("creationStatements", spec_credential_role_t, creation_statements,
-            F_REQ | F_NONEMPTY),
+    F_LISTF("creationStatements", spec_credential_role_t, creation_statements, F_REQ | F_NONEMPTY),
     F_LISTF("revocationStatements", spec_credential_role_t, revocation_statements, 0),
     F_DURF("defaultTTL", spec_credential_role_t, default_ttl, 0, "1h"),
     F_DURF("maxTTL", spec_credential_role_t, max_ttl, 0, "24h"),
@@ -319,8 +350,8 @@ static const sfield_t tenant_fields[] = {
 };
 
 /* Document-level tables: apiVersion, kind and metadata are read before the table runs. */
-#define ROOT_TABLE(var, sub, fl)                                                                \
-    static const sfield_t var[] = {F_IGNOREF("apiVersion"), F_IGNOREF("kind"),                  \
+#define ROOT_TABLE(var, sub, fl)                                                                   \
+    static const sfield_t var[] = {F_IGNOREF("apiVersion"), F_IGNOREF("kind"),                     \
                                    F_IGNOREF("metadata"), F_GROUPF("spec", sub, fl), F_ENDF}
 ROOT_TABLE(root_cluster, cluster_fields, F_REQ);
 ROOT_TABLE(root_database, database_fields, F_REQ);
@@ -344,34 +375,33 @@ static const sfield_t root_secret[] = {
 };
 
 static const sfield_t *const root_tables[SPEC_KIND_COUNT] = {
-    [SPEC_KIND_CLUSTER] = root_cluster,
-    [SPEC_KIND_DATABASE] = root_database,
-    [SPEC_KIND_USER] = root_user,
-    [SPEC_KIND_GRANT] = root_grant,
-    [SPEC_KIND_SECRET] = root_secret,
-    [SPEC_KIND_BACKUP_STORE] = root_backup_store,
-    [SPEC_KIND_BACKUP] = root_backup,
-    [SPEC_KIND_RESTORE] = root_restore,
-    [SPEC_KIND_SQL_JOB] = root_sql_job,
-    [SPEC_KIND_CREDENTIAL_ROLE] = root_credential_role,
+    [SPEC_KIND_CLUSTER] = root_cluster, [SPEC_KIND_DATABASE] = root_database,
+    [SPEC_KIND_USER] = root_user,       [SPEC_KIND_GRANT] = root_grant,
+    [SPEC_KIND_SECRET] = root_secret,   [SPEC_KIND_BACKUP_STORE] = root_backup_store,
+    [SPEC_KIND_BACKUP] = root_backup,   [SPEC_KIND_RESTORE] = root_restore,
+    [SPEC_KIND_SQL_JOB] = root_sql_job, [SPEC_KIND_CREDENTIAL_ROLE] = root_credential_role,
     [SPEC_KIND_TENANT] = root_tenant,
 };
 
 /* --- engine versions ------------------------------------------------------------------- */
 
 static const char *const pg_versions[] = {"12", "13", "14", "15", "16", "17", NULL};
-static const char *const mariadb_versions[] = {"10.5", "10.6", "10.11", "11.0", "11.1", "11.2",
-                                               "11.3", "11.4", "11.5", "11.6", "11.7", "11.8",
-                                               NULL};
+static const char *const mariadb_versions[] = {"10.5", "10.6", "10.11", "11.0", "11.1",
+                                               "11.2", "11.3", "11.4",  "11.5", "11.6",
+                                               "11.7", "11.8", NULL};
 static const char *const redis_versions[] = {"6", "7", NULL};
 
 static const char *const *engine_versions(int engine)
 {
     switch (engine) {
-    case SPEC_ENGINE_POSTGRESQL: return pg_versions;
-    case SPEC_ENGINE_MARIADB: return mariadb_versions;
-    case SPEC_ENGINE_REDIS: return redis_versions;
-    default: return NULL;
+    case SPEC_ENGINE_POSTGRESQL:
+        return pg_versions;
+    case SPEC_ENGINE_MARIADB:
+        return mariadb_versions;
+    case SPEC_ENGINE_REDIS:
+        return redis_versions;
+    default:
+        return NULL;
     }
 }
 
@@ -399,10 +429,14 @@ bool spec_engine_version_ok(int engine, const char *version)
 const char *spec_engine_versions(int engine)
 {
     switch (engine) {
-    case SPEC_ENGINE_POSTGRESQL: return "12, 13, 14, 15, 16, 17";
-    case SPEC_ENGINE_MARIADB: return "10.5, 10.6, 10.11, 11.0 to 11.8";
-    case SPEC_ENGINE_REDIS: return "6, 7";
-    default: return "";
+    case SPEC_ENGINE_POSTGRESQL:
+        return "12, 13, 14, 15, 16, 17";
+    case SPEC_ENGINE_MARIADB:
+        return "10.5, 10.6, 10.11, 11.0 to 11.8";
+    case SPEC_ENGINE_REDIS:
+        return "6, 7";
+    default:
+        return "";
     }
 }
 
@@ -415,7 +449,7 @@ typedef struct pctx {
     char prefix[192]; /* "Cluster/pg-cluster", "Cluster" or "" */
     char path[512];   /* "spec.proxy.pool" */
     size_t plen;
-    bool override;    /* parsing Restore target.spec: nothing is required */
+    bool override; /* parsing Restore target.spec: nothing is required */
 } pctx_t;
 
 /* Appends ".seg" (or "seg" at the root, or "[i]" when seg is NULL) to the path; returns
@@ -425,8 +459,7 @@ static size_t path_push(pctx_t *c, const char *seg, size_t idx)
     size_t old = c->plen;
     int n;
     if (seg)
-        n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "",
-                     seg);
+        n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "", seg);
     else
         n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", idx);
     if (n > 0)
@@ -592,8 +625,8 @@ static void parse_string(pctx_t *c, const sfield_t *f, char *base, const spec_no
     }
     if (f->flags & F_TIME) {
         if (spec_parse_rfc3339(s, (time_t *)(base + f->aux_off - 1), err, sizeof(err)))
-            report(c, SPEC_ERROR, v->at, NULL, "e.g. 2026-11-22T03:30:00Z or 2026-11-22T05:30:00+02:00",
-                   "%s", err);
+            report(c, SPEC_ERROR, v->at, NULL,
+                   "e.g. 2026-11-22T03:30:00Z or 2026-11-22T05:30:00+02:00", "%s", err);
     }
     set_str((spec_str_t *)(base + f->off), s, v->at);
 }
@@ -818,7 +851,8 @@ static void report_unknown(pctx_t *c, const sfield_t *tab, const spec_node_t *k)
 }
 
 /* Parses mapping `map` with table `tab` into base; fills defaults for absent fields and
- * reports missing required ones at parent_at (the position of the mapping's key). */
+ * reports missing required ones at parent_at (the position of the mapping's key). Tables
+ * have fewer than 64 fields (the size of the seen/nulls arrays). */
 static void parse_map(pctx_t *c, const sfield_t *tab, char *base, const spec_node_t *map,
                       spec_mark_t parent_at)
 {
@@ -971,9 +1005,11 @@ static void cluster_rules(pctx_t *c, spec_cluster_t *cl)
         report(c, SPEC_ERROR, cl->proxy.pool.at, "proxy.pool", NULL,
                "connection pooling applies only to engine postgresql, not %s", en);
     if (e && e != SPEC_ENGINE_MARIADB && cl->replication.gtid_strict_mode.set)
-        report(c, SPEC_ERROR, cl->replication.gtid_strict_mode.at,
-               "replication.gtidStrictMode", NULL, "gtidStrictMode applies only to engine "
-               "mariadb, not %s", en);
+        report(c, SPEC_ERROR, cl->replication.gtid_strict_mode.at, "replication.gtidStrictMode",
+               NULL,
+               "gtidStrictMode applies only to engine "
+               "mariadb, not %s",
+               en);
     spec_proxy_t *px = &cl->proxy;
     if (px->port.set && px->ro_port.set && px->port.v == px->ro_port.v)
         report(c, SPEC_ERROR, px->ro_port.at, "proxy.roPort", NULL,
@@ -1003,14 +1039,15 @@ static void rules_secret(pctx_t *c, spec_resource_t *r, const spec_node_t *root)
     spec_secret_t *s = &r->u.secret;
     const spec_node_t *gen = spec_node_key(root, "generate", NULL);
     if (!s->string_data.set && !gen)
-        report(c, SPEC_ERROR, r->at, NULL, "add stringData: {KEY: value} or generate: {keys: [KEY]}",
+        report(c, SPEC_ERROR, r->at, NULL,
+               "add stringData: {KEY: value} or generate: {keys: [KEY]}",
                "a Secret needs stringData or generate");
     spec_strlist_t *g = &s->generate_keys;
     for (size_t i = 0; i < g->n; i++) {
         for (size_t j = 0; j < i; j++)
             if (strcmp(g->v[i], g->v[j]) == 0)
-                report(c, SPEC_ERROR, g->ats[i], "generate.keys", NULL,
-                       "key '%s' is listed twice", g->v[i]);
+                report(c, SPEC_ERROR, g->ats[i], "generate.keys", NULL, "key '%s' is listed twice",
+                       g->v[i]);
         for (size_t j = 0; j < s->string_data.n; j++)
             if (strcmp(g->v[i], s->string_data.v[j].key) == 0)
                 report(c, SPEC_ERROR, g->ats[i], "generate.keys", NULL,
@@ -1065,7 +1102,8 @@ static void rules_sql_job(pctx_t *c, spec_resource_t *r, const spec_node_t *spec
 {
     spec_sql_job_t *j = &r->u.sql_job;
     if (j->sql.set && j->sql_file.set)
-        report(c, SPEC_ERROR, j->sql_file.at, "sqlFile", NULL, "set either sql or sqlFile, not both");
+        report(c, SPEC_ERROR, j->sql_file.at, "sqlFile", NULL,
+               "set either sql or sqlFile, not both");
     else if (!j->sql.set && !j->sql_file.set && spec)
         report(c, SPEC_ERROR, spec_at, NULL, "inline SQL in sql: | ..., or a file in sqlFile",
                "an SqlJob needs sql or sqlFile");
@@ -1106,9 +1144,9 @@ static void kind_rules(pctx_t *c, spec_resource_t *r, const spec_node_t *root)
 
 /* --- documents ------------------------------------------------------------------------- */
 
-static const char *const kind_list[] = {"Cluster", "Database", "User", "Grant", "Secret",
-                                        "BackupStore", "Backup", "Restore", "SqlJob",
-                                        "CredentialRole", "Tenant", NULL};
+static const char *const kind_list[] = {"Cluster", "Database",       "User",   "Grant",
+                                        "Secret",  "BackupStore",    "Backup", "Restore",
+                                        "SqlJob",  "CredentialRole", "Tenant", NULL};
 
 /* Reads metadata.name and metadata.tenant into r; other metadata keys are checked only. */
 static void parse_metadata(pctx_t *c, spec_resource_t *r, const spec_node_t *root)
@@ -1180,8 +1218,10 @@ static void on_document(void *ctx, const spec_node_t *root, spec_mark_t doc_at)
     c->prefix[0] = '\0';
     path_pop(c, 0);
     if (root->type != SPEC_NODE_MAP) {
-        report(c, SPEC_ERROR, root->at, NULL, "each document is a mapping with apiVersion, "
-               "kind, metadata and spec", "expected a mapping, got %s", spec_node_what(root));
+        report(c, SPEC_ERROR, root->at, NULL,
+               "each document is a mapping with apiVersion, "
+               "kind, metadata and spec",
+               "expected a mapping, got %s", spec_node_what(root));
         return;
     }
     char hint[512];
@@ -1236,11 +1276,10 @@ static void on_document(void *ctx, const spec_node_t *root, spec_mark_t doc_at)
     spec_resource_t *dup = spec_set_find(c->set, r->kind, r->tenant.v, r->name.v);
     if (dup) {
         snprintf(hint, sizeof(hint), "first declared at %s:%d:%d",
-                 dup->name.at.file ? dup->name.at.file : "?", dup->name.at.line,
-                 dup->name.at.col);
+                 dup->name.at.file ? dup->name.at.file : "?", dup->name.at.line, dup->name.at.col);
         path_pop(c, 0);
-        report(c, SPEC_ERROR, r->name.at, "metadata.name", hint,
-               "duplicate %s '%s' in tenant '%s'", kind_list[kind], r->name.v, r->tenant.v);
+        report(c, SPEC_ERROR, r->name.at, "metadata.name", hint, "duplicate %s '%s' in tenant '%s'",
+               kind_list[kind], r->name.v, r->tenant.v);
         spec_resource_free(r);
         return;
     }

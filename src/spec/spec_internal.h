@@ -68,8 +68,7 @@ json_t *spec_node_to_json(const spec_node_t *n);
 bool spec_node_is_null(const spec_node_t *n);
 
 /* In a mapping node: the key node named `key` (and its value in *val), or NULL. */
-const spec_node_t *spec_node_key(const spec_node_t *map, const char *key,
-                                 const spec_node_t **val);
+const spec_node_t *spec_node_key(const spec_node_t *map, const char *key, const spec_node_t **val);
 
 /* "a mapping", "a list", "a string" — for type errors. */
 const char *spec_node_what(const spec_node_t *n);

@@ -16,8 +16,8 @@
 #include "common/err.h"
 
 /* Formats an error message into errbuf (when given) and returns DBP_EINVAL. */
-__attribute__((format(printf, 3, 4))) static int fail(char *errbuf, size_t errlen,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail(char *errbuf, size_t errlen, const char *fmt,
+                                                      ...)
 {
     if (errbuf && errlen) {
         va_list ap;
@@ -51,9 +51,9 @@ static const struct {
     const char *suffix;
     uint64_t mult;
 } quantity_units[] = {
-    {"Ki", 1ull << 10}, {"Mi", 1ull << 20}, {"Gi", 1ull << 30}, {"Ti", 1ull << 40},
-    {"K", 1000ull},     {"M", 1000000ull},  {"G", 1000000000ull}, {"T", 1000000000000ull},
-    {"", 1},
+    {"Ki", 1ull << 10},   {"Mi", 1ull << 20},      {"Gi", 1ull << 30},
+    {"Ti", 1ull << 40},   {"K", 1000ull},          {"M", 1000000ull},
+    {"G", 1000000000ull}, {"T", 1000000000000ull}, {"", 1},
 };
 
 int spec_parse_quantity(const char *s, uint64_t *bytes, char *errbuf, size_t errlen)
@@ -134,8 +134,8 @@ int spec_parse_duration(const char *s, int64_t *ms, char *errbuf, size_t errlen)
             p++;
         } else if (*p == '\0') {
             return fail(errbuf, errlen,
-                        "duration \"%s\" has no unit (use ms, s, m, h or d, e.g. %" PRIu64 "s)",
-                        s, n);
+                        "duration \"%s\" has no unit (use ms, s, m, h or d, e.g. %" PRIu64 "s)", s,
+                        n);
         } else {
             return fail(errbuf, errlen,
                         "invalid duration \"%s\": unknown unit at \"%s\" (use ms, s, m, h, d)", s,
@@ -185,10 +185,8 @@ typedef struct cron_field_def {
 } cron_field_def_t;
 
 static const cron_field_def_t cron_fields[5] = {
-    {"minute", 0, 59, NULL},
-    {"hour", 0, 23, NULL},
-    {"day-of-month", 1, 31, NULL},
-    {"month", 1, 12, month_names},
+    {"minute", 0, 59, NULL},          {"hour", 0, 23, NULL},
+    {"day-of-month", 1, 31, NULL},    {"month", 1, 12, month_names},
     {"day-of-week", 0, 7, dow_names}, /* 7 is Sunday too */
 };
 
@@ -225,8 +223,8 @@ static int cron_value(const cron_field_def_t *f, const char **p, int *out, char 
 }
 
 /* Parses one whitespace-free field into a bitmask of allowed values. */
-static int cron_parse_field(const cron_field_def_t *f, const char *s, uint64_t *mask,
-                            char *errbuf, size_t errlen)
+static int cron_parse_field(const cron_field_def_t *f, const char *s, uint64_t *mask, char *errbuf,
+                            size_t errlen)
 {
     const char *p = s;
     *mask = 0;

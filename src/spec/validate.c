@@ -22,16 +22,34 @@
 /* Privilege names a Grant may use, per engine (compared case-insensitively; the parser
  * upper-cases them and collapses blanks). */
 static const char *const pg_privileges[] = {
-    "SELECT", "INSERT",  "UPDATE",    "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "CREATE",
-    "CONNECT", "TEMPORARY", "TEMP",   "EXECUTE", "USAGE",   "ALL",        "ALL PRIVILEGES",
-    NULL,
+    "SELECT",  "INSERT", "UPDATE",         "DELETE",    "TRUNCATE", "REFERENCES",
+    "TRIGGER", "CREATE", "CONNECT",        "TEMPORARY", "TEMP",     "EXECUTE",
+    "USAGE",   "ALL",    "ALL PRIVILEGES", NULL,
 };
 static const char *const mariadb_privileges[] = {
-    "ALL PRIVILEGES", "ALL",           "ALTER",      "ALTER ROUTINE", "CREATE",
-    "CREATE ROUTINE", "CREATE TEMPORARY TABLES",     "CREATE VIEW",   "DELETE",
-    "DELETE HISTORY", "DROP",          "EVENT",      "EXECUTE",       "INDEX",
-    "INSERT",         "LOCK TABLES",   "REFERENCES", "SELECT",        "SHOW VIEW",
-    "TRIGGER",        "UPDATE",        "USAGE",      NULL,
+    "ALL PRIVILEGES",
+    "ALL",
+    "ALTER",
+    "ALTER ROUTINE",
+    "CREATE",
+    "CREATE ROUTINE",
+    "CREATE TEMPORARY TABLES",
+    "CREATE VIEW",
+    "DELETE",
+    "DELETE HISTORY",
+    "DROP",
+    "EVENT",
+    "EXECUTE",
+    "INDEX",
+    "INSERT",
+    "LOCK TABLES",
+    "REFERENCES",
+    "SELECT",
+    "SHOW VIEW",
+    "TRIGGER",
+    "UPDATE",
+    "USAGE",
+    NULL,
 };
 
 typedef struct vctx {
@@ -45,8 +63,7 @@ typedef struct vctx {
 
 __attribute__((format(printf, 6, 7))) static void vreport(vctx_t *v, const spec_resource_t *r,
                                                           spec_severity_t sev, spec_mark_t at,
-                                                          const char *field, const char *fmt,
-                                                          ...);
+                                                          const char *field, const char *fmt, ...);
 
 /* Like vreport with a hint. */
 __attribute__((format(printf, 7, 8))) static void vreporth(vctx_t *v, const spec_resource_t *r,
@@ -161,8 +178,10 @@ static void check_username(vctx_t *v, const spec_resource_t *r, const spec_resou
     char hint[256];
     const spec_resource_t *byname = find(v, SPEC_KIND_USER, r->tenant.v, username->v);
     if (byname && byname->u.user.username.v && same(byname->u.user.cluster.v, cl->name.v))
-        snprintf(hint, sizeof(hint), "User/%s has spec.username '%s'; %s names the engine-level "
-                 "username", username->v, byname->u.user.username.v, field);
+        snprintf(hint, sizeof(hint),
+                 "User/%s has spec.username '%s'; %s names the engine-level "
+                 "username",
+                 username->v, byname->u.user.username.v, field);
     else
         snprintf(hint, sizeof(hint), "declare a User with spec.username: %s and spec.cluster: %s",
                  username->v, cl->name.v);
@@ -212,8 +231,8 @@ static void check_secret_ref(vctx_t *v, const spec_resource_t *r, const spec_sec
         o += (size_t)snprintf(hint + o, sizeof(hint) - o, "%s%s", k ? ", " : "",
                               x->generate_keys.v[i]);
     snprintf(path, sizeof(path), "%s.key", field);
-    vreporth(v, r, SPEC_ERROR, ref->key.at, path, hint, "Secret '%s' has no key '%s'",
-             ref->name.v, ref->key.v);
+    vreporth(v, r, SPEC_ERROR, ref->key.at, path, hint, "Secret '%s' has no key '%s'", ref->name.v,
+             ref->key.v);
 }
 
 /* --- per-kind checks ------------------------------------------------------------------- */
@@ -268,13 +287,12 @@ static void check_grant(vctx_t *v, const spec_resource_t *r)
         snprintf(field, sizeof(field), "spec.privileges[%zu]", i);
         const char *close = spec_closest(g->privileges.v[i], privs);
         size_t o = close ? (size_t)snprintf(hint, sizeof(hint), "did you mean '%s'? ", close) : 0;
-        o += (size_t)snprintf(hint + o, sizeof(hint) - o, "%s privileges: ",
-                              spec_engine_str((spec_engine_t)engine));
+        o += (size_t)snprintf(hint + o, sizeof(hint) - o,
+                              "%s privileges: ", spec_engine_str((spec_engine_t)engine));
         for (size_t j = 0; privs[j] && o < sizeof(hint); j++)
             o += (size_t)snprintf(hint + o, sizeof(hint) - o, "%s%s", j ? ", " : "", privs[j]);
-        vreporth(v, r, SPEC_ERROR, g->privileges.ats[i], field, hint,
-                 "'%s' is not a %s privilege", g->privileges.v[i],
-                 spec_engine_str((spec_engine_t)engine));
+        vreporth(v, r, SPEC_ERROR, g->privileges.ats[i], field, hint, "'%s' is not a %s privilege",
+                 g->privileges.v[i], spec_engine_str((spec_engine_t)engine));
     }
 }
 
@@ -291,8 +309,7 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
     const spec_resource_t *cl = resolve(v, r, SPEC_KIND_CLUSTER, &b->cluster, "spec.cluster");
     if (cl && cl->u.cluster.engine == SPEC_ENGINE_REDIS && b->type == SPEC_BACKUP_LOGICAL &&
         b->type_at.line)
-        vreporth(v, r, SPEC_ERROR, b->type_at, "spec.type",
-                 "use type: physical (an RDB snapshot)",
+        vreporth(v, r, SPEC_ERROR, b->type_at, "spec.type", "use type: physical (an RDB snapshot)",
                  "logical backups are not supported for redis cluster '%s'", cl->name.v);
     resolve(v, r, SPEC_KIND_BACKUP_STORE, &b->store, "spec.store");
     check_secret_ref(v, r, &b->encryption_key, "spec.encryption.secretKeyRef", true);
@@ -301,7 +318,17 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
 static void check_restore(vctx_t *v, const spec_resource_t *r)
 {
     const spec_restore_t *rs = &r->u.restore;
-    resolve(v, r, SPEC_KIND_BACKUP, &rs->backup, "spec.backup");
+    /* Offline (no daemon state to check against), a Restore may name a Backup declared
+     * elsewhere: backups outlive the file that scheduled them, and the catalog is the
+     * daemon's. That is a warning there; against the daemon's resources it is an error. */
+    if (!v->known && rs->backup.set && rs->backup.v &&
+        !find(v, SPEC_KIND_BACKUP, r->tenant.v, rs->backup.v)) {
+        vreporth(v, r, SPEC_WARNING, rs->backup.at, "spec.backup",
+                 "the daemon must know it when this Restore is applied",
+                 "Backup '%s' is not declared in these files", rs->backup.v);
+    } else {
+        resolve(v, r, SPEC_KIND_BACKUP, &rs->backup, "spec.backup");
+    }
     resolve(v, r, SPEC_KIND_BACKUP_STORE, &rs->source_store, "spec.source.store");
 }
 
@@ -345,7 +372,8 @@ static void check_cluster(vctx_t *v, const spec_resource_t *r)
         vreporth(v, r, SPEC_WARNING, rd->maxmemory_policy.at, "spec.redis.maxmemoryPolicy",
                  "use volatile-lru (the class default) or noeviction",
                  "maxmemoryPolicy %s on a %s-class cluster evicts keys without a TTL, such as "
-                 "queued jobs", rd->maxmemory_policy.v,
+                 "queued jobs",
+                 rd->maxmemory_policy.v,
                  rd->class_ == SPEC_REDIS_CLASS_QUEUE ? "queue" : "session");
     if (rd->maxmemory.set && c->memory.set && rd->maxmemory.v > c->memory.v)
         vreporth(v, r, SPEC_ERROR, rd->maxmemory.at, "spec.redis.maxmemory",
@@ -415,21 +443,20 @@ static void check_tenant(vctx_t *v, const spec_resource_t *t, bool t_in_set)
         char hint[256];
         count++;
         if (!count_done && count > q->quota_clusters.v && in_set) {
-            snprintf(hint, sizeof(hint), "raise quotas.clusters of Tenant/%s (%s:%d:%d)",
-                     t->name.v, q->quota_clusters.at.file ? q->quota_clusters.at.file : "?",
+            snprintf(hint, sizeof(hint), "raise quotas.clusters of Tenant/%s (%s:%d:%d)", t->name.v,
+                     q->quota_clusters.at.file ? q->quota_clusters.at.file : "?",
                      q->quota_clusters.at.line, q->quota_clusters.at.col);
             vreporth(v, c, SPEC_ERROR, c->name.at, "metadata.tenant", hint,
                      "tenant '%s' allows at most %" PRId64 " clusters; this is cluster %" PRId64,
                      t->name.v, q->quota_clusters.v, count);
             count_done = true;
         }
-        uint64_t add = c->u.cluster.storage.v * (uint64_t)(c->u.cluster.instances.v > 0
-                                                               ? c->u.cluster.instances.v
-                                                               : 1);
+        uint64_t add = c->u.cluster.storage.v *
+                       (uint64_t)(c->u.cluster.instances.v > 0 ? c->u.cluster.instances.v : 1);
         storage += add;
         if (!storage_done && storage > q->quota_storage.v && in_set) {
-            snprintf(hint, sizeof(hint), "raise quotas.storage of Tenant/%s (%s:%d:%d)",
-                     t->name.v, q->quota_storage.at.file ? q->quota_storage.at.file : "?",
+            snprintf(hint, sizeof(hint), "raise quotas.storage of Tenant/%s (%s:%d:%d)", t->name.v,
+                     q->quota_storage.at.file ? q->quota_storage.at.file : "?",
                      q->quota_storage.at.line, q->quota_storage.at.col);
             vreporth(v, c, SPEC_ERROR, c->u.cluster.storage.at, "spec.storage", hint,
                      "tenant '%s' storage quota of %" PRIu64 " bytes is exceeded (%" PRIu64
@@ -444,8 +471,8 @@ static void check_tenant(vctx_t *v, const spec_resource_t *t, bool t_in_set)
                 q->quota_clusters.v);
     if (!storage_done && storage > q->quota_storage.v && t_in_set)
         vreport(v, t, SPEC_ERROR, q->quota_storage.at, "spec.quotas.storage",
-                "clusters use %" PRIu64 " bytes of storage, more than quotas.storage (%" PRIu64
-                ")", storage, q->quota_storage.v);
+                "clusters use %" PRIu64 " bytes of storage, more than quotas.storage (%" PRIu64 ")",
+                storage, q->quota_storage.v);
 }
 
 /* SqlJob.dependsOn cycles among the SqlJobs of `set`: for each job not yet on a reported
@@ -562,16 +589,35 @@ int spec_validate(const spec_set_t *set, const spec_set_t *known, spec_diags_t *
     for (size_t i = v.first_set; i < v.nall; i++) {
         const spec_resource_t *r = v.all[i];
         switch (r->kind) {
-        case SPEC_KIND_CLUSTER: check_cluster(&v, r); break;
-        case SPEC_KIND_DATABASE: check_database(&v, r); break;
-        case SPEC_KIND_USER: check_user(&v, r); break;
-        case SPEC_KIND_GRANT: check_grant(&v, r); break;
-        case SPEC_KIND_BACKUP_STORE: check_backup_store(&v, r); break;
-        case SPEC_KIND_BACKUP: check_backup(&v, r); break;
-        case SPEC_KIND_RESTORE: check_restore(&v, r); break;
-        case SPEC_KIND_SQL_JOB: check_sql_job(&v, r); break;
-        case SPEC_KIND_CREDENTIAL_ROLE: check_credential_role(&v, r); break;
-        default: break;
+        case SPEC_KIND_CLUSTER:
+            check_cluster(&v, r);
+            break;
+        case SPEC_KIND_DATABASE:
+            check_database(&v, r);
+            break;
+        case SPEC_KIND_USER:
+            check_user(&v, r);
+            break;
+        case SPEC_KIND_GRANT:
+            check_grant(&v, r);
+            break;
+        case SPEC_KIND_BACKUP_STORE:
+            check_backup_store(&v, r);
+            break;
+        case SPEC_KIND_BACKUP:
+            check_backup(&v, r);
+            break;
+        case SPEC_KIND_RESTORE:
+            check_restore(&v, r);
+            break;
+        case SPEC_KIND_SQL_JOB:
+            check_sql_job(&v, r);
+            break;
+        case SPEC_KIND_CREDENTIAL_ROLE:
+            check_credential_role(&v, r);
+            break;
+        default:
+            break;
         }
     }
     check_ports(&v);

@@ -31,9 +31,9 @@ typedef struct builder {
     spec_diags_t *diags;
     level_t stack[SPEC_MAX_DEPTH];
     int depth;
-    int skip;           /* nesting of collections being skipped (too deep) */
+    int skip; /* nesting of collections being skipped (too deep) */
     spec_mark_t skip_at;
-    spec_node_t *root;  /* completed root of the current document */
+    spec_node_t *root; /* completed root of the current document */
 } builder_t;
 
 static spec_mark_t mark_of(const builder_t *b, yaml_mark_t m)
@@ -105,10 +105,9 @@ static void attach(builder_t *b, spec_node_t *n)
             if (strcmp(p->kids[i]->s, n->s) == 0) {
                 const spec_mark_t *f = &p->kids[i]->at;
                 char hint[128];
-                snprintf(hint, sizeof(hint), "first set at line %d, column %d", f->line,
-                         f->col);
-                spec_diag_add(b->diags, SPEC_ERROR, n->at, NULL, hint,
-                              "duplicate mapping key '%s'", n->s);
+                snprintf(hint, sizeof(hint), "first set at line %d, column %d", f->line, f->col);
+                spec_diag_add(b->diags, SPEC_ERROR, n->at, NULL, hint, "duplicate mapping key '%s'",
+                              n->s);
                 node_free(n);
                 lv->drop_value = true;
                 return;
@@ -192,8 +191,8 @@ static void report_parser_error(builder_t *b, yaml_parser_t *p, const char *buf,
 
 static bool is_str_tag(const yaml_char_t *tag)
 {
-    return tag && (strcmp((const char *)tag, YAML_STR_TAG) == 0 ||
-                   strcmp((const char *)tag, "!") == 0);
+    return tag &&
+           (strcmp((const char *)tag, YAML_STR_TAG) == 0 || strcmp((const char *)tag, "!") == 0);
 }
 
 /* Handles one event; returns false at the end of the stream. */
@@ -221,16 +220,15 @@ static bool on_event(builder_t *b, const yaml_event_t *ev, spec_doc_cb_t cb, voi
         if (b->skip) {
             b->skip++;
         } else if (b->depth == SPEC_MAX_DEPTH) {
-            spec_diag_add(b->diags, SPEC_ERROR, at, NULL, NULL,
-                          "nesting deeper than %d levels", SPEC_MAX_DEPTH);
+            spec_diag_add(b->diags, SPEC_ERROR, at, NULL, NULL, "nesting deeper than %d levels",
+                          SPEC_MAX_DEPTH);
             b->skip = 1;
             b->skip_at = at;
         } else {
             level_t *lv = &b->stack[b->depth++];
             memset(lv, 0, sizeof(*lv));
-            lv->node = node_new(ev->type == YAML_MAPPING_START_EVENT ? SPEC_NODE_MAP
-                                                                     : SPEC_NODE_SEQ,
-                                at);
+            lv->node =
+                node_new(ev->type == YAML_MAPPING_START_EVENT ? SPEC_NODE_MAP : SPEC_NODE_SEQ, at);
         }
         break;
     case YAML_SEQUENCE_END_EVENT:
@@ -252,8 +250,7 @@ static bool on_event(builder_t *b, const yaml_event_t *ev, spec_doc_cb_t cb, voi
         n->s = spec_xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
         n->quoted = !ev->data.scalar.plain_implicit || is_str_tag(ev->data.scalar.tag);
         if (strlen(n->s) != ev->data.scalar.length)
-            spec_diag_add(b->diags, SPEC_ERROR, at, NULL, NULL,
-                          "string contains a NUL character");
+            spec_diag_add(b->diags, SPEC_ERROR, at, NULL, NULL, "string contains a NUL character");
         attach(b, n);
         break;
     }
@@ -261,8 +258,7 @@ static bool on_event(builder_t *b, const yaml_event_t *ev, spec_doc_cb_t cb, voi
         if (b->skip)
             break;
         spec_diag_add(b->diags, SPEC_ERROR, at, NULL, "write the value out in full",
-                      "YAML aliases (*%s) are not supported",
-                      (const char *)ev->data.alias.anchor);
+                      "YAML aliases (*%s) are not supported", (const char *)ev->data.alias.anchor);
         attach(b, null_node(at));
         break;
     default:
@@ -307,12 +303,10 @@ bool spec_node_is_null(const spec_node_t *n)
     if (!n || n->type != SPEC_NODE_SCALAR || n->quoted)
         return false;
     const char *s = n->s;
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-           !strcmp(s, "NULL");
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
-const spec_node_t *spec_node_key(const spec_node_t *map, const char *key,
-                                 const spec_node_t **val)
+const spec_node_t *spec_node_key(const spec_node_t *map, const char *key, const spec_node_t **val)
 {
     if (!map || map->type != SPEC_NODE_MAP)
         return NULL;
@@ -331,9 +325,12 @@ const char *spec_node_what(const spec_node_t *n)
     if (!n)
         return "nothing";
     switch (n->type) {
-    case SPEC_NODE_MAP: return "a mapping";
-    case SPEC_NODE_SEQ: return "a list";
-    default: return spec_node_is_null(n) ? "null" : "a string";
+    case SPEC_NODE_MAP:
+        return "a mapping";
+    case SPEC_NODE_SEQ:
+        return "a list";
+    default:
+        return spec_node_is_null(n) ? "null" : "a string";
     }
 }
 

@@ -151,17 +151,30 @@ def test_malformed_apply_is_rejected_and_nothing_is_touched(qs, tmp_path):
     assert q.returncode == 1 and "another dbplane daemon" in q.stderr
 
 
-def test_secrets_never_in_plaintext(qs):
+def test_secrets_never_in_plaintext(qs, tmp_path):
     d = qs
     pw = d.secret("app-credentials", "shop")
     assert len(pw) == 32
+    # A value given in the spec (stringData) is stored encrypted too, and the stored
+    # resource carries only a keyed fingerprint of it.
+    given = "Given-Secret-Value-4242"
+    spec = tmp_path / "s.yaml"
+    spec.write_text("apiVersion: dbplane/v1\nkind: Secret\nmetadata: {name: given}\n"
+                    f"stringData: {{token: {given}}}\n")
+    d.cli("apply", "-f", str(spec))
+    assert d.secret("given", "token") == given
+    stored = d.cli("get", "secret", "given", "-o", "json").stdout
+    assert given not in stored and "hmac-sha256:" in stored
+    d.cli("apply", "-f", str(spec))  # unchanged: same fingerprint, same generation
+    assert json_get(d, "secret", "given")["generation"] == 1
     blob = (d.data_dir / "state.db").read_bytes()
     for extra in ("state.db-wal",):
         p = d.data_dir / extra
         if p.exists():
             blob += p.read_bytes()
     assert pw.encode() not in blob
-    assert pw not in d.log_text()
+    assert given.encode() not in blob
+    assert pw not in d.log_text() and given not in d.log_text()
     for inst in ("pg-main-0", "pg-main-1"):
         base = d.data_dir / "clusters" / "default" / "pg-main" / inst
         for f in ("server.log", "tools.log"):
@@ -173,17 +186,18 @@ def test_secrets_never_in_plaintext(qs):
     assert oct(key.stat().st_mode & 0o777) == "0o600"
 
 
-def test_unbuilt_engine_is_reported(daemon, tmp_path):
-    spec = tmp_path / "redis.yaml"
-    spec.write_text("apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: cache}\n"
-                    "spec: {engine: redis, version: \"7\", instances: 1, memory: 64Mi,\n"
-                    "       redis: {class: cache}}\n")
+def test_missing_server_version_is_reported(daemon, tmp_path):
+    """A version the spec allows but this machine lacks is a clear status, not a crash loop."""
+    spec = tmp_path / "pg16.yaml"
+    spec.write_text("apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: newer}\n"
+                    "spec: {engine: postgresql, version: \"16\", instances: 1}\n")
     d = daemon.start(spec, wait=False)
-    c = wait_until(lambda: (lambda c: c if c["state"] == "failed" else None)(d.cluster("cache")),
+    c = wait_until(lambda: (lambda c: c if c["state"] == "failed" else None)(d.cluster("newer")),
                    timeout=30, what="the cluster to be reported")
-    assert "not available in this build" in c["message"]
+    assert "PostgreSQL 16 is not installed" in c["message"]
+    assert "postgresql-16" in c["message"]
     p = d.cli("wait", "--timeout", "2s", check=False)
-    assert p.returncode == 1 and "cache" in p.stderr
+    assert p.returncode == 1 and "newer" in p.stderr
 
 
 def test_sql_jobs_run_once_in_order_and_report_errors(qs, tmp_path):

@@ -120,9 +120,20 @@ static void test_reference_restore_with_known(void **state)
     spec_diags_free(&d);
     load(&set, &d, restore, false);
     assert_int_equal(d.n, 0);
-    assert_int_equal(spec_validate(&set, NULL, &d), DBP_EINVAL); /* alone: dangling backup */
-    assert_int_equal(d.errors, 1);
+    /* Alone and offline: a warning (the Backup may be the daemon's). */
+    assert_int_equal(spec_validate(&set, NULL, &d), 0);
+    assert_int_equal(d.errors, 0);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.v[0].severity, SPEC_WARNING);
     assert_non_null(strstr(d.v[0].msg, "Backup 'pg-nightly' is not declared"));
+    spec_diags_free(&d);
+    /* Against daemon state that lacks it: an error. */
+    spec_set_t empty;
+    spec_set_init(&empty);
+    spec_diags_init(&d);
+    assert_int_equal(spec_validate(&set, &empty, &d), DBP_EINVAL);
+    assert_int_equal(d.errors, 1);
+    spec_set_free(&empty);
     spec_diags_free(&d);
     spec_diags_init(&d);
     assert_int_equal(spec_validate(&set, &known, &d), 0);
@@ -269,12 +280,12 @@ static void test_reference_values(void **state)
 /* --- one fixture per error class ------------------------------------------------------- */
 
 typedef struct fixture_case {
-    const char *file;      /* under fixtures/spec/ */
-    spec_severity_t sev;   /* of the single expected diagnostic */
+    const char *file;    /* under fixtures/spec/ */
+    spec_severity_t sev; /* of the single expected diagnostic */
     int line, col;
-    const char *path;      /* substring of diag.path ("" for none) */
-    const char *msg;       /* substring of diag.msg */
-    const char *hint;      /* substring of diag.hint, or NULL for "no hint" check skipped */
+    const char *path; /* substring of diag.path ("" for none) */
+    const char *msg;  /* substring of diag.msg */
+    const char *hint; /* substring of diag.hint, or NULL for "no hint" check skipped */
 } fixture_case_t;
 
 static const fixture_case_t fixture_cases[] = {
@@ -335,8 +346,8 @@ static const fixture_case_t fixture_cases[] = {
      "defaultTTL (2d) is longer than maxTTL (1d)", NULL},
     {"redis_maxmemory.yaml", SPEC_ERROR, 7, 36, "Cluster/cache: spec.redis.maxmemory",
      "maxmemory (209715200 bytes) is larger than memory", NULL},
-    {"queue_policy_warning.yaml", SPEC_WARNING, 11, 22,
-     "Cluster/jobs: spec.redis.maxmemoryPolicy", "evicts keys without a TTL", "volatile-lru"},
+    {"queue_policy_warning.yaml", SPEC_WARNING, 11, 22, "Cluster/jobs: spec.redis.maxmemoryPolicy",
+     "evicts keys without a TTL", "volatile-lru"},
 };
 
 static void test_error_fixtures(void **state)
@@ -812,12 +823,18 @@ static void test_names(void **state)
         const char *in;
         int kind;
     } cases[] = {
-        {"Cluster", SPEC_KIND_CLUSTER},          {"clusters", SPEC_KIND_CLUSTER},
-        {"cluster", SPEC_KIND_CLUSTER},          {"BackupStore", SPEC_KIND_BACKUP_STORE},
-        {"backupstores", SPEC_KIND_BACKUP_STORE}, {"backup-store", SPEC_KIND_BACKUP_STORE},
-        {"sqljobs", SPEC_KIND_SQL_JOB},          {"credential-roles", SPEC_KIND_CREDENTIAL_ROLE},
-        {"Tenant", SPEC_KIND_TENANT},            {"CLUSTER", -1},
-        {"Clusters", -1},                        {"clusterss", -1},
+        {"Cluster", SPEC_KIND_CLUSTER},
+        {"clusters", SPEC_KIND_CLUSTER},
+        {"cluster", SPEC_KIND_CLUSTER},
+        {"BackupStore", SPEC_KIND_BACKUP_STORE},
+        {"backupstores", SPEC_KIND_BACKUP_STORE},
+        {"backup-store", SPEC_KIND_BACKUP_STORE},
+        {"sqljobs", SPEC_KIND_SQL_JOB},
+        {"credential-roles", SPEC_KIND_CREDENTIAL_ROLE},
+        {"Tenant", SPEC_KIND_TENANT},
+        {"CLUSTER", -1},
+        {"Clusters", -1},
+        {"clusterss", -1},
         {"", -1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

@@ -121,9 +121,9 @@ static void test_format_duration(void **state)
         int64_t ms;
         const char *out;
     } cases[] = {
-        {0, "0s"},         {500, "500ms"},           {1500, "1500ms"},
-        {30000, "30s"},    {300000, "5m"},           {5400000, "90m"},
-        {86400000, "1d"},  {30LL * 86400000, "30d"}, {7200000, "2h"},
+        {0, "0s"},        {500, "500ms"},           {1500, "1500ms"},
+        {30000, "30s"},   {300000, "5m"},           {5400000, "90m"},
+        {86400000, "1d"}, {30LL * 86400000, "30d"}, {7200000, "2h"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[32];
@@ -277,9 +277,9 @@ static void test_rfc3339(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quantity),     cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_quantity),        cmocka_unit_test(test_duration),
         cmocka_unit_test(test_format_duration), cmocka_unit_test(test_cron_parse),
-        cmocka_unit_test(test_cron_next),    cmocka_unit_test(test_rfc3339),
+        cmocka_unit_test(test_cron_next),       cmocka_unit_test(test_rfc3339),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

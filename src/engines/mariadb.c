@@ -1,0 +1,1504 @@
+/*
+ * mariadb.c: the MariaDB driver (engine.h) over MariaDB Connector/C and the server's own
+ * tools (mariadb-install-db, mariadb-backup, mbstream), for Debian's MariaDB 10.11.
+ *
+ * Layout and security model on one machine: every instance has its option file at
+ * <instance dir>/my.cnf, listens on 127.0.0.1:<port> and on <sock_dir>/mysqld.sock, and
+ * runs as the service user. dbplane's admin connection needs no password: the data
+ * directory is created with `--auth-root-authentication-method=socket`, so the account
+ * named after the daemon's OS user ('root'@'localhost' when dbplane runs as root) logs in
+ * through the unix_socket plugin over the socket only. Internal accounts are created on
+ * the primary and reach the replicas through replication:
+ *   - 'dbplane_repl'@'127.0.0.1' (REPLICATION SLAVE, BINLOG MONITOR) with the cluster's
+ *     generated replication password;
+ *   - 'dbplane_monitor'@'127.0.0.1' (SLAVE MONITOR, BINLOG MONITOR) with the cluster's
+ *     generated admin password, which the primary's probe uses to read each replica's
+ *     lag over TCP;
+ *   - '<service user>'@'localhost' via unix_socket with the privileges mariadb-backup
+ *     needs, so the clone tool, running as the service user, needs no password either.
+ * Passwords are sent to the server only as mysql_native_password hashes computed here
+ * (SHA1(SHA1(pw)), the value PASSWORD() returns), so no plaintext reaches the binary log,
+ * the replicas or a processlist; drift is found by comparing those hashes.
+ *
+ * The one plaintext secret the server keeps is the replication password in the replica's
+ * master.info (0660 in the 0700 data directory of the service user): MariaDB 10.11 has no
+ * other place for it (no credential store, no encrypted master.info), so it is scoped to
+ * an account that can only read the binary log, from 127.0.0.1.
+ *
+ * Replicas are cloned with `mariadb-backup --backup --stream=xbstream | mbstream -x`
+ * from the running primary and prepared; the GTID of the backup (xtrabackup_binlog_info)
+ * becomes @@gtid_slave_pos and the replica follows with MASTER_USE_GTID=slave_pos. The
+ * engine interface has no `follow` operation yet, so render_config does it for replicas
+ * whose server answers: it runs on every reconcile pass and is idempotent. A server
+ * starts read-only unless the topology names it primary; in 10.11 read_only also binds
+ * SUPER (only READ_ONLY ADMIN, held by dbplane's admin alone, bypasses it), which is what
+ * MySQL's super_read_only gives and MariaDB has no separate switch for.
+ */
+#include "engines/engine.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mysql.h>
+#include <openssl/evp.h>
+
+#include "common/log.h"
+
+/* Debian's mariadb-server and mariadb-backup packages. */
+#define MDB_SERVER "/usr/sbin/mariadbd"
+#define MDB_INSTALL_DB "/usr/bin/mariadb-install-db"
+#define MDB_BACKUP "/usr/bin/mariadb-backup"
+#define MDB_MBSTREAM "/usr/bin/mbstream"
+#define MDB_BASH "/bin/bash"
+
+#define MDB_REPL_USER "dbplane_repl"
+#define MDB_MONITOR_USER "dbplane_monitor"
+#define MDB_INIT_MARKER ".initialized"
+#define MDB_CNF "my.cnf"
+#define MDB_SOCK "mysqld.sock"
+#define MDB_HASH_LEN 41 /* '*' + 40 upper-case hex digits */
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+/* A growing string with a sticky `failed` flag: write many pieces, check once. Statements
+ * may hold password hashes, so the buffer is wiped when freed. */
+typedef struct mdb_sb {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+} mdb_sb_t;
+
+static void sb_printf(mdb_sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(mdb_sb_t *sb, const char *fmt, ...)
+{
+    if (sb->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0,
+                          fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            sb->failed = true;
+            return;
+        }
+        if (sb->buf && (size_t)n < sb->cap - sb->len) {
+            sb->len += (size_t)n;
+            return;
+        }
+        size_t ncap = sb->cap ? sb->cap * 2 : 1024;
+        while (ncap - sb->len <= (size_t)n)
+            ncap *= 2;
+        char *nb = malloc(ncap);
+        if (!nb) {
+            sb->failed = true;
+            return;
+        }
+        if (sb->buf) {
+            memcpy(nb, sb->buf, sb->len + 1);
+            explicit_bzero(sb->buf, sb->cap);
+            free(sb->buf);
+        }
+        sb->buf = nb;
+        sb->cap = ncap;
+    }
+}
+
+static void sb_free(mdb_sb_t *sb)
+{
+    if (sb->buf) {
+        explicit_bzero(sb->buf, sb->cap);
+        free(sb->buf);
+    }
+    memset(sb, 0, sizeof(*sb));
+}
+
+/* Appends s as a quoted SQL string literal, escaped for the connection's charset. */
+static void sb_lit(mdb_sb_t *sb, MYSQL *m, const char *s)
+{
+    size_t n = strlen(s);
+    char *tmp = malloc(2 * n + 1);
+    if (!tmp) {
+        sb->failed = true;
+        return;
+    }
+    mysql_real_escape_string(m, tmp, s, (unsigned long)n);
+    sb_printf(sb, "'%s'", tmp);
+    explicit_bzero(tmp, 2 * n + 1);
+    free(tmp);
+}
+
+/* Appends s as a backtick-quoted identifier (embedded backticks doubled). With
+ * `wild_escape`, the LIKE wildcards _ and % are escaped too, as a database name in a
+ * database-level GRANT must be: unescaped, `shop_db`.* would also cover `shopXdb`. */
+static void sb_ident(mdb_sb_t *sb, const char *s, bool wild_escape)
+{
+    sb_printf(sb, "`");
+    for (const char *p = s; *p; p++) {
+        if (*p == '`')
+            sb_printf(sb, "``");
+        else if (wild_escape && (*p == '_' || *p == '%'))
+            sb_printf(sb, "\\%c", *p);
+        else
+            sb_printf(sb, "%c", *p);
+    }
+    sb_printf(sb, "`");
+}
+
+/* Appends the account name 'user'@'host'. */
+static void sb_account(mdb_sb_t *sb, MYSQL *m, const char *user, const char *host)
+{
+    sb_lit(sb, m, user);
+    sb_printf(sb, "@");
+    sb_lit(sb, m, host);
+}
+
+static int sb_check(const mdb_sb_t *sb, dbp_err_t *err)
+{
+    return sb->failed ? dbp_err_set(err, DBP_ENOMEM, "out of memory building a statement") : 0;
+}
+
+/* Writes path only when its content differs; returns 1 changed, 0 same, <0 error. */
+static bool file_equals(const char *path, const char *data, size_t len)
+{
+    char *old = NULL;
+    size_t oldlen = 0;
+    dbp_err_t ignore;
+    if (dbp_read_file(path, &old, &oldlen, &ignore) != 0)
+        return false;
+    bool same = oldlen == len && memcmp(old, data, len) == 0;
+    free(old);
+    return same;
+}
+
+static void mdb_sock(const engine_instance_t *in, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/" MDB_SOCK, in->sock_dir);
+}
+
+static void mdb_cnf(const engine_instance_t *in, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/" MDB_CNF, in->dir);
+}
+
+/* The mysql_native_password hash of pw ('*' + HEX(SHA1(SHA1(pw)))), what PASSWORD(pw)
+ * returns on the server; computed here so the plaintext never leaves dbplane. */
+static int mdb_native_hash(const char *pw, char out[MDB_HASH_LEN + 1], dbp_err_t *err)
+{
+    unsigned char d1[EVP_MAX_MD_SIZE], d2[EVP_MAX_MD_SIZE];
+    unsigned int n1 = 0, n2 = 0;
+    int ok = EVP_Digest(pw, strlen(pw), d1, &n1, EVP_sha1(), NULL) &&
+             EVP_Digest(d1, n1, d2, &n2, EVP_sha1(), NULL) && n2 == 20;
+    explicit_bzero(d1, sizeof(d1));
+    if (!ok)
+        return dbp_err_set(err, DBP_ECRYPTO, "SHA1 failed");
+    out[0] = '*';
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(out + 1 + 2 * i, 3, "%02X", d2[i]);
+    return 0;
+}
+
+/* ---- installation ------------------------------------------------------------------- */
+
+static pthread_mutex_t mdb_version_lock = PTHREAD_MUTEX_INITIALIZER;
+static char mdb_version_cache[64];
+static struct timespec mdb_version_mtime;
+
+/* The installed server's version ("10.11.19"), cached until the binary changes. */
+static int mdb_installed_version(char *buf, size_t len, dbp_err_t *err)
+{
+    struct stat st;
+    if (stat(MDB_SERVER, &st) != 0)
+        return dbp_err_set(err, DBP_EUNSUPPORTED, "%s: %s", MDB_SERVER, strerror(errno));
+    pthread_mutex_lock(&mdb_version_lock);
+    if (mdb_version_cache[0] && st.st_mtim.tv_sec == mdb_version_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == mdb_version_mtime.tv_nsec) {
+        snprintf(buf, len, "%s", mdb_version_cache);
+        pthread_mutex_unlock(&mdb_version_lock);
+        return 0;
+    }
+    int rc = 0;
+    char line[256] = "";
+    FILE *f = popen(MDB_SERVER " --version 2>/dev/null", "r");
+    if (!f) {
+        rc = dbp_err_set(err, DBP_EIO, "run %s --version: %s", MDB_SERVER, strerror(errno));
+        goto out;
+    }
+    if (!fgets(line, sizeof(line), f))
+        line[0] = '\0';
+    int st_exit = pclose(f);
+    /* "/usr/sbin/mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu ..." */
+    const char *v = strstr(line, "Ver ");
+    if (st_exit != 0 || !v) {
+        rc = dbp_err_set(err, DBP_EUNSUPPORTED, "%s --version gave no version", MDB_SERVER);
+        goto out;
+    }
+    v += 4;
+    size_t n = 0;
+    while (v[n] && (isdigit((unsigned char)v[n]) || v[n] == '.') && n + 1 < sizeof(mdb_version_cache))
+        n++;
+    memcpy(mdb_version_cache, v, n);
+    mdb_version_cache[n] = '\0';
+    mdb_version_mtime = st.st_mtim;
+    snprintf(buf, len, "%s", mdb_version_cache);
+out:
+    pthread_mutex_unlock(&mdb_version_lock);
+    return rc;
+}
+
+static int mdb_check_install(const char *version, dbp_err_t *err)
+{
+    const char *bins[] = {MDB_SERVER, MDB_INSTALL_DB, MDB_BACKUP, MDB_MBSTREAM, MDB_BASH};
+    for (size_t i = 0; i < sizeof(bins) / sizeof(bins[0]); i++)
+        if (access(bins[i], X_OK) != 0)
+            return dbp_err_set(err, DBP_EUNSUPPORTED,
+                               "MariaDB is not installed (%s missing): apt-get install "
+                               "mariadb-server mariadb-backup",
+                               bins[i]);
+    char have[64];
+    int rc = mdb_installed_version(have, sizeof(have), err);
+    if (rc)
+        return rc;
+    size_t vl = version ? strlen(version) : 0;
+    if (vl && (strncmp(have, version, vl) != 0 || (have[vl] != '\0' && have[vl] != '.'))) {
+        /* The "major.minor" a spec should name for this server. */
+        char mm[64];
+        snprintf(mm, sizeof(mm), "%s", have);
+        char *dot = strchr(mm, '.');
+        if (dot && (dot = strchr(dot + 1, '.')))
+            *dot = '\0';
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "MariaDB %s requested but the installed server is %s; set "
+                           "spec.version to \"%s\"",
+                           version, have, mm);
+    }
+    return 0;
+}
+
+static bool mdb_is_initialized(const engine_instance_t *in)
+{
+    char p1[PATH_MAX + 32], p2[PATH_MAX + 32];
+    snprintf(p1, sizeof(p1), "%s/mysql", in->data_dir);
+    snprintf(p2, sizeof(p2), "%s/" MDB_INIT_MARKER, in->dir);
+    return access(p1, F_OK) == 0 && access(p2, F_OK) == 0;
+}
+
+static int mdb_mark_initialized(const engine_instance_t *in, dbp_err_t *err)
+{
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof(p), "%s/" MDB_INIT_MARKER, in->dir);
+    return dbp_write_file(p, "1\n", 2, 0644, NULL, err);
+}
+
+/* mariadb-install-db runs as the service user (never as root, where it would need
+ * --user): --no-defaults keeps /etc/mysql out, and the socket-authenticated superuser is
+ * the daemon's own OS account, so dbplane administers the server without a password. */
+static int mdb_init_primary(const engine_instance_t *in, dbp_err_t *err)
+{
+    int rc = dbp_rm_rf(in->data_dir, err);
+    if (rc)
+        return rc;
+    char datadir[PATH_MAX + 16], sockuser[96];
+    snprintf(datadir, sizeof(datadir), "--datadir=%s", in->data_dir);
+    snprintf(sockuser, sizeof(sockuser), "--auth-root-socket-user=%s", in->runas->daemon_name);
+    char *argv[] = {MDB_INSTALL_DB,
+                    "--no-defaults",
+                    datadir,
+                    "--auth-root-authentication-method=socket",
+                    sockuser,
+                    "--skip-test-db",
+                    "--skip-name-resolve",
+                    NULL};
+    rc = dbp_proc_run(argv, NULL, in->runas, in->tool_log_path, 300000, err);
+    if (rc) {
+        dbp_err_prefix(err, "mariadb-install-db: ");
+        return rc;
+    }
+    return mdb_mark_initialized(in, err);
+}
+
+/* Clones the running primary: a streamed mariadb-backup (the same pipe works across
+ * hosts), then --prepare. The tools run as the service user, which owns the primary's
+ * files and logs in over its socket through unix_socket (see ensure_internal). */
+static int mdb_init_replica(const engine_instance_t *in, const engine_instance_t *primary,
+                            dbp_err_t *err)
+{
+    int rc = dbp_rm_rf(in->data_dir, err);
+    if (!rc)
+        rc = dbp_mkdir_p(in->data_dir, 0700, in->runas, err);
+    if (rc)
+        return rc;
+    char pcnf[PATH_MAX + 16], psock[PATH_MAX], target[PATH_MAX + 16];
+    mdb_cnf(primary, pcnf, sizeof(pcnf));
+    mdb_sock(primary, psock, sizeof(psock));
+    /* Paths travel as positional parameters, never spliced into the script. */
+    char *clone[] = {MDB_BASH,
+                     "-c",
+                     "set -o pipefail; \"$1\" --defaults-file=\"$2\" --backup --stream=xbstream "
+                     "--user=\"$3\" --socket=\"$4\" | \"$5\" -x -C \"$6\"",
+                     "dbplane-clone",
+                     MDB_BACKUP,
+                     pcnf,
+                     (char *)in->runas->name,
+                     psock,
+                     MDB_MBSTREAM,
+                     (char *)in->data_dir,
+                     NULL};
+    dbp_info("mariadb_clone_started", "instance=%s primary=%s", in->name, primary->name);
+    rc = dbp_proc_run(clone, NULL, in->runas, in->tool_log_path, 30 * 60 * 1000, err);
+    if (rc) {
+        dbp_err_prefix(err, "mariadb-backup --backup: ");
+    } else {
+        snprintf(target, sizeof(target), "--target-dir=%s", in->data_dir);
+        char *prepare[] = {MDB_BACKUP, "--prepare", target, NULL};
+        rc = dbp_proc_run(prepare, NULL, in->runas, in->tool_log_path, 30 * 60 * 1000, err);
+        if (rc)
+            dbp_err_prefix(err, "mariadb-backup --prepare: ");
+    }
+    if (rc) {
+        dbp_err_t ignore;
+        if (dbp_rm_rf(in->data_dir, &ignore) != 0)
+            dbp_warn("cleanup_failed", "path=%s error=%s", dbp_log_q(in->data_dir),
+                     dbp_log_q(ignore.msg));
+        return rc;
+    }
+    return mdb_mark_initialized(in, err);
+}
+
+/* ---- connections and queries -------------------------------------------------------- */
+
+static pthread_once_t mdb_lib_once = PTHREAD_ONCE_INIT;
+static int mdb_lib_rc;
+
+static void mdb_lib_init(void)
+{
+    mdb_lib_rc = mysql_library_init(0, NULL, NULL);
+}
+
+/* Opens a connection: over `sock` when given, else TCP to host:port. `pw` may be NULL
+ * (unix_socket). Returns NULL with err filled when the server does not answer within
+ * `timeout_s` seconds or refuses the login. Free with mysql_close. */
+static MYSQL *mdb_open(const char *what, const char *sock, const char *host, int port,
+                       const char *user, const char *pw, const char *db, unsigned timeout_s,
+                       unsigned long flags, dbp_err_t *err)
+{
+    pthread_once(&mdb_lib_once, mdb_lib_init);
+    if (mdb_lib_rc != 0) {
+        dbp_err_set(err, DBP_EENGINE, "MariaDB client library failed to initialise");
+        return NULL;
+    }
+    MYSQL *m = mysql_init(NULL);
+    if (!m) {
+        dbp_err_set(err, DBP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    unsigned int ct = timeout_s, rt = 20, off = 0;
+    unsigned int proto = sock ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
+    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &rt);
+    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &rt);
+    mysql_options(m, MYSQL_OPT_LOCAL_INFILE, &off);
+    mysql_options(m, MYSQL_OPT_PROTOCOL, &proto);
+    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    if (!mysql_real_connect(m, sock ? "localhost" : host, user, pw, db, sock ? 0 : (unsigned)port,
+                            sock, flags)) {
+        dbp_err_set(err, DBP_EENGINE, "connect %s as %s: %s", what, user, mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* dbplane's admin connection to an instance: the daemon's OS account over the socket. */
+static MYSQL *mdb_connect(const engine_instance_t *in, const char *db, dbp_err_t *err)
+{
+    char sock[PATH_MAX];
+    mdb_sock(in, sock, sizeof(sock));
+    return mdb_open(in->name, sock, NULL, 0, in->runas->daemon_name, NULL, db, 3, 0, err);
+}
+
+/* Fills err from the connection's last error. A message that quotes `secret` (a syntax
+ * error echoes part of the statement) is withheld. */
+static int mdb_fail(MYSQL *m, const char *secret, dbp_err_t *err)
+{
+    const char *msg = mysql_error(m);
+    if (secret && *secret && strstr(msg, secret))
+        return dbp_err_set(err, DBP_EENGINE, "statement failed (error %u; message withheld: it "
+                                             "quotes a secret)", mysql_errno(m));
+    return dbp_err_set(err, DBP_EENGINE, "%s (error %u)", msg, mysql_errno(m));
+}
+
+/* Runs one statement, discarding any result; 0 or DBP_EENGINE. */
+static int mdb_cmd_secret(MYSQL *m, const char *sql, const char *secret, dbp_err_t *err)
+{
+    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0)
+        return mdb_fail(m, secret, err);
+    MYSQL_RES *r = mysql_store_result(m);
+    if (r)
+        mysql_free_result(r);
+    return 0;
+}
+
+static int mdb_cmd(MYSQL *m, const char *sql, dbp_err_t *err)
+{
+    return mdb_cmd_secret(m, sql, NULL, err);
+}
+
+/* Runs a statement that returns rows; the result is owned (mysql_free_result), or NULL
+ * with err filled. */
+static MYSQL_RES *mdb_query(MYSQL *m, const char *sql, dbp_err_t *err)
+{
+    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0) {
+        mdb_fail(m, NULL, err);
+        return NULL;
+    }
+    MYSQL_RES *r = mysql_store_result(m);
+    if (!r)
+        dbp_err_set(err, DBP_EENGINE, "%s returned no rows: %s", sql, mysql_error(m));
+    return r;
+}
+
+/* Value of column `name` in row, or NULL (SQL NULL, or no such column). */
+static const char *mdb_col(MYSQL_RES *r, MYSQL_ROW row, const char *name)
+{
+    unsigned n = mysql_num_fields(r);
+    MYSQL_FIELD *f = mysql_fetch_fields(r);
+    for (unsigned i = 0; i < n; i++)
+        if (strcasecmp(f[i].name, name) == 0)
+            return row[i];
+    return NULL;
+}
+
+/* One row of SHOW SLAVE STATUS (the default connection). */
+typedef struct mdb_slave {
+    bool configured;      /* a master is set */
+    char host[64];        /* Master_Host */
+    int port;             /* Master_Port */
+    char user[96];        /* Master_User */
+    char using_gtid[16];  /* "No", "Slave_Pos", "Current_Pos" */
+    char io[16], sql[16]; /* Slave_IO_Running ("Yes", "No", "Connecting"), Slave_SQL_Running */
+    int64_t behind_s;     /* Seconds_Behind_Master; -1 when NULL */
+    unsigned io_errno, sql_errno;
+    char io_error[200], sql_error[200];
+    char master_file[128]; /* Relay_Master_Log_File: the primary's binlog being applied */
+    uint64_t exec_pos;     /* Exec_Master_Log_Pos in it, bytes */
+} mdb_slave_t;
+
+static void copy_col(char *dst, size_t len, MYSQL_RES *r, MYSQL_ROW row, const char *name)
+{
+    const char *v = mdb_col(r, row, name);
+    snprintf(dst, len, "%s", v ? v : "");
+}
+
+static int mdb_slave_status(MYSQL *m, mdb_slave_t *s, dbp_err_t *err)
+{
+    memset(s, 0, sizeof(*s));
+    s->behind_s = -1;
+    MYSQL_RES *r = mdb_query(m, "SHOW SLAVE STATUS", err);
+    if (!r)
+        return DBP_EENGINE;
+    MYSQL_ROW row = mysql_fetch_row(r);
+    if (row) {
+        copy_col(s->host, sizeof(s->host), r, row, "Master_Host");
+        s->configured = s->host[0] != '\0';
+        const char *v = mdb_col(r, row, "Master_Port");
+        s->port = v ? atoi(v) : 0;
+        copy_col(s->user, sizeof(s->user), r, row, "Master_User");
+        copy_col(s->using_gtid, sizeof(s->using_gtid), r, row, "Using_Gtid");
+        copy_col(s->io, sizeof(s->io), r, row, "Slave_IO_Running");
+        copy_col(s->sql, sizeof(s->sql), r, row, "Slave_SQL_Running");
+        v = mdb_col(r, row, "Seconds_Behind_Master");
+        s->behind_s = v ? strtoll(v, NULL, 10) : -1;
+        v = mdb_col(r, row, "Last_IO_Errno");
+        s->io_errno = v ? (unsigned)strtoul(v, NULL, 10) : 0;
+        v = mdb_col(r, row, "Last_SQL_Errno");
+        s->sql_errno = v ? (unsigned)strtoul(v, NULL, 10) : 0;
+        copy_col(s->io_error, sizeof(s->io_error), r, row, "Last_IO_Error");
+        copy_col(s->sql_error, sizeof(s->sql_error), r, row, "Last_SQL_Error");
+        copy_col(s->master_file, sizeof(s->master_file), r, row, "Relay_Master_Log_File");
+        v = mdb_col(r, row, "Exec_Master_Log_Pos");
+        s->exec_pos = v ? strtoull(v, NULL, 10) : 0;
+    }
+    mysql_free_result(r);
+    return 0;
+}
+
+/* Runs a one-row, one-column query into buf (NULL reads as ""). */
+static int mdb_scalar(MYSQL *m, const char *sql, char *buf, size_t len, dbp_err_t *err)
+{
+    MYSQL_RES *r = mdb_query(m, sql, err);
+    if (!r)
+        return DBP_EENGINE;
+    MYSQL_ROW row = mysql_fetch_row(r);
+    snprintf(buf, len, "%s", row && row[0] ? row[0] : "");
+    mysql_free_result(r);
+    return row ? 0 : dbp_err_set(err, DBP_EENGINE, "%s returned no row", sql);
+}
+
+/* ---- accounts ----------------------------------------------------------------------- */
+
+/* Makes the account user@host exist as declared: authenticated by the native password
+ * hash `hash`, or via unix_socket when hash is NULL; `max_conn` concurrent connections
+ * (0: unlimited); holding at least the global privileges `privs` (NULL-terminated list of
+ * names as information_schema.USER_PRIVILEGES spells them; may be NULL). Statements are
+ * issued only for what differs, so a pass that changes nothing writes no binlog event.
+ * Returns 1 changed, 0 already so, or DBP_EENGINE. */
+static int mdb_ensure_account(MYSQL *m, const char *user, const char *host, const char *hash,
+                              long max_conn, const char *const *privs, dbp_err_t *err)
+{
+    mdb_sb_t q = {0};
+    int rc = 0, changed = 0;
+    MYSQL_RES *r = NULL;
+    sb_printf(&q, "SELECT plugin, authentication_string, max_user_connections FROM mysql.user "
+                  "WHERE User = ");
+    sb_lit(&q, m, user);
+    sb_printf(&q, " AND Host = ");
+    sb_lit(&q, m, host);
+    if ((rc = sb_check(&q, err)))
+        goto out;
+    if (!(r = mdb_query(m, q.buf, err))) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    MYSQL_ROW row = mysql_fetch_row(r);
+    bool exists = row != NULL, same = false;
+    if (row) {
+        const char *plugin = row[0] ? row[0] : "", *auth = row[1] ? row[1] : "";
+        long have_max = row[2] ? strtol(row[2], NULL, 10) : 0;
+        same = have_max == max_conn &&
+               (hash ? strcmp(plugin, "mysql_native_password") == 0 && strcasecmp(auth, hash) == 0
+                     : strcmp(plugin, "unix_socket") == 0);
+    }
+    mysql_free_result(r);
+    r = NULL;
+    if (!same) {
+        sb_free(&q);
+        sb_printf(&q, "%s USER ", exists ? "ALTER" : "CREATE");
+        sb_account(&q, m, user, host);
+        if (hash)
+            sb_printf(&q, " IDENTIFIED BY PASSWORD '%s'", hash);
+        else
+            sb_printf(&q, " IDENTIFIED VIA unix_socket");
+        sb_printf(&q, " WITH MAX_USER_CONNECTIONS %ld", max_conn);
+        if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
+            goto out;
+        changed = 1;
+    }
+    if (privs && privs[0]) {
+        sb_free(&q);
+        sb_printf(&q, "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
+                      "WHERE GRANTEE = CONCAT('''', ");
+        sb_lit(&q, m, user);
+        sb_printf(&q, ", '''@''', ");
+        sb_lit(&q, m, host);
+        sb_printf(&q, ", '''')");
+        if ((rc = sb_check(&q, err)))
+            goto out;
+        if (!(r = mdb_query(m, q.buf, err))) {
+            rc = DBP_EENGINE;
+            goto out;
+        }
+        bool missing = false;
+        for (int i = 0; privs[i] && !missing; i++) {
+            bool found = false;
+            mysql_data_seek(r, 0);
+            while ((row = mysql_fetch_row(r)) && !found)
+                found = row[0] && strcasecmp(row[0], privs[i]) == 0;
+            missing = !found;
+        }
+        mysql_free_result(r);
+        r = NULL;
+        if (missing) {
+            sb_free(&q);
+            sb_printf(&q, "GRANT ");
+            for (int i = 0; privs[i]; i++)
+                sb_printf(&q, "%s%s", i ? ", " : "", privs[i]);
+            sb_printf(&q, " ON *.* TO ");
+            sb_account(&q, m, user, host);
+            if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
+                goto out;
+            changed = 1;
+        }
+    }
+    rc = changed;
+out:
+    if (r)
+        mysql_free_result(r);
+    sb_free(&q);
+    return rc;
+}
+
+/* Accounts dbplane owns; a User may not take them over. */
+static bool mdb_reserved_user(const engine_instance_t *in, const char *u)
+{
+    return strcmp(u, "root") == 0 || strcmp(u, "mariadb.sys") == 0 ||
+           strcmp(u, MDB_REPL_USER) == 0 || strcmp(u, MDB_MONITOR_USER) == 0 ||
+           strcmp(u, in->runas->name) == 0 || strcmp(u, in->runas->daemon_name) == 0;
+}
+
+/* The hosts of every account named `user`. Returns an owned result whose rows are
+ * (Host), or NULL with err filled. */
+static MYSQL_RES *mdb_user_hosts(MYSQL *m, const char *user, dbp_err_t *err)
+{
+    mdb_sb_t q = {0};
+    sb_printf(&q, "SELECT Host FROM mysql.user WHERE User = ");
+    sb_lit(&q, m, user);
+    sb_printf(&q, " ORDER BY Host");
+    MYSQL_RES *r = sb_check(&q, err) ? NULL : mdb_query(m, q.buf, err);
+    sb_free(&q);
+    return r;
+}
+
+/* ---- configuration ------------------------------------------------------------------ */
+
+/* Normalises an option name the way mariadbd reads it: lower case, '-' as '_'. */
+static void opt_norm(const char *k, char *buf, size_t len)
+{
+    size_t o = 0;
+    for (const char *p = k; *p && o + 1 < len; p++)
+        buf[o++] = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
+    buf[o] = '\0';
+}
+
+/* True when spec.config may not set `key`: dbplane sets it from the instance layout, the
+ * role or another spec field. Prefixes such as loose_/skip_/enable_ are seen through. */
+static bool mdb_key_managed(const char *key, const char **hint)
+{
+    static const char *const managed[] = {
+        "port", "bind_address", "socket", "datadir", "pid_file", "server_id", "log_bin",
+        "log_basename", "relay_log", "binlog_format", "log_slave_updates", "read_only",
+        "report_host", "report_port", "networking", "skip_networking", "grant_tables",
+        "skip_grant_tables", "user", "slave_start", "skip_slave_start", "basedir", NULL};
+    char k[128];
+    opt_norm(key, k, sizeof(k));
+    const char *base = k;
+    const char *prefixes[] = {"loose_", "enable_", "disable_", "skip_", "maximum_"};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(base, prefixes[i], strlen(prefixes[i])) == 0) {
+            base += strlen(prefixes[i]);
+            break;
+        }
+    *hint = "dbplane sets it from the cluster's layout and topology";
+    if (strcmp(base, "gtid_strict_mode") == 0) {
+        *hint = "use spec.replication.gtidStrictMode";
+        return true;
+    }
+    for (int i = 0; managed[i]; i++)
+        if (strcmp(k, managed[i]) == 0 || strcmp(base, managed[i]) == 0)
+            return true;
+    return false;
+}
+
+/* True when a config value was set in spec.config (normalised name comparison). */
+static bool mdb_key_set(const spec_cluster_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->config.n; i++) {
+        char k[128];
+        opt_norm(c->config.v[i].key, k, sizeof(k));
+        if (strcmp(k, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Appends one option line; values with spaces, quotes or '#' are double-quoted. */
+static int sb_option(mdb_sb_t *sb, const char *key, const char *value, dbp_err_t *err)
+{
+    for (const char *p = key; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
+            return dbp_err_set(err, DBP_EINVAL, "spec.config.%s: not a MariaDB option name", key);
+    if (strpbrk(value, "\n\r"))
+        return dbp_err_set(err, DBP_EINVAL, "spec.config.%s: value has a line break", key);
+    bool quote = *value == '\0' || strpbrk(value, " \t#;\"'\\") != NULL;
+    sb_printf(sb, "%s = ", key);
+    if (!quote) {
+        sb_printf(sb, "%s\n", value);
+        return 0;
+    }
+    sb_printf(sb, "\"");
+    for (const char *p = value; *p; p++)
+        sb_printf(sb, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+    sb_printf(sb, "\"\n");
+    return 0;
+}
+
+/* Lets the installed server judge an option file: `mariadbd --defaults-file=F --help`
+ * parses every option exactly as a start would and fails on unknown names and bad
+ * values, so a mistake becomes an error status instead of a crash loop. The data dir is
+ * pointed elsewhere so the running server's files are not opened. */
+static int mdb_check_config(const engine_instance_t *in, const char *path, dbp_err_t *err)
+{
+    char defaults[PATH_MAX + 32], datadir[PATH_MAX + 32], log[PATH_MAX + 32];
+    snprintf(defaults, sizeof(defaults), "--defaults-file=%s", path);
+    snprintf(datadir, sizeof(datadir), "--datadir=%s/.config-check", in->dir);
+    snprintf(log, sizeof(log), "%s/config-check.log", in->dir);
+    unlink(log);
+    char *argv[] = {MDB_SERVER, defaults, datadir, "--verbose", "--help", NULL};
+    dbp_err_t perr;
+    int rc = dbp_proc_run(argv, NULL, in->runas, log, 60000, &perr);
+    if (rc == 0) {
+        unlink(log); /* the full help text: only a failure's log is worth keeping */
+        return 0;
+    }
+    /* Collect the server's own [ERROR] lines as the message. */
+    char *text = NULL, msg[400] = "";
+    if (dbp_read_file(log, &text, NULL, &perr) == 0) {
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+            char *e = strstr(line, "[ERROR] ");
+            if (!e)
+                continue;
+            e += 8;
+            if (strncmp(e, "Buffered error: ", 16) == 0)
+                e += 16;
+            if (strncmp(e, MDB_SERVER ": ", strlen(MDB_SERVER) + 2) == 0)
+                e += strlen(MDB_SERVER) + 2;
+            if (strncmp(e, "Aborting", 8) == 0)
+                continue;
+            size_t l = strlen(msg);
+            snprintf(msg + l, sizeof(msg) - l, "%s%s", l ? "; " : "", e);
+        }
+        free(text);
+    }
+    return dbp_err_set(err, DBP_EINVAL, "mariadbd rejects the configuration: %s",
+                       msg[0] ? msg : perr.msg);
+}
+
+static int mdb_follow(const engine_instance_t *in, const engine_instance_t *primary,
+                      dbp_err_t *err);
+
+static int mdb_render_config(const engine_instance_t *in, const engine_instance_t *primary,
+                             dbp_err_t *err)
+{
+    const spec_cluster_t *c = in->spec;
+    mdb_sb_t cnf = {0};
+    int rc = 0;
+    char sock[PATH_MAX], path[PATH_MAX + 32], cand[PATH_MAX + 32], rej[PATH_MAX + 32],
+        rejmsg[PATH_MAX + 32];
+    mdb_sock(in, sock, sizeof(sock));
+    mdb_cnf(in, path, sizeof(path));
+    snprintf(cand, sizeof(cand), "%s.new", path);
+    snprintf(rej, sizeof(rej), "%s.rejected", path);
+    snprintf(rejmsg, sizeof(rejmsg), "%s.rejected.msg", path);
+    bool strict = !c->replication.gtid_strict_mode.set || c->replication.gtid_strict_mode.v;
+
+    sb_printf(&cnf, "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
+                    "# Set server options in the Cluster's spec.config instead.\n"
+                    "[mariadbd]\n",
+              in->name, in->cluster);
+    sb_printf(&cnf, "server_id = %d\nport = %d\nbind_address = %s\nsocket = %s\n"
+                    "datadir = %s\npid_file = %s/mariadbd.pid\nskip_name_resolve = ON\n",
+              in->ordinal + 1, in->port, in->host, sock, in->data_dir, in->data_dir);
+    sb_printf(&cnf, "log_bin = mariadb-bin\nrelay_log = relay-bin\nrelay_log_recovery = ON\n"
+                    "binlog_format = ROW\nlog_slave_updates = ON\ngtid_strict_mode = %s\n"
+                    "sync_binlog = 1\nslave_net_timeout = 10\n"
+                    "report_host = %s\nreport_port = %d\n"
+                    "character_set_server = utf8mb4\n",
+              strict ? "ON" : "OFF", in->name, in->port);
+    if (primary)
+        sb_printf(&cnf, "# A replica of %s: writable by dbplane's admin account only.\n"
+                        "read_only = ON\n",
+                  primary->name);
+    else
+        sb_printf(&cnf, "read_only = OFF\n");
+    if (!mdb_key_set(c, "innodb_buffer_pool_size") && c->memory.set && c->memory.v >= 64ULL << 20) {
+        /* Half of the declared memory, in whole MiB: the rest is for connections,
+         * sort buffers and the OS page cache of the binary logs. */
+        sb_printf(&cnf, "innodb_buffer_pool_size = %lluM\n",
+                  (unsigned long long)(c->memory.v / 2 / (1024 * 1024)));
+    }
+    if (c->config.n)
+        sb_printf(&cnf, "# spec.config\n");
+    for (size_t i = 0; i < c->config.n; i++) {
+        const char *hint;
+        if (mdb_key_managed(c->config.v[i].key, &hint)) {
+            rc = dbp_err_set(err, DBP_EINVAL, "spec.config.%s cannot be set: %s",
+                             c->config.v[i].key, hint);
+            goto out;
+        }
+        if ((rc = sb_option(&cnf, c->config.v[i].key, c->config.v[i].value, err)))
+            goto out;
+    }
+    if ((rc = sb_check(&cnf, err)))
+        goto out;
+
+    if (!file_equals(path, cnf.buf, cnf.len)) {
+        /* A candidate the server already rejected is not checked again every pass. */
+        if (file_equals(rej, cnf.buf, cnf.len)) {
+            char *m = NULL;
+            dbp_err_t ignore;
+            if (dbp_read_file(rejmsg, &m, NULL, &ignore) == 0) {
+                rc = dbp_err_set(err, DBP_EINVAL, "%s", m);
+                free(m);
+                goto out;
+            }
+        }
+        if ((rc = dbp_write_file(cand, cnf.buf, cnf.len, 0600, in->runas, err)))
+            goto out;
+        rc = mdb_check_config(in, cand, err);
+        if (rc) {
+            dbp_err_t ignore;
+            if (rename(cand, rej) != 0 ||
+                dbp_write_file(rejmsg, err->msg, strlen(err->msg), 0600, NULL, &ignore) != 0)
+                unlink(rej);
+            goto out;
+        }
+        if (rename(cand, path) != 0) {
+            rc = dbp_err_set(err, DBP_EIO, "rename %s: %s", cand, strerror(errno));
+            goto out;
+        }
+        unlink(rej);
+        unlink(rejmsg);
+        rc = 1;
+    }
+    /* No `follow` operation in engine.h yet: keep the replica following from here. */
+    if (primary) {
+        int frc = mdb_follow(in, primary, err);
+        if (frc < 0)
+            rc = frc;
+    }
+out:
+    sb_free(&cnf);
+    return rc;
+}
+
+static int mdb_server_argv(const engine_instance_t *in, char **argv, int max, char *buf,
+                           size_t buflen, dbp_err_t *err)
+{
+    if (max < 3)
+        return dbp_err_set(err, DBP_EINVAL, "argv too small");
+    size_t n0 = strlen(MDB_SERVER) + 1;
+    int n1 = snprintf(buf + n0, buflen > n0 ? buflen - n0 : 0, "--defaults-file=%s/" MDB_CNF,
+                      in->dir);
+    if (buflen <= n0 || n1 < 0 || (size_t)n1 >= buflen - n0)
+        return dbp_err_set(err, DBP_EINVAL, "path too long");
+    memcpy(buf, MDB_SERVER, n0);
+    /* The supervisor already runs the server as the service user: no --user. */
+    argv[0] = buf;
+    argv[1] = buf + n0;
+    argv[2] = NULL;
+    return 0;
+}
+
+/* ---- replication -------------------------------------------------------------------- */
+
+/* The GTID position a clone was taken at, from mariadb-backup's xtrabackup_binlog_info
+ * ("<binlog file>\t<offset>\t<gtid list>"); "" when absent. */
+static void mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len)
+{
+    char p[PATH_MAX + 40], *text = NULL;
+    dbp_err_t ignore;
+    buf[0] = '\0';
+    snprintf(p, sizeof(p), "%s/xtrabackup_binlog_info", in->data_dir);
+    if (dbp_read_file(p, &text, NULL, &ignore) != 0)
+        return;
+    char *f = strchr(text, '\t');
+    f = f ? strchr(f + 1, '\t') : NULL;
+    if (f) {
+        f++;
+        size_t n = strspn(f, "0123456789-,");
+        if (n < len) {
+            memcpy(buf, f, n);
+            buf[n] = '\0';
+        }
+    }
+    free(text);
+}
+
+/* Makes a running replica follow `primary` over GTID: configures it the first time (the
+ * clone's GTID as @@gtid_slave_pos), repoints it when the primary moved, re-sends the
+ * password after "access denied" (rotation), and restarts stopped threads. A replica
+ * whose server does not answer yet is left to the next pass (0). An SQL thread stopped
+ * by an error is reported, not restarted: re-applying would repeat the error. */
+static int mdb_follow(const engine_instance_t *in, const engine_instance_t *primary,
+                      dbp_err_t *err)
+{
+    char sock[PATH_MAX];
+    mdb_sock(in, sock, sizeof(sock));
+    if (access(sock, F_OK) != 0 || !in->repl_password)
+        return 0;
+    dbp_err_t cerr;
+    MYSQL *m = mdb_connect(in, NULL, &cerr);
+    if (!m)
+        return 0;
+    mdb_sb_t q = {0};
+    mdb_slave_t s;
+    char val[256];
+    int rc = mdb_slave_status(m, &s, err), changed = 0;
+    if (rc)
+        goto out;
+    /* Never writable while it follows, whatever happened to the global since start. */
+    if ((rc = mdb_scalar(m, "SELECT @@read_only", val, sizeof(val), err)))
+        goto out;
+    if (strcmp(val, "0") == 0) {
+        if ((rc = mdb_cmd(m, "SET GLOBAL read_only = ON", err)))
+            goto out;
+        changed = 1;
+    }
+    bool same = s.configured && strcmp(s.host, primary->host) == 0 && s.port == primary->port &&
+                strcmp(s.user, MDB_REPL_USER) == 0 && strcasecmp(s.using_gtid, "Slave_Pos") == 0 &&
+                s.io_errno != 1045 /* ER_ACCESS_DENIED_ERROR: the password changed */;
+    if (!same) {
+        if (s.configured && (rc = mdb_cmd(m, "STOP SLAVE", err)))
+            goto out;
+        if ((rc = mdb_scalar(m, "SELECT @@gtid_slave_pos", val, sizeof(val), err)))
+            goto out;
+        char gtid[256];
+        mdb_backup_gtid(in, gtid, sizeof(gtid));
+        if (val[0] == '\0' && gtid[0]) {
+            sb_printf(&q, "SET GLOBAL gtid_slave_pos = '%s'", gtid);
+            if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
+                goto out;
+            sb_free(&q);
+        }
+        sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
+        sb_lit(&q, m, primary->host);
+        sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
+                  primary->port);
+        sb_lit(&q, m, in->repl_password);
+        sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
+        if ((rc = sb_check(&q, err)) || (rc = mdb_cmd_secret(m, q.buf, in->repl_password, err)))
+            goto out;
+        if ((rc = mdb_cmd(m, "START SLAVE", err)))
+            goto out;
+        dbp_info("replication_configured", "instance=%s primary=%s gtid_slave_pos=%s", in->name,
+                 primary->name, val[0] ? val : gtid[0] ? gtid : "(start)");
+        changed = 1;
+    } else if (s.sql_errno && strcmp(s.sql, "Yes") != 0) {
+        rc = dbp_err_set(err, DBP_EENGINE, "replication on %s stopped: %s (error %u)", in->name,
+                         s.sql_error, s.sql_errno);
+        goto out;
+    } else if (s.io_errno && strcmp(s.io, "No") == 0) {
+        rc = dbp_err_set(err, DBP_EENGINE, "replication on %s cannot read from %s: %s (error %u)",
+                         in->name, primary->name, s.io_error, s.io_errno);
+        goto out;
+    } else if (strcmp(s.io, "No") == 0 || strcmp(s.sql, "No") == 0) {
+        if ((rc = mdb_cmd(m, "START SLAVE", err)))
+            goto out;
+        changed = 1;
+    }
+    rc = changed;
+out:
+    sb_free(&q);
+    mysql_close(m);
+    return rc;
+}
+
+/* ---- probe -------------------------------------------------------------------------- */
+
+/* A binary log of the primary and its size (SHOW BINARY LOGS). */
+typedef struct mdb_binlog {
+    char name[128];
+    uint64_t size;
+} mdb_binlog_t;
+
+/* Bytes of binary log from (file, pos) to the end of the primary's logs; -1 unknown. */
+static int64_t mdb_lag_bytes(const mdb_binlog_t *logs, int n, const char *file, uint64_t pos)
+{
+    int64_t total = 0;
+    bool found = false;
+    for (int i = 0; i < n; i++) {
+        if (!found && strcmp(logs[i].name, file) == 0)
+            found = true;
+        if (found)
+            total += (int64_t)logs[i].size;
+    }
+    if (!found || (uint64_t)total < pos)
+        return -1;
+    return total - (int64_t)pos;
+}
+
+/* Fills out->replicas from the primary's view (SHOW SLAVE HOSTS: report_host is the
+ * instance name, report_port its port), and each replica's own SHOW SLAVE STATUS read
+ * over TCP as dbplane_monitor: the byte lag against the primary's binlogs and
+ * Seconds_Behind_Master. A replica that cannot be asked keeps lag -1. */
+static void mdb_probe_replicas(const engine_instance_t *in, MYSQL *m, engine_probe_t *out)
+{
+    dbp_err_t err;
+    mdb_binlog_t logs[64];
+    int nlogs = 0;
+    MYSQL_RES *r = mdb_query(m, "SHOW BINARY LOGS", &err);
+    if (r) {
+        MYSQL_ROW row;
+        while ((row = mysql_fetch_row(r))) {
+            if (nlogs == 64) { /* keep the newest */
+                memmove(logs, logs + 1, sizeof(logs[0]) * 63);
+                nlogs--;
+            }
+            snprintf(logs[nlogs].name, sizeof(logs[nlogs].name), "%s", row[0] ? row[0] : "");
+            logs[nlogs++].size = row[1] ? strtoull(row[1], NULL, 10) : 0;
+        }
+        mysql_free_result(r);
+    }
+    r = mdb_query(m, "SHOW SLAVE HOSTS", &err);
+    if (!r)
+        return;
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(r)) && out->nreplicas < ENGINE_MAX_REPLICAS) {
+        const char *host = mdb_col(r, row, "Host"), *port = mdb_col(r, row, "Port");
+        engine_replica_stat_t *rs = &out->replicas[out->nreplicas++];
+        snprintf(rs->name, sizeof(rs->name), "%s", host ? host : "");
+        snprintf(rs->state, sizeof(rs->state), "connected");
+        rs->lag_bytes = rs->lag_ms = -1;
+        if (!port || !in->admin_password)
+            continue;
+        MYSQL *rm = mdb_open(rs->name, NULL, "127.0.0.1", atoi(port), MDB_MONITOR_USER,
+                             in->admin_password, NULL, 1, 0, &err);
+        if (!rm)
+            continue;
+        mdb_slave_t s;
+        if (mdb_slave_status(rm, &s, &err) == 0 && s.configured) {
+            bool io = strcmp(s.io, "Yes") == 0, sql = strcmp(s.sql, "Yes") == 0;
+            snprintf(rs->state, sizeof(rs->state), "%s",
+                     io && sql ? "streaming" : s.sql_errno || s.io_errno ? "error" : "catchup");
+            rs->lag_ms = s.behind_s >= 0 ? s.behind_s * 1000 : -1;
+            rs->lag_bytes = mdb_lag_bytes(logs, nlogs, s.master_file, s.exec_pos);
+        }
+        mysql_close(rm);
+    }
+    mysql_free_result(r);
+}
+
+static int mdb_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    dbp_err_t cerr;
+    MYSQL *m = mdb_connect(in, NULL, &cerr);
+    if (!m)
+        return 0;
+    int rc = 0;
+    MYSQL_RES *r = mdb_query(m, "SELECT @@read_only, @@gtid_current_pos, @@gtid_slave_pos, "
+                                "@@version", err);
+    if (!r) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    MYSQL_ROW row = mysql_fetch_row(r);
+    if (!row) {
+        mysql_free_result(r);
+        rc = dbp_err_set(err, DBP_EENGINE, "no row from %s", in->name);
+        goto out;
+    }
+    bool read_only = row[0] && strcmp(row[0], "1") == 0;
+    char current[128], slave[128];
+    snprintf(current, sizeof(current), "%s", row[1] ? row[1] : "");
+    snprintf(slave, sizeof(slave), "%s", row[2] ? row[2] : "");
+    snprintf(out->version, sizeof(out->version), "%s", row[3] ? row[3] : "");
+    mysql_free_result(r);
+    mdb_slave_t s;
+    if ((rc = mdb_slave_status(m, &s, err)))
+        goto out;
+    out->reachable = true;
+    bool following = s.configured && (strcmp(s.io, "No") != 0 || strcmp(s.sql, "No") != 0);
+    out->role = read_only || following ? ENGINE_ROLE_REPLICA : ENGINE_ROLE_PRIMARY;
+    snprintf(out->position, sizeof(out->position), "%s",
+             out->role == ENGINE_ROLE_REPLICA ? slave : current);
+    out->streaming = strcmp(s.io, "Yes") == 0 && strcmp(s.sql, "Yes") == 0;
+    if (out->role == ENGINE_ROLE_REPLICA && (s.sql_errno || s.io_errno))
+        dbp_debug("replication_error", "instance=%s io=%s sql=%s error=%s", in->name, s.io,
+                  s.sql, dbp_log_q(s.sql_errno ? s.sql_error : s.io_error));
+    if (out->role == ENGINE_ROLE_PRIMARY)
+        mdb_probe_replicas(in, m, out);
+out:
+    mysql_close(m);
+    return rc;
+}
+
+/* ---- internal accounts, users, databases, grants ------------------------------------ */
+
+static int mdb_ensure_internal(const engine_instance_t *primary, const engine_instance_t *replicas,
+                               int nreplicas, dbp_err_t *err)
+{
+    (void)replicas;
+    (void)nreplicas;
+    if (!primary->repl_password || !primary->admin_password)
+        return dbp_err_set(err, DBP_EINVAL, "internal credentials of %s are missing",
+                           primary->cluster);
+    MYSQL *m = mdb_connect(primary, NULL, err);
+    if (!m)
+        return DBP_EENGINE;
+    char hash[MDB_HASH_LEN + 1];
+    int changed = 0, rc;
+    static const char *const repl_privs[] = {"REPLICATION SLAVE", "BINLOG MONITOR", NULL};
+    static const char *const mon_privs[] = {"SLAVE MONITOR", "BINLOG MONITOR", NULL};
+    static const char *const backup_privs[] = {"RELOAD", "PROCESS", "LOCK TABLES",
+                                               "BINLOG MONITOR", "SLAVE MONITOR", NULL};
+    if ((rc = mdb_native_hash(primary->repl_password, hash, err)) ||
+        (rc = mdb_ensure_account(m, MDB_REPL_USER, "127.0.0.1", hash, 0, repl_privs, err)) < 0)
+        goto out;
+    changed |= rc;
+    if ((rc = mdb_native_hash(primary->admin_password, hash, err)) ||
+        (rc = mdb_ensure_account(m, MDB_MONITOR_USER, "127.0.0.1", hash, 0, mon_privs, err)) < 0)
+        goto out;
+    changed |= rc;
+    /* mariadb-backup runs as the service user; when that is not the daemon's own account
+     * (dbplane runs as root), give it a socket-authenticated login with backup rights. */
+    if (strcmp(primary->runas->name, primary->runas->daemon_name) != 0) {
+        rc = mdb_ensure_account(m, primary->runas->name, "localhost", NULL, 0, backup_privs, err);
+        if (rc < 0)
+            goto out;
+        changed |= rc;
+    }
+    rc = changed;
+out:
+    explicit_bzero(hash, sizeof(hash));
+    mysql_close(m);
+    return rc;
+}
+
+static int mdb_ensure_user(const engine_instance_t *primary, const spec_user_t *user,
+                           const char *password, dbp_err_t *err)
+{
+    const char *u = user->username.v;
+    const char *host = user->host.v && *user->host.v ? user->host.v : "%";
+    if (mdb_reserved_user(primary, u))
+        return dbp_err_set(err, DBP_EINVAL, "user %s is reserved for dbplane and the server", u);
+    char hash[MDB_HASH_LEN + 1];
+    int rc = mdb_native_hash(password, hash, err);
+    if (rc)
+        return rc;
+    MYSQL *m = mdb_connect(primary, NULL, err);
+    if (!m)
+        return DBP_EENGINE;
+    long max = user->max_user_connections.set && user->max_user_connections.v > 0
+                   ? (long)user->max_user_connections.v
+                   : 0;
+    rc = mdb_ensure_account(m, u, host, hash, max, NULL, err);
+    explicit_bzero(hash, sizeof(hash));
+    mysql_close(m);
+    return rc;
+}
+
+/* Character set and collation names: letters, digits, underscore. */
+static bool mdb_charset_name_ok(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return false;
+    return true;
+}
+
+static int mdb_ensure_database(const engine_instance_t *primary, const spec_database_t *db,
+                               dbp_err_t *err)
+{
+    const char *cs = db->charset.v && *db->charset.v ? db->charset.v : "utf8mb4";
+    const char *co = db->collation.v && *db->collation.v ? db->collation.v : NULL;
+    if (!mdb_charset_name_ok(cs) || (co && !mdb_charset_name_ok(co)))
+        return dbp_err_set(err, DBP_EINVAL, "invalid character set or collation name");
+    MYSQL *m = mdb_connect(primary, NULL, err);
+    if (!m)
+        return DBP_EENGINE;
+    mdb_sb_t q = {0};
+    MYSQL_RES *r = NULL;
+    int rc;
+    sb_printf(&q, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+                  "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ");
+    sb_lit(&q, m, db->name.v);
+    if ((rc = sb_check(&q, err)))
+        goto out;
+    if (!(r = mdb_query(m, q.buf, err))) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    MYSQL_ROW row = mysql_fetch_row(r);
+    bool exists = row != NULL;
+    bool same = exists && row[0] && strcasecmp(row[0], cs) == 0 &&
+                (!co || (row[1] && strcasecmp(row[1], co) == 0));
+    mysql_free_result(r);
+    rc = 0;
+    if (!same) {
+        sb_free(&q);
+        sb_printf(&q, "%s DATABASE ", exists ? "ALTER" : "CREATE");
+        sb_ident(&q, db->name.v, false);
+        sb_printf(&q, " CHARACTER SET %s", cs);
+        if (co)
+            sb_printf(&q, " COLLATE %s", co);
+        if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
+            goto out;
+        rc = 1;
+    }
+out:
+    sb_free(&q);
+    mysql_close(m);
+    return rc;
+}
+
+/* MariaDB 10.11's privileges at database level (what ALL PRIVILEGES on db.* means), and
+ * the subset valid on one table, spelled as information_schema spells them. */
+static const char *const mdb_db_privs[] = {
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER",
+    "CREATE TEMPORARY TABLES", "LOCK TABLES", "EXECUTE", "CREATE VIEW", "SHOW VIEW",
+    "CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER", "DELETE HISTORY", NULL};
+static const char *const mdb_table_privs[] = {
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER",
+    "CREATE VIEW", "SHOW VIEW", "TRIGGER", "DELETE HISTORY", NULL};
+/* Server-wide privileges, which a Grant on a database cannot give. */
+static const char *const mdb_global_privs[] = {
+    "FILE", "PROCESS", "RELOAD", "SHUTDOWN", "SUPER", "CREATE USER", "CREATE TABLESPACE",
+    "REPLICATION SLAVE", "REPLICATION CLIENT", "BINLOG MONITOR", "SLAVE MONITOR",
+    "REPLICA MONITOR", "BINLOG ADMIN", "BINLOG REPLAY", "CONNECTION ADMIN", "READ_ONLY ADMIN",
+    "REPLICATION MASTER ADMIN", "REPLICATION SLAVE ADMIN", "SET USER", "FEDERATED ADMIN",
+    "SHOW DATABASES", "GRANT OPTION", "USAGE", "PROXY", NULL};
+
+static int priv_index(const char *const *list, const char *p)
+{
+    for (int i = 0; list[i]; i++)
+        if (strcmp(list[i], p) == 0)
+            return i;
+    return -1;
+}
+
+/* Upper-cases a privilege name and collapses runs of blanks to one space. */
+static void priv_norm(const char *p, char *buf, size_t len)
+{
+    size_t o = 0;
+    bool space = false;
+    for (; *p && o + 1 < len; p++) {
+        if (isspace((unsigned char)*p) || *p == '_') {
+            space = o > 0;
+            continue;
+        }
+        if (space && o + 2 < len)
+            buf[o++] = ' ';
+        space = false;
+        buf[o++] = (char)toupper((unsigned char)*p);
+    }
+    buf[o] = '\0';
+    if (strcmp(buf, "READ ONLY ADMIN") == 0)
+        snprintf(buf, len, "READ_ONLY ADMIN");
+}
+
+static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t *g,
+                            dbp_err_t *err)
+{
+    const char *const *valid = g->table.set && g->table.v ? mdb_table_privs : mdb_db_privs;
+    bool want[32] = {false};
+    for (size_t i = 0; i < g->privileges.n; i++) {
+        char p[64];
+        priv_norm(g->privileges.v[i], p, sizeof(p));
+        if (strcmp(p, "ALL") == 0 || strcmp(p, "ALL PRIVILEGES") == 0) {
+            for (int k = 0; valid[k]; k++)
+                want[k] = true;
+            continue;
+        }
+        int k = priv_index(valid, p);
+        if (k >= 0) {
+            want[k] = true;
+        } else if (priv_index(mdb_global_privs, p) >= 0) {
+            return dbp_err_set(err, DBP_EINVAL, "privilege %s is server-wide (or set with "
+                               "grantOption); a Grant gives privileges on a %s only",
+                               g->privileges.v[i], valid == mdb_db_privs ? "database" : "table");
+        } else {
+            return dbp_err_set(err, DBP_EINVAL, "privilege %s is not a MariaDB %s privilege",
+                               g->privileges.v[i], valid == mdb_db_privs ? "database" : "table");
+        }
+    }
+    bool grant_opt = g->grant_option.set && g->grant_option.v;
+    MYSQL *m = mdb_connect(primary, NULL, err);
+    if (!m)
+        return DBP_EENGINE;
+    mdb_sb_t q = {0}, obj = {0};
+    MYSQL_RES *hosts = NULL, *r = NULL;
+    int rc = 0, changed = 0;
+    if (!(hosts = mdb_user_hosts(m, g->username.v, err))) {
+        rc = DBP_EENGINE;
+        goto out;
+    }
+    if (mysql_num_rows(hosts) == 0) {
+        rc = dbp_err_set(err, DBP_ENOENT, "user %s does not exist on %s", g->username.v,
+                         primary->name);
+        goto out;
+    }
+    /* db.* with the wildcards escaped, or db.table. */
+    sb_ident(&obj, g->database.v, !(g->table.set && g->table.v));
+    if (g->table.set && g->table.v) {
+        sb_printf(&obj, ".");
+        sb_ident(&obj, g->table.v, false);
+    } else {
+        sb_printf(&obj, ".*");
+    }
+    if ((rc = sb_check(&obj, err)))
+        goto out;
+    MYSQL_ROW hrow;
+    while ((hrow = mysql_fetch_row(hosts))) {
+        const char *host = hrow[0] ? hrow[0] : "";
+        /* What the account already holds on that object. */
+        sb_free(&q);
+        if (valid == mdb_db_privs) {
+            mdb_sb_t esc = {0};
+            sb_ident(&esc, g->database.v, true);
+            if ((rc = sb_check(&esc, err)))
+                goto out;
+            esc.buf[esc.len - 1] = '\0'; /* the stored name: without the backticks */
+            sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
+                          "information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = ");
+            sb_lit(&q, m, esc.buf + 1);
+            sb_free(&esc);
+        } else {
+            sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
+                          "information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = ");
+            sb_lit(&q, m, g->database.v);
+            sb_printf(&q, " AND TABLE_NAME = ");
+            sb_lit(&q, m, g->table.v);
+        }
+        sb_printf(&q, " AND GRANTEE = CONCAT('''', ");
+        sb_lit(&q, m, g->username.v);
+        sb_printf(&q, ", '''@''', ");
+        sb_lit(&q, m, host);
+        sb_printf(&q, ", '''')");
+        if ((rc = sb_check(&q, err)))
+            goto out;
+        if (!(r = mdb_query(m, q.buf, err))) {
+            rc = DBP_EENGINE;
+            goto out;
+        }
+        bool have[32] = {false}, grantable = false;
+        MYSQL_ROW row;
+        while ((row = mysql_fetch_row(r))) {
+            int k = row[0] ? priv_index(valid, row[0]) : -1;
+            if (k >= 0)
+                have[k] = true;
+            if (row[1] && strcmp(row[1], "YES") == 0)
+                grantable = true;
+        }
+        mysql_free_result(r);
+        r = NULL;
+        bool missing = grant_opt && !grantable;
+        for (int k = 0; valid[k]; k++)
+            if (want[k] && !have[k])
+                missing = true;
+        if (!missing)
+            continue;
+        sb_free(&q);
+        sb_printf(&q, "GRANT ");
+        int n = 0;
+        for (int k = 0; valid[k]; k++)
+            if (want[k])
+                sb_printf(&q, "%s%s", n++ ? ", " : "", valid[k]);
+        if (n == 0)
+            sb_printf(&q, "USAGE");
+        sb_printf(&q, " ON %s TO ", obj.buf);
+        sb_account(&q, m, g->username.v, host);
+        if (grant_opt)
+            sb_printf(&q, " WITH GRANT OPTION");
+        if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
+            goto out;
+        changed = 1;
+    }
+    rc = changed;
+out:
+    if (r)
+        mysql_free_result(r);
+    if (hosts)
+        mysql_free_result(hosts);
+    sb_free(&q);
+    sb_free(&obj);
+    mysql_close(m);
+    return rc;
+}
+
+static int mdb_drop_user(const engine_instance_t *primary, const char *username, dbp_err_t *err)
+{
+    if (mdb_reserved_user(primary, username))
+        return dbp_err_set(err, DBP_EINVAL, "user %s is reserved for dbplane and the server",
+                           username);
+    MYSQL *m = mdb_connect(primary, NULL, err);
+    if (!m)
+        return DBP_EENGINE;
+    int rc = 0;
+    MYSQL_RES *hosts = mdb_user_hosts(m, username, err);
+    if (!hosts) {
+        rc = DBP_EENGINE;
+    } else {
+        MYSQL_ROW row;
+        while (rc == 0 && (row = mysql_fetch_row(hosts))) {
+            mdb_sb_t q = {0};
+            sb_printf(&q, "DROP USER IF EXISTS ");
+            sb_account(&q, m, username, row[0] ? row[0] : "");
+            if (!(rc = sb_check(&q, err)))
+                rc = mdb_cmd(m, q.buf, err);
+            sb_free(&q);
+        }
+        mysql_free_result(hosts);
+    }
+    mysql_close(m);
+    return rc;
+}
+
+/* SqlJob: as a declared user (its own login over the socket; MariaDB has no SET ROLE to
+ * an account) or as dbplane's admin. The script runs between START TRANSACTION and
+ * COMMIT; DDL commits implicitly as MariaDB always does. */
+static int mdb_run_sql(const engine_instance_t *primary, const char *database,
+                       const char *username, const char *password, const char *sql,
+                       dbp_err_t *err)
+{
+    MYSQL *m;
+    if (username) {
+        char sock[PATH_MAX];
+        mdb_sock(primary, sock, sizeof(sock));
+        m = mdb_open(primary->name, sock, NULL, 0, username, password ? password : "", database,
+                     3, CLIENT_MULTI_STATEMENTS, err);
+    } else {
+        char sock[PATH_MAX];
+        mdb_sock(primary, sock, sizeof(sock));
+        m = mdb_open(primary->name, sock, NULL, 0, primary->runas->daemon_name, NULL, database, 3,
+                     CLIENT_MULTI_STATEMENTS, err);
+    }
+    if (!m)
+        return DBP_EENGINE;
+    int rc = mdb_cmd(m, "START TRANSACTION", err);
+    if (rc == 0) {
+        int nstmt = 1;
+        int st = mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0 ? 1 : 0;
+        while (st == 0) {
+            MYSQL_RES *r = mysql_store_result(m);
+            if (r)
+                mysql_free_result(r);
+            st = mysql_next_result(m); /* 0: another result, -1: done, >0: that one failed */
+            if (st >= 0)
+                nstmt++;
+        }
+        if (st > 0)
+            rc = dbp_err_set(err, DBP_EENGINE, "statement %d: %s (error %u)", nstmt,
+                             mysql_error(m), mysql_errno(m));
+    }
+    dbp_err_t ignore;
+    if (rc == 0)
+        rc = mdb_cmd(m, "COMMIT", err);
+    else if (mdb_cmd(m, "ROLLBACK", &ignore) != 0)
+        dbp_debug("rollback_failed", "instance=%s", primary->name);
+    mysql_close(m);
+    return rc;
+}
+
+/* The MariaDB driver. */
+const engine_ops_t engine_mariadb = {
+    .name = "mariadb",
+    .engine = SPEC_ENGINE_MARIADB,
+    .check_install = mdb_check_install,
+    .is_initialized = mdb_is_initialized,
+    .init_primary = mdb_init_primary,
+    .init_replica = mdb_init_replica,
+    .render_config = mdb_render_config,
+    .server_argv = mdb_server_argv,
+    .stop_signal = SIGTERM,
+    .reload_signal = 0, /* SIGHUP flushes logs but does not re-read my.cnf */
+    .probe = mdb_probe,
+    .ensure_internal = mdb_ensure_internal,
+    .ensure_user = mdb_ensure_user,
+    .ensure_database = mdb_ensure_database,
+    .ensure_grant = mdb_ensure_grant,
+    .drop_user = mdb_drop_user,
+    .run_sql = mdb_run_sql,
+};
