@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "control/apply.h"
+#include "control/daemon.h"
 #include "secrets/secrets.h"
 #include "spec/spec.h"
 
@@ -371,6 +372,18 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         json_t *doc = json_pack("{s:s}", "value", value);
         secrets_free_value(value);
         return send_json(c, 200, doc);
+    }
+    if (strcmp(method, "POST") == 0 &&
+        (strcmp(url, "/v1/switchover") == 0 || strcmp(url, "/v1/failover") == 0)) {
+        const char *cluster = arg(c, "cluster");
+        if (!cluster)
+            return send_error(c, 400, "cluster is required");
+        json_t *result = NULL;
+        int rc = ctl_submit_switch(tenant ? tenant : "default", cluster, arg(c, "to"),
+                                   strcmp(url, "/v1/failover") == 0, &result, &err);
+        if (rc)
+            return send_error(c, rc == DBP_ENOENT ? 404 : rc == DBP_EINVAL ? 400 : 409, err.msg);
+        return send_json(c, 200, result);
     }
     if (strcmp(method, "POST") == 0 && strcmp(url, "/v1/apply") == 0) {
         if (req->too_big)

@@ -12,10 +12,12 @@
 
 #include <jansson.h>
 
+#include "cli/backup_cmd.h"
 #include "cli/client.h"
 #include "common/err.h"
 #include "common/proc.h"
 #include "control/daemon.h"
+#include "proxy/runner.h"
 #include "spec/spec.h"
 
 #define MAX_FILES 32
@@ -34,6 +36,7 @@ typedef struct cli_args {
     const char *output;    /* NULL or "json" */
     const char *timeout;   /* duration text */
     const char *limit;
+    const char *to;        /* --to INSTANCE */
 } cli_args_t;
 
 static void usage(FILE *f)
@@ -51,6 +54,10 @@ static void usage(FILE *f)
             "  wait [--timeout DUR]   exit 0 once everything declared is reconciled\n"
             "  events [--limit N]     the event log\n"
             "  secret get NAME KEY    print one secret value\n"
+            "  switchover CLUSTER [--to INSTANCE]\n"
+            "                         planned change of primary: no acknowledged write lost\n"
+            "  failover CLUSTER --to INSTANCE\n"
+            "                         forced: fence the primary and promote INSTANCE now\n"
             "  version                print the version\n"
             "\n"
             "options:\n"
@@ -94,6 +101,10 @@ static int parse_args(int argc, char **argv, cli_args_t *a)
             if (t < 0)
                 goto bad;
             a->timeout = val;
+        } else if ((t = TAKE("--to"))) {
+            if (t < 0)
+                goto bad;
+            a->to = val;
         } else if ((t = TAKE("--limit"))) {
             if (t < 0)
                 goto bad;
@@ -465,6 +476,36 @@ static int cmd_wait(const cli_args_t *a)
     }
 }
 
+/* `dbplane switchover CLUSTER [--to INSTANCE]` / `dbplane failover CLUSTER --to INSTANCE` */
+static int cmd_switch(const cli_args_t *a, bool force)
+{
+    const char *what = force ? "failover" : "switchover";
+    if (a->npos != 1 || (force && !a->to)) {
+        fprintf(stderr, "usage: dbplane %s CLUSTER %s [--tenant T]\n", what,
+                force ? "--to INSTANCE" : "[--to INSTANCE]");
+        return 2;
+    }
+    char q[1024] = "";
+    cli_query_add(q, sizeof(q), "tenant", a->tenant ? a->tenant : "default");
+    cli_query_add(q, sizeof(q), "cluster", a->pos[0]);
+    cli_query_add(q, sizeof(q), "to", a->to);
+    char path[1100];
+    snprintf(path, sizeof(path), "/v1/%s%s", what, q);
+    json_t *doc = NULL;
+    if (call(a, "POST", path, "", 0, &doc, NULL))
+        return 1;
+    if (a->output && strcmp(a->output, "json") == 0) {
+        print_json(doc);
+    } else {
+        printf("%s: %s is now the primary of %s (epoch %lld, %lld ms)\n", what,
+               json_string_value(json_object_get(doc, "new_primary")), a->pos[0],
+               (long long)json_integer_value(json_object_get(doc, "epoch")),
+               (long long)json_integer_value(json_object_get(doc, "total_ms")));
+    }
+    json_decref(doc);
+    return 0;
+}
+
 static int cmd_secret(const cli_args_t *a)
 {
     if (a->npos != 3 || strcmp(a->pos[0], "get") != 0) {
@@ -488,6 +529,10 @@ static int cmd_secret(const cli_args_t *a)
 int cli_main(int argc, char **argv)
 {
     cli_args_t a;
+    if (argc > 1 && strcmp(argv[1], "proxy-run") == 0) /* own flags: dispatch before parsing */
+        return proxy_run_main(argc - 1, argv + 1);
+    if (backup_cmd_owns(argc, argv)) /* backup, backups, restore: own flags */
+        return backup_cmd_main(argc, argv);
     if (parse_args(argc, argv, &a) != 0)
         return 2;
     if (!a.cmd || strcmp(a.cmd, "help") == 0) {
@@ -514,6 +559,10 @@ int cli_main(int argc, char **argv)
         return cmd_wait(&a);
     if (strcmp(a.cmd, "secret") == 0)
         return cmd_secret(&a);
+    if (strcmp(a.cmd, "switchover") == 0)
+        return cmd_switch(&a, false);
+    if (strcmp(a.cmd, "failover") == 0)
+        return cmd_switch(&a, true);
     fprintf(stderr, "dbplane: unknown command '%s'\n\n", a.cmd);
     usage(stderr);
     return 2;

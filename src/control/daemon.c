@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,76 @@ static void on_signal(int sig)
         (void)w;
         errno = saved;
     }
+}
+
+/* One request from the API thread for the control loop (switchover, failover), handed
+ * over under a mutex; the API thread waits for the result. One at a time. */
+static struct {
+    pthread_mutex_t lock;    /* serialises whole requests */
+    pthread_mutex_t mu;      /* guards the fields below */
+    pthread_cond_t cv;
+    bool pending, done;
+    char tenant[64], cluster[64], to[96];
+    bool force;
+    int rc;
+    json_t *result;
+    dbp_err_t err;
+} g_cmd = {.lock = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER,
+           .cv = PTHREAD_COND_INITIALIZER};
+
+int ctl_submit_switch(const char *tenant, const char *cluster, const char *to, bool force,
+                      json_t **result, dbp_err_t *err)
+{
+    pthread_mutex_lock(&g_cmd.lock);
+    pthread_mutex_lock(&g_cmd.mu);
+    snprintf(g_cmd.tenant, sizeof(g_cmd.tenant), "%s", tenant);
+    snprintf(g_cmd.cluster, sizeof(g_cmd.cluster), "%s", cluster);
+    snprintf(g_cmd.to, sizeof(g_cmd.to), "%s", to ? to : "");
+    g_cmd.force = force;
+    g_cmd.result = NULL;
+    g_cmd.pending = true;
+    g_cmd.done = false;
+    pthread_mutex_unlock(&g_cmd.mu);
+    if (g_wake_wr >= 0) {
+        ssize_t w = write(g_wake_wr, "c", 1);
+        (void)w;
+    }
+    pthread_mutex_lock(&g_cmd.mu);
+    while (!g_cmd.done)
+        pthread_cond_wait(&g_cmd.cv, &g_cmd.mu);
+    int rc = g_cmd.rc;
+    if (err)
+        *err = g_cmd.err;
+    if (result)
+        *result = g_cmd.result;
+    else
+        json_decref(g_cmd.result);
+    pthread_mutex_unlock(&g_cmd.mu);
+    pthread_mutex_unlock(&g_cmd.lock);
+    return rc;
+}
+
+/* Runs a pending request on the control loop's thread. */
+static void run_command(ctl_daemon_t *d)
+{
+    pthread_mutex_lock(&g_cmd.mu);
+    bool pending = g_cmd.pending;
+    g_cmd.pending = false;
+    pthread_mutex_unlock(&g_cmd.mu);
+    if (!pending)
+        return;
+    json_t *result = NULL;
+    dbp_err_t err;
+    memset(&err, 0, sizeof(err));
+    int rc = ctl_ha_switch(d, g_cmd.tenant, g_cmd.cluster, g_cmd.to[0] ? g_cmd.to : NULL,
+                           g_cmd.force, &result, &err);
+    pthread_mutex_lock(&g_cmd.mu);
+    g_cmd.rc = rc;
+    g_cmd.err = err;
+    g_cmd.result = result;
+    g_cmd.done = true;
+    pthread_cond_broadcast(&g_cmd.cv);
+    pthread_mutex_unlock(&g_cmd.mu);
 }
 
 int ctl_paths(const char *data_dir, char *store_path, char *api_sock, dbp_err_t *err)
@@ -182,6 +253,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     int64_t next_pass = 0;
     while (!g_stop) {
         ctl_sup_poll(&d.sup);
+        run_command(&d);
+        int ha_wait = ctl_ha_tick(&d);
         int64_t now = dbp_now_ms();
         if (now >= next_pass || d.pass_requested) {
             d.pass_requested = false;
@@ -191,6 +264,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
         int64_t wait = next_pass - dbp_now_ms();
         if (wait < 0)
             wait = 0;
+        if (wait > ha_wait)
+            wait = ha_wait;
         if (wait > 1000)
             wait = 1000;
         struct pollfd pfd = {.fd = d.wake[0], .events = POLLIN};
@@ -209,6 +284,10 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     fprintf(stderr, "dbplane: stopping servers...\n");
     dbp_info("daemon_stopping", "reason=signal");
     ctl_shutdown(&d);
+    /* The runtime dir only holds sockets of servers that are now stopped. */
+    dbp_err_t rmerr;
+    if (dbp_rm_rf(d.run_dir, &rmerr) != 0)
+        dbp_warn("cleanup_failed", "path=%s error=%s", d.run_dir, dbp_log_q(rmerr.msg));
     fprintf(stderr, "dbplane: stopped\n");
     rc = 0;
 out:

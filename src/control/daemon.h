@@ -10,6 +10,10 @@
 #ifndef DBP_CONTROL_DAEMON_H
 #define DBP_CONTROL_DAEMON_H
 
+#include <stdbool.h>
+
+#include <jansson.h>
+
 #include "common/err.h"
 
 /* Options of `dbplane up`. */
@@ -26,6 +30,13 @@ typedef struct ctl_options {
  * touched); DBP_EBUSY when another daemon holds the data dir; other codes for start-up
  * failures, with detail in err. */
 int ctl_up(const ctl_options_t *opts, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* From the API thread: runs a switchover (force = false) or forced failover of
+ * tenant/cluster to instance `to` (NULL or "" = the best replica) on the control loop and
+ * waits for it. *result (may be NULL) receives owned JSON with the new primary, epoch and
+ * timings. Thread-safe; requests are served one at a time. */
+int ctl_submit_switch(const char *tenant, const char *cluster, const char *to, bool force,
+                      json_t **result, dbp_err_t *err) __attribute__((warn_unused_result));
 
 /* Paths derived from a data dir; each buffer holds at least PATH_MAX bytes. */
 int ctl_paths(const char *data_dir, char *store_path, char *api_sock, dbp_err_t *err)

@@ -16,32 +16,8 @@
 #include "engines/engine.h"
 #include "spec/spec.h"
 
-#define CTL_MAX_INSTANCES 9
 #define CTL_PORT_BASE 25432
 #define CTL_PORT_LAST 29999
-
-/* Desired resources of one pass with their store bookkeeping, index-aligned with set. */
-typedef struct desired {
-    spec_set_t set;
-    int64_t *generation;
-    int64_t *observed;
-    char **state; /* owned copies; NULL when never reported */
-} desired_t;
-
-/* What one pass learned about a cluster. */
-typedef struct cluster_rt {
-    spec_resource_t *res;
-    int64_t generation;
-    const engine_ops_t *ops;
-    engine_instance_t inst[CTL_MAX_INSTANCES];
-    engine_probe_t probe[CTL_MAX_INSTANCES];
-    int n;
-    int primary; /* index into inst, -1 unknown */
-    int64_t epoch;
-    bool primary_ready; /* the topology's primary answers as a primary */
-    char *admin_password; /* owned (secrets_free_value); see engine_instance_t */
-    char *repl_password;
-} cluster_rt_t;
 
 /* ---- bookkeeping -------------------------------------------------------------------- */
 
@@ -168,6 +144,42 @@ static bool port_free(int port)
     return ok;
 }
 
+/* Picks a port no instance of this data dir holds and nothing on the machine listens on. */
+static int alloc_port(ctl_daemon_t *d, store_instance_t *rec, dbp_err_t *err)
+{
+    for (int p = CTL_PORT_BASE; p <= CTL_PORT_LAST; p++) {
+        if (p != rec->port && !store_port_taken(d->store, p) && port_free(p)) {
+            rec->port = p;
+            return 0;
+        }
+    }
+    return dbp_err_set(err, DBP_EBUSY, "no free port in %d..%d", CTL_PORT_BASE, CTL_PORT_LAST);
+}
+
+/* When an instance that is not running cannot get its port back because another program
+ * took it meanwhile, it moves to a new port (a server would otherwise crash-loop on
+ * "address already in use"). Returns 1 when it moved. */
+static int instance_port_check(ctl_daemon_t *d, store_instance_t *rec, dbp_err_t *err)
+{
+    char id[160];
+    snprintf(id, sizeof(id), "%s/%s", rec->tenant, rec->name);
+    const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+    if ((p && (p->state == CTL_PROC_RUNNING || p->state == CTL_PROC_STOPPING)) ||
+        port_free(rec->port))
+        return 0;
+    int old = rec->port;
+    int rc = alloc_port(d, rec, err);
+    if (!rc)
+        rc = store_put_instance(d->store, rec, err);
+    if (rc)
+        return rc;
+    char m[160];
+    snprintf(m, sizeof(m), "port %d is taken by another program; moved to port %d", old,
+             rec->port);
+    event(d, rec->tenant, "Instance", rec->name, "Warning", "PortMoved", m);
+    return 1;
+}
+
 /* Loads or creates the store record of instance `ordinal` (allocating its port once). */
 static int instance_record(ctl_daemon_t *d, const spec_resource_t *c, int ordinal,
                            store_instance_t *rec, dbp_err_t *err)
@@ -187,16 +199,8 @@ static int instance_record(ctl_daemon_t *d, const spec_resource_t *c, int ordina
     snprintf(rec->host, sizeof(rec->host), "127.0.0.1");
     snprintf(rec->state, sizeof(rec->state), "stopped");
     rec->lag_bytes = rec->lag_ms = -1;
-    for (int p = CTL_PORT_BASE; p <= CTL_PORT_LAST; p++) {
-        if (!store_port_taken(d->store, p) && port_free(p)) {
-            rec->port = p;
-            break;
-        }
-    }
-    if (!rec->port)
-        return dbp_err_set(err, DBP_EBUSY, "no free port in %d..%d", CTL_PORT_BASE,
-                           CTL_PORT_LAST);
-    return store_put_instance(d->store, rec, err);
+    rc = alloc_port(d, rec, err);
+    return rc ? rc : store_put_instance(d->store, rec, err);
 }
 
 static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store_instance_t *rec,
@@ -217,6 +221,8 @@ static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store
     in->port = rec->port;
     in->spec = &c->u.cluster;
     in->runas = &d->runas;
+    /* A hung server must not stall the whole pass (and with it the HA monitor). */
+    in->probe_timeout_ms = 1000;
 }
 
 static void proc_id(const engine_instance_t *in, char *buf, size_t len)
@@ -353,7 +359,8 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
     }
     for (int i = 0; i < cr->n; i++) {
         store_instance_t rec;
-        if (instance_record(d, c, i, &rec, &err) != 0) {
+        if (instance_record(d, c, i, &rec, &err) != 0 ||
+            instance_port_check(d, &rec, &err) < 0) {
             snprintf(msg, len, "allocate instance %d: %s", i, err.msg);
             return "failed";
         }
@@ -403,11 +410,29 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         event(d, c->tenant.v, "Instance", P->name, "Normal", "Initialized",
               "primary data directory created");
     }
+    {
+        /* The topology names it primary: any fence on it is stale (an aborted switchover). */
+        char marker[PATH_MAX + 32];
+        ctl_rejoin_marker(P, marker, sizeof(marker));
+        unlink(marker);
+    }
     if (instance_run(d, cr, cr->primary, NULL, &err) != 0) {
         snprintf(msg, len, "start %s: %s", P->name, err.msg);
         return "failed";
     }
     instance_observe(d, cr, cr->primary);
+    if (cr->probe[cr->primary].reachable && cr->probe[cr->primary].role == ENGINE_ROLE_REPLICA &&
+        cr->ops->promote) {
+        /* Named primary by the topology but still in recovery: a promotion that was
+         * interrupted. Finish it (the old primary was fenced before the epoch moved). */
+        event(d, c->tenant.v, "Instance", P->name, "Normal", "Promoting",
+              "topology names it primary; completing the promotion");
+        if (cr->ops->promote(P, &err) != 0) {
+            snprintf(msg, len, "promote %s: %s", P->name, err.msg);
+            return "failed";
+        }
+        instance_observe(d, cr, cr->primary);
+    }
     const engine_probe_t *pp = &cr->probe[cr->primary];
     bool internal_ok = false;
     if (pp->reachable && pp->role == ENGINE_ROLE_PRIMARY) {
@@ -448,6 +473,36 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             }
             event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
                   "replica data directory cloned from the primary");
+        }
+        char marker[PATH_MAX + 32];
+        ctl_rejoin_marker(R, marker, sizeof(marker));
+        if (access(marker, F_OK) == 0) {
+            /* A fenced former primary: it may hold writes the new primary never saw.
+             * Rewind it onto the new timeline, or rebuild it, before it may start. */
+            if (!internal_ok) {
+                snprintf(msg, len, "%s waits for primary %s to rejoin", R->name, P->name);
+                state = "pending";
+                continue;
+            }
+            int rrc = cr->ops->rejoin ? cr->ops->rejoin(R, P, &err)
+                                      : dbp_err_set(&err, DBP_EUNSUPPORTED, "no rejoin");
+            if (rrc == 0) {
+                event(d, c->tenant.v, "Instance", R->name, "Normal", "Rejoined",
+                      "former primary rewound onto the new primary's timeline");
+            } else {
+                char m[600];
+                snprintf(m, sizeof(m), "rejoin failed (%s); rebuilding from the primary",
+                         err.msg);
+                event(d, c->tenant.v, "Instance", R->name, "Warning", "Rebuilding", m);
+                if (cr->ops->init_replica(R, P, &err) != 0) {
+                    snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
+                    state = "failed";
+                    continue;
+                }
+                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
+                      "replica data directory rebuilt from the primary");
+            }
+            unlink(marker);
         }
         if (instance_run(d, cr, i, P, &err) != 0) {
             snprintf(msg, len, "start %s: %s", R->name, err.msg);
@@ -690,8 +745,26 @@ static void reconcile_sql_job(ctl_daemon_t *d, desired_t *des, size_t idx, clust
 
 /* ---- the pass ----------------------------------------------------------------------- */
 
+/* Frees what the previous pass kept for the HA monitor. */
+static void pass_results_free(ctl_daemon_t *d)
+{
+    for (int i = 0; i < d->ncl; i++) {
+        secrets_free_value(d->crs[i].admin_password);
+        secrets_free_value(d->crs[i].repl_password);
+    }
+    free(d->crs);
+    d->crs = NULL;
+    d->ncl = 0;
+    if (d->des) {
+        desired_free(d->des);
+        free(d->des);
+        d->des = NULL;
+    }
+}
+
 void ctl_reconcile_pass(ctl_daemon_t *d)
 {
+    pass_results_free(d);
     desired_t des;
     memset(&des, 0, sizeof(des));
     spec_set_init(&des.set);
@@ -780,12 +853,21 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
                       strcmp(des.state[i], state) != 0))
             set_status(d, r, des.generation[i], state, msg);
     }
-    for (int i = 0; i < ncl; i++) {
-        secrets_free_value(crs[i].admin_password);
-        secrets_free_value(crs[i].repl_password);
+    /* Keep this pass's view (instances, probes, the specs they point into) for the HA
+     * monitor until the next pass. */
+    d->des = malloc(sizeof(*d->des));
+    if (d->des) {
+        *d->des = des;
+        d->crs = crs;
+        d->ncl = ncl;
+    } else {
+        for (int i = 0; i < ncl; i++) {
+            secrets_free_value(crs[i].admin_password);
+            secrets_free_value(crs[i].repl_password);
+        }
+        free(crs);
+        desired_free(&des);
     }
-    free(crs);
-    desired_free(&des);
 }
 
 void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, const char *msg)
@@ -875,6 +957,7 @@ void ctl_shutdown(ctl_daemon_t *d)
 
 void ctl_daemon_free(ctl_daemon_t *d)
 {
+    pass_results_free(d);
     ctl_sup_free(&d->sup);
     secrets_close(d->secrets);
     d->secrets = NULL;
@@ -882,5 +965,8 @@ void ctl_daemon_free(ctl_daemon_t *d)
     d->store = NULL;
     free(d->memo);
     d->memo = NULL;
+    free(d->ha);
+    d->ha = NULL;
+    d->nha = d->capha = 0;
     d->nmemo = d->capmemo = 0;
 }

@@ -14,8 +14,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/proc.h"
 #include "control/supervisor.h"
+#include "engines/engine.h"
+#include "ha/ha.h"
+#include "spec/spec.h"
 #include "secrets/secrets.h"
 #include "store/store.h"
 
@@ -26,6 +31,42 @@ typedef struct ctl_memo {
     int64_t checked_ms;  /* monotonic ms of the last successful check */
     char last_error[256];
 } ctl_memo_t;
+
+#define CTL_MAX_INSTANCES 9
+
+/* Desired resources of one pass with their store bookkeeping, index-aligned with set. */
+typedef struct desired {
+    spec_set_t set;
+    int64_t *generation;
+    int64_t *observed;
+    char **state; /* owned copies; NULL when never reported */
+} desired_t;
+
+/* What one pass learned about a cluster. */
+typedef struct cluster_rt {
+    spec_resource_t *res;
+    int64_t generation;
+    const engine_ops_t *ops;
+    engine_instance_t inst[CTL_MAX_INSTANCES];
+    engine_probe_t probe[CTL_MAX_INSTANCES];
+    int n;
+    int primary; /* index into inst, -1 unknown */
+    int64_t epoch;
+    bool primary_ready; /* the topology's primary answers as a primary */
+    char *admin_password; /* owned (secrets_free_value); see engine_instance_t */
+    char *repl_password;
+} cluster_rt_t;
+
+/* HA state of one cluster, kept across passes (keyed by tenant/cluster). */
+typedef struct ctl_ha_state {
+    char key[160];
+    ha_detector_t det;
+    int64_t next_check_ms;   /* monotonic ms of the next HA probe */
+    bool reported_no_candidate;
+    int64_t failovers;       /* completed failovers */
+    ha_timing_t last;        /* timing of the last failover/switchover */
+    int64_t last_detect_ms;  /* failure detection time of the last failover (ms) */
+} ctl_ha_state_t;
 
 /* The daemon's state, owned by the control loop's thread. */
 typedef struct ctl_daemon {
@@ -43,6 +84,11 @@ typedef struct ctl_daemon {
     ctl_memo_t *memo;
     int nmemo, capmemo;
     bool secrets_changed;    /* a Secret value changed in this pass: re-check Users */
+    desired_t *des;          /* the last pass's desired state, kept until the next pass */
+    cluster_rt_t *crs;       /* the last pass's clusters (instances, probes) */
+    int ncl;
+    ctl_ha_state_t *ha;      /* per-cluster HA state */
+    int nha, capha;
 } ctl_daemon_t;
 
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
@@ -55,6 +101,20 @@ void ctl_shutdown(ctl_daemon_t *d);
 /* Frees what the daemon owns (store, secrets, supervisor, memo); safe on a partly
  * initialised daemon. */
 void ctl_daemon_free(ctl_daemon_t *d);
+
+/* The HA monitor (control/hactl.c): probes each cluster's primary at its
+ * failover.interval, and fails over when ha_detect says so and failover.auto is on.
+ * Call from the control loop as often as it likes; it returns at once when nothing is
+ * due. Returns the milliseconds until it next wants to run. */
+int ctl_ha_tick(ctl_daemon_t *d);
+
+/* Planned switchover (`dbplane switchover`) or forced failover (`dbplane failover --to`)
+ * of a cluster, run on the control loop's thread. `to` may be NULL (best replica). */
+int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, const char *to,
+                  bool force, json_t **result, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Path of the marker that keeps a fenced former primary from starting before a rejoin. */
+void ctl_rejoin_marker(const engine_instance_t *in, char *buf, size_t len);
 
 /* Supervisor callback: records process events in the store's event log. */
 void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, const char *msg);

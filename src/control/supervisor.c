@@ -3,6 +3,7 @@
  */
 #include "control/supervisor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -188,6 +189,38 @@ int ctl_sup_signal(ctl_sup_t *sup, const char *id, int sig)
     return kill(p->pid, sig) == 0 ? 0 : DBP_EIO;
 }
 
+/* SIGKILLs pid's process group and every direct child of pid: servers like PostgreSQL
+ * put each child in its own session, so the group alone does not reach them. Stopped
+ * (SIGSTOPped) processes die too. */
+static void kill_tree(pid_t pid)
+{
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        /* Fields after the last ')' of "pid (comm) state ppid ...". */
+        char *rp = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == pid)
+            kill((pid_t)atoi(de->d_name), SIGKILL);
+    }
+    closedir(d);
+}
+
 void ctl_sup_stop_ids(ctl_sup_t *sup, const char *const *ids, int grace_ms)
 {
     int pending = 0;
@@ -221,7 +254,7 @@ void ctl_sup_stop_ids(ctl_sup_t *sup, const char *const *ids, int grace_ms)
                 if (p && p->state == CTL_PROC_STOPPING && p->pid > 0) {
                     dbp_warn("process_kill", "id=%s pid=%d grace_ms=%d", p->id, (int)p->pid,
                              grace_ms);
-                    kill(-p->pid, SIGKILL);
+                    kill_tree(p->pid);
                 }
             }
             killed = true;

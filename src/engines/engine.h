@@ -16,6 +16,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -43,6 +44,7 @@ typedef struct engine_instance {
      * never log them, never put them in argv or in a plaintext file. */
     const char *admin_password;
     const char *repl_password;
+    int probe_timeout_ms;       /* give up on an unresponsive server after this; 0 = 3000 */
 } engine_instance_t;
 
 /* The role a server reports about itself. */
@@ -67,6 +69,9 @@ typedef struct engine_probe {
     bool reachable;         /* the server answered a query */
     engine_role_t role;
     char position[128];     /* LSN (PG), GTID (MariaDB), offset (Redis), as text */
+    uint64_t position_value; /* the same as a number that grows with the stream (PG LSN as
+                                bytes, Redis offset, MariaDB GTID sequence number) for
+                                choosing the most advanced replica; 0 = unknown */
     bool streaming;         /* replica: connected to its primary and receiving */
     int nreplicas;          /* primary: replicas it sees */
     engine_replica_stat_t replicas[ENGINE_MAX_REPLICAS];
@@ -77,6 +82,51 @@ typedef struct engine_probe {
     int64_t evicted_keys;   /* keys evicted for memory since the server started */
     char persistence[48];   /* last save status, e.g. "rdb:ok aof:ok", "rdb:ok aof:off" */
 } engine_probe_t;
+
+/* ---- backup and restore (optional; engines/postgresql_backup.c) -------------------- */
+
+/* Receives the next `len` bytes of a backup stream produced by the engine's tool (a tar
+ * stream, a dump). `buf` is a view valid during the call. Returns 0, or a negative DBP_E*
+ * code (with err filled) that stops the backup: the driver kills its tool and returns it. */
+typedef int (*engine_write_fn)(void *ud, const void *buf, size_t len, dbp_err_t *err);
+
+/* Supplies the next bytes of a restore stream into buf (at most cap). Returns the count
+ * (> 0), 0 at the end of the stream, or a negative DBP_E* code (with err filled) that
+ * stops the restore. */
+typedef long (*engine_read_fn)(void *ud, void *buf, size_t cap, dbp_err_t *err);
+
+/* What the driver learned while taking a backup, for the manifest. */
+typedef struct engine_backup_info {
+    char start_position[128]; /* PG: WAL start LSN of a base backup; current LSN for a dump */
+    char end_position[128];   /* PG: WAL end LSN of a base backup; "" when unknown */
+    char timeline[16];        /* PG: timeline of the start point, decimal; "" unknown */
+    char version[64];         /* server_version of the source */
+} engine_backup_info_t;
+
+#define ENGINE_MAX_DATABASES 64
+
+/* One database as seen by an inventory. */
+typedef struct engine_db_inventory {
+    char name[64];
+    int64_t tables; /* user tables (PG: relkind r/p outside pg_catalog, information_schema) */
+    int64_t rows;   /* total rows counted by a full read; -1 when not counted */
+} engine_db_inventory_t;
+
+/* The databases of a server, for logical backups and for verification. */
+typedef struct engine_inventory {
+    int ndb;
+    engine_db_inventory_t dbs[ENGINE_MAX_DATABASES]; /* ordered by name; templates excluded */
+    char version[64];
+    bool in_recovery; /* the server is still a standby / replaying */
+} engine_inventory_t;
+
+/* Options of a restore. */
+typedef struct engine_restore_opts {
+    bool clean;  /* logical: drop the objects of the dump before re-creating them */
+    bool create; /* logical: create the database first (absent is created, present kept) */
+    const char *restore_command;      /* physical PITR: command fetching WAL (%f %p), or NULL */
+    const char *recovery_target_time; /* physical PITR: "YYYY-MM-DD HH:MM:SS+00", or NULL */
+} engine_restore_opts_t;
 
 /* The operations of one engine. Optional operations may be NULL: ensure_database and
  * ensure_grant on engines without those concepts (Redis), where the control plane
@@ -146,6 +196,51 @@ typedef struct engine_ops {
      * with the server's error message. Used by SqlJob. */
     int (*run_sql)(const engine_instance_t *primary, const char *database, const char *username,
                    const char *password, const char *sql, dbp_err_t *err);
+
+    /* High availability (ha/). promote: turns a running replica into a writable primary
+     * and waits until it accepts writes (the caller has fenced the old primary and bumped
+     * the topology epoch first). rejoin: makes a stopped former primary's data directory
+     * able to follow `primary` (PostgreSQL: pg_rewind); on failure the caller rebuilds it
+     * with init_replica. Both optional: NULL means the engine has no HA yet. */
+    int (*promote)(const engine_instance_t *in, dbp_err_t *err);
+    int (*rejoin)(const engine_instance_t *in, const engine_instance_t *primary, dbp_err_t *err);
+
+    /* --- backup and restore (optional; NULL when the engine has no such backup) ---- */
+
+    /* Streams a physical backup of the running instance `in` (a primary or a replica)
+     * through `write`: PG a tar of the data directory with the WAL needed to make it
+     * consistent (pg_basebackup -Ft -X fetch). Fills *info. Never buffers the whole
+     * backup. Returns 0, DBP_EIO / DBP_EENGINE from the tool, or write's error. */
+    int (*backup_physical)(const engine_instance_t *in, engine_backup_info_t *info,
+                           engine_write_fn write, void *ud, dbp_err_t *err);
+
+    /* Streams a logical backup of one database of the running instance `in` (PG:
+     * pg_dump custom format, uncompressed: the backup pipeline compresses), or of the
+     * cluster-wide objects (roles, tablespaces: a SQL script) when `database` is NULL. */
+    int (*backup_logical)(const engine_instance_t *in, const char *database,
+                          engine_backup_info_t *info, engine_write_fn write, void *ud,
+                          dbp_err_t *err);
+
+    /* Makes in->data_dir (absent or empty; created owned by the service user) from a
+     * physical backup stream read through `read`, and marks the instance initialised.
+     * The server is not started; render_config must run before it is. With
+     * opts->recovery_target_time, the server recovers to that time from WAL fetched by
+     * opts->restore_command, then promotes. On error the data dir is removed. */
+    int (*restore_physical)(const engine_instance_t *in, const engine_restore_opts_t *opts,
+                            engine_read_fn read, void *ud, dbp_err_t *err);
+
+    /* Restores a logical backup stream of `database` into the running instance `in`
+     * (opts->create, opts->clean), or the cluster-wide objects when `database` is NULL
+     * (objects that already exist are kept). */
+    int (*restore_logical)(const engine_instance_t *in, const char *database,
+                           const engine_restore_opts_t *opts, engine_read_fn read, void *ud,
+                           dbp_err_t *err);
+
+    /* Lists the databases of the running instance with their table counts; with
+     * `full_read` also reads every row of every table (so page checksum failures
+     * surface) and fills rows. Used for logical backups and verification. */
+    int (*inventory)(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
+                     dbp_err_t *err);
 } engine_ops_t;
 
 /* The driver for an engine, or NULL when this build has none (the caller reports

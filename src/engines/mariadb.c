@@ -85,8 +85,8 @@ static void sb_printf(mdb_sb_t *sb, const char *fmt, ...)
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0,
-                          fmt, ap);
+        int n =
+            vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0, fmt, ap);
         va_end(ap);
         if (n < 0) {
             sb->failed = true;
@@ -138,21 +138,28 @@ static void sb_lit(mdb_sb_t *sb, MYSQL *m, const char *s)
     free(tmp);
 }
 
-/* Appends s as a backtick-quoted identifier (embedded backticks doubled). With
- * `wild_escape`, the LIKE wildcards _ and % are escaped too, as a database name in a
- * database-level GRANT must be: unescaped, `shop_db`.* would also cover `shopXdb`. */
-static void sb_ident(mdb_sb_t *sb, const char *s, bool wild_escape)
+/* Appends s as a backtick-quoted identifier (embedded backticks doubled). */
+static void sb_ident(mdb_sb_t *sb, const char *s)
 {
     sb_printf(sb, "`");
-    for (const char *p = s; *p; p++) {
-        if (*p == '`')
-            sb_printf(sb, "``");
-        else if (wild_escape && (*p == '_' || *p == '%'))
-            sb_printf(sb, "\\%c", *p);
-        else
-            sb_printf(sb, "%c", *p);
-    }
+    for (const char *p = s; *p; p++)
+        sb_printf(sb, *p == '`' ? "``" : "%c", *p);
     sb_printf(sb, "`");
+}
+
+/* A database name as a database-level GRANT must spell it, with the LIKE wildcards _ and
+ * % escaped: unescaped, `shop_db`.* would also cover `shopXdb`. Owned; free(). */
+static char *wild_escape(const char *s)
+{
+    char *out = malloc(2 * strlen(s) + 1), *o = out;
+    for (; out && *s; s++) {
+        if (*s == '_' || *s == '%')
+            *o++ = '\\';
+        *o++ = *s;
+    }
+    if (out)
+        *o = '\0';
+    return out;
 }
 
 /* Appends the account name 'user'@'host'. */
@@ -168,7 +175,7 @@ static int sb_check(const mdb_sb_t *sb, dbp_err_t *err)
     return sb->failed ? dbp_err_set(err, DBP_ENOMEM, "out of memory building a statement") : 0;
 }
 
-/* Writes path only when its content differs; returns 1 changed, 0 same, <0 error. */
+/* True when the file at path holds exactly data[0..len). */
 static bool file_equals(const char *path, const char *data, size_t len)
 {
     char *old = NULL;
@@ -245,7 +252,8 @@ static int mdb_installed_version(char *buf, size_t len, dbp_err_t *err)
     }
     v += 4;
     size_t n = 0;
-    while (v[n] && (isdigit((unsigned char)v[n]) || v[n] == '.') && n + 1 < sizeof(mdb_version_cache))
+    while (v[n] && (isdigit((unsigned char)v[n]) || v[n] == '.') &&
+           n + 1 < sizeof(mdb_version_cache))
         n++;
     memcpy(mdb_version_cache, v, n);
     mdb_version_cache[n] = '\0';
@@ -386,11 +394,12 @@ static void mdb_lib_init(void)
 }
 
 /* Opens a connection: over `sock` when given, else TCP to host:port. `pw` may be NULL
- * (unix_socket). Returns NULL with err filled when the server does not answer within
- * `timeout_s` seconds or refuses the login. Free with mysql_close. */
+ * (unix_socket). The login must complete within `connect_ms`; each later read or write
+ * within `rw_s` seconds. Returns NULL with err filled on time-out or refusal. Free with
+ * mysql_close. */
 static MYSQL *mdb_open(const char *what, const char *sock, const char *host, int port,
-                       const char *user, const char *pw, const char *db, unsigned timeout_s,
-                       unsigned long flags, dbp_err_t *err)
+                       const char *user, const char *pw, const char *db, int connect_ms,
+                       unsigned rw_s, unsigned long flags, dbp_err_t *err)
 {
     pthread_once(&mdb_lib_once, mdb_lib_init);
     if (mdb_lib_rc != 0) {
@@ -402,11 +411,12 @@ static MYSQL *mdb_open(const char *what, const char *sock, const char *host, int
         dbp_err_set(err, DBP_ENOMEM, "out of memory");
         return NULL;
     }
-    unsigned int ct = timeout_s, rt = 20, off = 0;
+    /* Connector/C counts whole seconds. */
+    unsigned int ct = connect_ms > 0 ? (unsigned)(connect_ms + 999) / 1000 : 3, off = 0;
     unsigned int proto = sock ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
     mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
-    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &rt);
-    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &rt);
+    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &rw_s);
+    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &rw_s);
     mysql_options(m, MYSQL_OPT_LOCAL_INFILE, &off);
     mysql_options(m, MYSQL_OPT_PROTOCOL, &proto);
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
@@ -419,12 +429,22 @@ static MYSQL *mdb_open(const char *what, const char *sock, const char *host, int
     return m;
 }
 
-/* dbplane's admin connection to an instance: the daemon's OS account over the socket. */
-static MYSQL *mdb_connect(const engine_instance_t *in, const char *db, dbp_err_t *err)
+/* The probe time-out of an instance in ms (engine_instance_t.probe_timeout_ms). */
+static int mdb_probe_ms(const engine_instance_t *in)
+{
+    return in->probe_timeout_ms > 0 ? in->probe_timeout_ms : 3000;
+}
+
+/* dbplane's admin connection to an instance: the daemon's OS account over the socket.
+ * `quick` (probes) bounds every read by the probe time-out; otherwise a statement may take
+ * a minute (a GRANT waiting for a metadata lock). */
+static MYSQL *mdb_connect(const engine_instance_t *in, bool quick, dbp_err_t *err)
 {
     char sock[PATH_MAX];
     mdb_sock(in, sock, sizeof(sock));
-    return mdb_open(in->name, sock, NULL, 0, in->runas->daemon_name, NULL, db, 3, 0, err);
+    unsigned rw = quick ? (unsigned)(mdb_probe_ms(in) + 999) / 1000 : 60;
+    return mdb_open(in->name, sock, NULL, 0, in->runas->daemon_name, NULL, NULL, mdb_probe_ms(in),
+                    rw, 0, err);
 }
 
 /* Fills err from the connection's last error. A message that quotes `secret` (a syntax
@@ -433,8 +453,10 @@ static int mdb_fail(MYSQL *m, const char *secret, dbp_err_t *err)
 {
     const char *msg = mysql_error(m);
     if (secret && *secret && strstr(msg, secret))
-        return dbp_err_set(err, DBP_EENGINE, "statement failed (error %u; message withheld: it "
-                                             "quotes a secret)", mysql_errno(m));
+        return dbp_err_set(err, DBP_EENGINE,
+                           "statement failed (error %u; message withheld: it "
+                           "quotes a secret)",
+                           mysql_errno(m));
     return dbp_err_set(err, DBP_EENGINE, "%s (error %u)", msg, mysql_errno(m));
 }
 
@@ -492,6 +514,8 @@ typedef struct mdb_slave {
     char io_error[200], sql_error[200];
     char master_file[128]; /* Relay_Master_Log_File: the primary's binlog being applied */
     uint64_t exec_pos;     /* Exec_Master_Log_Pos in it, bytes */
+    char read_file[128];   /* Master_Log_File: the primary's binlog being received */
+    uint64_t read_pos;     /* Read_Master_Log_Pos in it, bytes */
 } mdb_slave_t;
 
 static void copy_col(char *dst, size_t len, MYSQL_RES *r, MYSQL_ROW row, const char *name)
@@ -528,6 +552,9 @@ static int mdb_slave_status(MYSQL *m, mdb_slave_t *s, dbp_err_t *err)
         copy_col(s->master_file, sizeof(s->master_file), r, row, "Relay_Master_Log_File");
         v = mdb_col(r, row, "Exec_Master_Log_Pos");
         s->exec_pos = v ? strtoull(v, NULL, 10) : 0;
+        copy_col(s->read_file, sizeof(s->read_file), r, row, "Master_Log_File");
+        v = mdb_col(r, row, "Read_Master_Log_Pos");
+        s->read_pos = v ? strtoull(v, NULL, 10) : 0;
     }
     mysql_free_result(r);
     return 0;
@@ -674,11 +701,13 @@ static void opt_norm(const char *k, char *buf, size_t len)
  * role or another spec field. Prefixes such as loose_/skip_/enable_ are seen through. */
 static bool mdb_key_managed(const char *key, const char **hint)
 {
+    /* clang-format off */
     static const char *const managed[] = {
         "port", "bind_address", "socket", "datadir", "pid_file", "server_id", "log_bin",
         "log_basename", "relay_log", "binlog_format", "log_slave_updates", "read_only",
         "report_host", "report_port", "networking", "skip_networking", "grant_tables",
         "skip_grant_tables", "user", "slave_start", "skip_slave_start", "basedir", NULL};
+    /* clang-format on */
     char k[128];
     opt_norm(key, k, sizeof(k));
     const char *base = k;
@@ -773,6 +802,59 @@ static int mdb_check_config(const engine_instance_t *in, const char *path, dbp_e
                        msg[0] ? msg : perr.msg);
 }
 
+/* Appends an option-file value as a SQL value: sizes with a K/M/G suffix as bytes, numbers
+ * as they are, anything else (ON, enum names, paths) as a string literal. */
+static void sb_sql_value(mdb_sb_t *sb, MYSQL *m, const char *v)
+{
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (isdigit((unsigned char)v[0])) {
+        int shift = toupper((unsigned char)*end) == 'K'   ? 10
+                    : toupper((unsigned char)*end) == 'M' ? 20
+                    : toupper((unsigned char)*end) == 'G' ? 30
+                                                          : -1;
+        if (shift > 0 && end[1] == '\0') {
+            sb_printf(sb, "%llu", n << shift);
+            return;
+        }
+    }
+    if (*v && strspn(v, "0123456789.-") == strlen(v))
+        sb_printf(sb, "%s", v);
+    else
+        sb_lit(sb, m, v);
+}
+
+/* After my.cnf changed under a running server: SET GLOBAL for every spec.config option,
+ * so dynamic ones apply at once; the others take effect at the next restart (logged). */
+static void mdb_apply_running(const engine_instance_t *in)
+{
+    char sock[PATH_MAX];
+    mdb_sock(in, sock, sizeof(sock));
+    dbp_err_t err;
+    MYSQL *m = access(sock, F_OK) == 0 ? mdb_connect(in, false, &err) : NULL;
+    if (!m)
+        return;
+    const spec_map_t *cfg = &in->spec->config;
+    for (size_t i = 0; i < cfg->n; i++) {
+        char k[128];
+        opt_norm(cfg->v[i].key, k, sizeof(k));
+        const char *name = strncmp(k, "loose_", 6) == 0 ? k + 6 : k;
+        if (strchr(name, '.') || strncmp(name, "skip_", 5) == 0 ||
+            strncmp(name, "enable_", 7) == 0 || strncmp(name, "disable_", 8) == 0)
+            continue;
+        mdb_sb_t q = {0};
+        sb_printf(&q, "SET GLOBAL %s = ", name);
+        sb_sql_value(&q, m, cfg->v[i].value);
+        if (sb_check(&q, &err) == 0 && mdb_cmd(m, q.buf, &err) == 0)
+            dbp_info("mariadb_option_applied", "instance=%s option=%s", in->name, name);
+        else
+            dbp_warn("mariadb_restart_required", "instance=%s option=%s reason=%s", in->name, name,
+                     dbp_log_q(err.msg));
+        sb_free(&q);
+    }
+    mysql_close(m);
+}
+
 static int mdb_follow(const engine_instance_t *in, const engine_instance_t *primary,
                       dbp_err_t *err);
 
@@ -791,22 +873,26 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
     snprintf(rejmsg, sizeof(rejmsg), "%s.rejected.msg", path);
     bool strict = !c->replication.gtid_strict_mode.set || c->replication.gtid_strict_mode.v;
 
-    sb_printf(&cnf, "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
-                    "# Set server options in the Cluster's spec.config instead.\n"
-                    "[mariadbd]\n",
+    sb_printf(&cnf,
+              "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
+              "# Set server options in the Cluster's spec.config instead.\n"
+              "[mariadbd]\n",
               in->name, in->cluster);
-    sb_printf(&cnf, "server_id = %d\nport = %d\nbind_address = %s\nsocket = %s\n"
-                    "datadir = %s\npid_file = %s/mariadbd.pid\nskip_name_resolve = ON\n",
+    sb_printf(&cnf,
+              "server_id = %d\nport = %d\nbind_address = %s\nsocket = %s\n"
+              "datadir = %s\npid_file = %s/mariadbd.pid\nskip_name_resolve = ON\n",
               in->ordinal + 1, in->port, in->host, sock, in->data_dir, in->data_dir);
-    sb_printf(&cnf, "log_bin = mariadb-bin\nrelay_log = relay-bin\nrelay_log_recovery = ON\n"
-                    "binlog_format = ROW\nlog_slave_updates = ON\ngtid_strict_mode = %s\n"
-                    "sync_binlog = 1\nslave_net_timeout = 10\n"
-                    "report_host = %s\nreport_port = %d\n"
-                    "character_set_server = utf8mb4\n",
+    sb_printf(&cnf,
+              "log_bin = mariadb-bin\nrelay_log = relay-bin\nrelay_log_recovery = ON\n"
+              "binlog_format = ROW\nlog_slave_updates = ON\ngtid_strict_mode = %s\n"
+              "sync_binlog = 1\nslave_net_timeout = 10\n"
+              "report_host = %s\nreport_port = %d\n"
+              "character_set_server = utf8mb4\n",
               strict ? "ON" : "OFF", in->name, in->port);
     if (primary)
-        sb_printf(&cnf, "# A replica of %s: writable by dbplane's admin account only.\n"
-                        "read_only = ON\n",
+        sb_printf(&cnf,
+                  "# A replica of %s: writable by dbplane's admin account only.\n"
+                  "read_only = ON\n",
                   primary->name);
     else
         sb_printf(&cnf, "read_only = OFF\n");
@@ -858,6 +944,7 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
         }
         unlink(rej);
         unlink(rejmsg);
+        mdb_apply_running(in);
         rc = 1;
     }
     /* No `follow` operation in engine.h yet: keep the replica following from here. */
@@ -877,8 +964,8 @@ static int mdb_server_argv(const engine_instance_t *in, char **argv, int max, ch
     if (max < 3)
         return dbp_err_set(err, DBP_EINVAL, "argv too small");
     size_t n0 = strlen(MDB_SERVER) + 1;
-    int n1 = snprintf(buf + n0, buflen > n0 ? buflen - n0 : 0, "--defaults-file=%s/" MDB_CNF,
-                      in->dir);
+    int n1 =
+        snprintf(buf + n0, buflen > n0 ? buflen - n0 : 0, "--defaults-file=%s/" MDB_CNF, in->dir);
     if (buflen <= n0 || n1 < 0 || (size_t)n1 >= buflen - n0)
         return dbp_err_set(err, DBP_EINVAL, "path too long");
     memcpy(buf, MDB_SERVER, n0);
@@ -892,26 +979,26 @@ static int mdb_server_argv(const engine_instance_t *in, char **argv, int max, ch
 /* ---- replication -------------------------------------------------------------------- */
 
 /* The GTID position a clone was taken at, from mariadb-backup's xtrabackup_binlog_info
- * ("<binlog file>\t<offset>\t<gtid list>"); "" when absent. */
-static void mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len)
+ * ("<binlog file>\t<offset>\t<gtid list>") in the data dir, path into `path`. False when
+ * the file is absent (no clone, or its position was already used). */
+static bool mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len, char *path,
+                            size_t plen)
 {
-    char p[PATH_MAX + 40], *text = NULL;
+    char *text = NULL;
     dbp_err_t ignore;
     buf[0] = '\0';
-    snprintf(p, sizeof(p), "%s/xtrabackup_binlog_info", in->data_dir);
-    if (dbp_read_file(p, &text, NULL, &ignore) != 0)
-        return;
+    snprintf(path, plen, "%s/xtrabackup_binlog_info", in->data_dir);
+    if (dbp_read_file(path, &text, NULL, &ignore) != 0)
+        return false;
     char *f = strchr(text, '\t');
     f = f ? strchr(f + 1, '\t') : NULL;
-    if (f) {
-        f++;
-        size_t n = strspn(f, "0123456789-,");
-        if (n < len) {
-            memcpy(buf, f, n);
-            buf[n] = '\0';
-        }
+    size_t n = f ? strspn(++f, "0123456789-,") : 0;
+    if (f && n < len) {
+        memcpy(buf, f, n);
+        buf[n] = '\0';
     }
     free(text);
+    return true;
 }
 
 /* Makes a running replica follow `primary` over GTID: configures it the first time (the
@@ -919,15 +1006,14 @@ static void mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len)
  * password after "access denied" (rotation), and restarts stopped threads. A replica
  * whose server does not answer yet is left to the next pass (0). An SQL thread stopped
  * by an error is reported, not restarted: re-applying would repeat the error. */
-static int mdb_follow(const engine_instance_t *in, const engine_instance_t *primary,
-                      dbp_err_t *err)
+static int mdb_follow(const engine_instance_t *in, const engine_instance_t *primary, dbp_err_t *err)
 {
     char sock[PATH_MAX];
     mdb_sock(in, sock, sizeof(sock));
     if (access(sock, F_OK) != 0 || !in->repl_password)
         return 0;
     dbp_err_t cerr;
-    MYSQL *m = mdb_connect(in, NULL, &cerr);
+    MYSQL *m = mdb_connect(in, false, &cerr);
     if (!m)
         return 0;
     mdb_sb_t q = {0};
@@ -952,14 +1038,19 @@ static int mdb_follow(const engine_instance_t *in, const engine_instance_t *prim
             goto out;
         if ((rc = mdb_scalar(m, "SELECT @@gtid_slave_pos", val, sizeof(val), err)))
             goto out;
-        char gtid[256];
-        mdb_backup_gtid(in, gtid, sizeof(gtid));
-        if (val[0] == '\0' && gtid[0]) {
+        /* Where to start. A fresh clone: at the backup's position, whatever the copied
+         * mysql.gtid_slave_pos says (a source that once was a replica has an old one). A
+         * server that was never a replica but has a binlog: at the end of that binlog.
+         * Otherwise (repointing): where it is. */
+        char gtid[256], info[PATH_MAX + 40];
+        bool clone = !s.configured && mdb_backup_gtid(in, gtid, sizeof(gtid), info, sizeof(info));
+        if (clone)
             sb_printf(&q, "SET GLOBAL gtid_slave_pos = '%s'", gtid);
-            if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
-                goto out;
-            sb_free(&q);
-        }
+        else if (val[0] == '\0')
+            sb_printf(&q, "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos");
+        if (q.len && ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err))))
+            goto out;
+        sb_free(&q);
         sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
         sb_lit(&q, m, primary->host);
         sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
@@ -970,8 +1061,18 @@ static int mdb_follow(const engine_instance_t *in, const engine_instance_t *prim
             goto out;
         if ((rc = mdb_cmd(m, "START SLAVE", err)))
             goto out;
+        /* The clone's position is used once: later repoints keep the replica's own. */
+        if (clone) {
+            char used[PATH_MAX + 48];
+            snprintf(used, sizeof(used), "%s.applied", info);
+            if (rename(info, used) != 0)
+                dbp_warn("rename_failed", "path=%s error=%s", dbp_log_q(info), strerror(errno));
+        }
+        dbp_err_t ignore;
+        if (mdb_scalar(m, "SELECT @@gtid_slave_pos", val, sizeof(val), &ignore) != 0)
+            val[0] = '\0';
         dbp_info("replication_configured", "instance=%s primary=%s gtid_slave_pos=%s", in->name,
-                 primary->name, val[0] ? val : gtid[0] ? gtid : "(start)");
+                 primary->name, val[0] ? val : "(start)");
         changed = 1;
     } else if (s.sql_errno && strcmp(s.sql, "Yes") != 0) {
         rc = dbp_err_set(err, DBP_EENGINE, "replication on %s stopped: %s (error %u)", in->name,
@@ -1052,14 +1153,16 @@ static void mdb_probe_replicas(const engine_instance_t *in, MYSQL *m, engine_pro
         if (!port || !in->admin_password)
             continue;
         MYSQL *rm = mdb_open(rs->name, NULL, "127.0.0.1", atoi(port), MDB_MONITOR_USER,
-                             in->admin_password, NULL, 1, 0, &err);
+                             in->admin_password, NULL, 2000, 2, 0, &err);
         if (!rm)
             continue;
         mdb_slave_t s;
         if (mdb_slave_status(rm, &s, &err) == 0 && s.configured) {
             bool io = strcmp(s.io, "Yes") == 0, sql = strcmp(s.sql, "Yes") == 0;
             snprintf(rs->state, sizeof(rs->state), "%s",
-                     io && sql ? "streaming" : s.sql_errno || s.io_errno ? "error" : "catchup");
+                     io && sql                   ? "streaming"
+                     : s.sql_errno || s.io_errno ? "error"
+                                                 : "catchup");
             rs->lag_ms = s.behind_s >= 0 ? s.behind_s * 1000 : -1;
             rs->lag_bytes = mdb_lag_bytes(logs, nlogs, s.master_file, s.exec_pos);
         }
@@ -1068,16 +1171,34 @@ static void mdb_probe_replicas(const engine_instance_t *in, MYSQL *m, engine_pro
     mysql_free_result(r);
 }
 
+/* The sum of the sequence numbers of a GTID list ("0-1-12,1-2-5" gives 17): it grows with
+ * every transaction in any domain, so it orders servers of one cluster. 0 for "". */
+static uint64_t mdb_gtid_value(const char *pos)
+{
+    uint64_t sum = 0;
+    for (const char *p = pos; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *dash = memrchr(p, '-', n);
+        if (dash)
+            sum += strtoull(dash + 1, NULL, 10);
+        p = end ? end + 1 : NULL;
+    }
+    return sum;
+}
+
 static int mdb_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
     dbp_err_t cerr;
-    MYSQL *m = mdb_connect(in, NULL, &cerr);
+    MYSQL *m = mdb_connect(in, true, &cerr);
     if (!m)
         return 0;
     int rc = 0;
-    MYSQL_RES *r = mdb_query(m, "SELECT @@read_only, @@gtid_current_pos, @@gtid_slave_pos, "
-                                "@@version", err);
+    MYSQL_RES *r = mdb_query(m,
+                             "SELECT @@read_only, @@gtid_current_pos, @@gtid_slave_pos, "
+                             "@@version",
+                             err);
     if (!r) {
         rc = DBP_EENGINE;
         goto out;
@@ -1102,10 +1223,11 @@ static int mdb_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t
     out->role = read_only || following ? ENGINE_ROLE_REPLICA : ENGINE_ROLE_PRIMARY;
     snprintf(out->position, sizeof(out->position), "%s",
              out->role == ENGINE_ROLE_REPLICA ? slave : current);
+    out->position_value = mdb_gtid_value(out->position);
     out->streaming = strcmp(s.io, "Yes") == 0 && strcmp(s.sql, "Yes") == 0;
     if (out->role == ENGINE_ROLE_REPLICA && (s.sql_errno || s.io_errno))
-        dbp_debug("replication_error", "instance=%s io=%s sql=%s error=%s", in->name, s.io,
-                  s.sql, dbp_log_q(s.sql_errno ? s.sql_error : s.io_error));
+        dbp_debug("replication_error", "instance=%s io=%s sql=%s error=%s", in->name, s.io, s.sql,
+                  dbp_log_q(s.sql_errno ? s.sql_error : s.io_error));
     if (out->role == ENGINE_ROLE_PRIMARY)
         mdb_probe_replicas(in, m, out);
 out:
@@ -1123,14 +1245,14 @@ static int mdb_ensure_internal(const engine_instance_t *primary, const engine_in
     if (!primary->repl_password || !primary->admin_password)
         return dbp_err_set(err, DBP_EINVAL, "internal credentials of %s are missing",
                            primary->cluster);
-    MYSQL *m = mdb_connect(primary, NULL, err);
+    MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
     char hash[MDB_HASH_LEN + 1];
     int changed = 0, rc;
     static const char *const repl_privs[] = {"REPLICATION SLAVE", "BINLOG MONITOR", NULL};
     static const char *const mon_privs[] = {"SLAVE MONITOR", "BINLOG MONITOR", NULL};
-    static const char *const backup_privs[] = {"RELOAD", "PROCESS", "LOCK TABLES",
+    static const char *const backup_privs[] = {"RELOAD",         "PROCESS",       "LOCK TABLES",
                                                "BINLOG MONITOR", "SLAVE MONITOR", NULL};
     if ((rc = mdb_native_hash(primary->repl_password, hash, err)) ||
         (rc = mdb_ensure_account(m, MDB_REPL_USER, "127.0.0.1", hash, 0, repl_privs, err)) < 0)
@@ -1166,7 +1288,7 @@ static int mdb_ensure_user(const engine_instance_t *primary, const spec_user_t *
     int rc = mdb_native_hash(password, hash, err);
     if (rc)
         return rc;
-    MYSQL *m = mdb_connect(primary, NULL, err);
+    MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
     long max = user->max_user_connections.set && user->max_user_connections.v > 0
@@ -1196,7 +1318,7 @@ static int mdb_ensure_database(const engine_instance_t *primary, const spec_data
     const char *co = db->collation.v && *db->collation.v ? db->collation.v : NULL;
     if (!mdb_charset_name_ok(cs) || (co && !mdb_charset_name_ok(co)))
         return dbp_err_set(err, DBP_EINVAL, "invalid character set or collation name");
-    MYSQL *m = mdb_connect(primary, NULL, err);
+    MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
     mdb_sb_t q = {0};
@@ -1220,7 +1342,7 @@ static int mdb_ensure_database(const engine_instance_t *primary, const spec_data
     if (!same) {
         sb_free(&q);
         sb_printf(&q, "%s DATABASE ", exists ? "ALTER" : "CREATE");
-        sb_ident(&q, db->name.v, false);
+        sb_ident(&q, db->name.v);
         sb_printf(&q, " CHARACTER SET %s", cs);
         if (co)
             sb_printf(&q, " COLLATE %s", co);
@@ -1237,19 +1359,22 @@ out:
 /* MariaDB 10.11's privileges at database level (what ALL PRIVILEGES on db.* means), and
  * the subset valid on one table, spelled as information_schema spells them. */
 static const char *const mdb_db_privs[] = {
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER",
-    "CREATE TEMPORARY TABLES", "LOCK TABLES", "EXECUTE", "CREATE VIEW", "SHOW VIEW",
-    "CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER", "DELETE HISTORY", NULL};
+    "SELECT",        "INSERT",     "UPDATE",      "DELETE",         "CREATE",
+    "DROP",          "REFERENCES", "INDEX",       "ALTER",          "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",   "EXECUTE",    "CREATE VIEW", "SHOW VIEW",      "CREATE ROUTINE",
+    "ALTER ROUTINE", "EVENT",      "TRIGGER",     "DELETE HISTORY", NULL};
 static const char *const mdb_table_privs[] = {
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER",
-    "CREATE VIEW", "SHOW VIEW", "TRIGGER", "DELETE HISTORY", NULL};
+    "SELECT", "INSERT", "UPDATE",      "DELETE",    "CREATE",  "DROP",           "REFERENCES",
+    "INDEX",  "ALTER",  "CREATE VIEW", "SHOW VIEW", "TRIGGER", "DELETE HISTORY", NULL};
 /* Server-wide privileges, which a Grant on a database cannot give. */
+/* clang-format off */
 static const char *const mdb_global_privs[] = {
     "FILE", "PROCESS", "RELOAD", "SHUTDOWN", "SUPER", "CREATE USER", "CREATE TABLESPACE",
     "REPLICATION SLAVE", "REPLICATION CLIENT", "BINLOG MONITOR", "SLAVE MONITOR",
     "REPLICA MONITOR", "BINLOG ADMIN", "BINLOG REPLAY", "CONNECTION ADMIN", "READ_ONLY ADMIN",
     "REPLICATION MASTER ADMIN", "REPLICATION SLAVE ADMIN", "SET USER", "FEDERATED ADMIN",
     "SHOW DATABASES", "GRANT OPTION", "USAGE", "PROXY", NULL};
+/* clang-format on */
 
 static int priv_index(const char *const *list, const char *p)
 {
@@ -1279,8 +1404,7 @@ static void priv_norm(const char *p, char *buf, size_t len)
         snprintf(buf, len, "READ_ONLY ADMIN");
 }
 
-static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t *g,
-                            dbp_err_t *err)
+static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t *g, dbp_err_t *err)
 {
     const char *const *valid = g->table.set && g->table.v ? mdb_table_privs : mdb_db_privs;
     bool want[32] = {false};
@@ -1296,7 +1420,8 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
         if (k >= 0) {
             want[k] = true;
         } else if (priv_index(mdb_global_privs, p) >= 0) {
-            return dbp_err_set(err, DBP_EINVAL, "privilege %s is server-wide (or set with "
+            return dbp_err_set(err, DBP_EINVAL,
+                               "privilege %s is server-wide (or set with "
                                "grantOption); a Grant gives privileges on a %s only",
                                g->privileges.v[i], valid == mdb_db_privs ? "database" : "table");
         } else {
@@ -1305,11 +1430,12 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
         }
     }
     bool grant_opt = g->grant_option.set && g->grant_option.v;
-    MYSQL *m = mdb_connect(primary, NULL, err);
+    MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
     mdb_sb_t q = {0}, obj = {0};
     MYSQL_RES *hosts = NULL, *r = NULL;
+    char *dbname = NULL;
     int rc = 0, changed = 0;
     if (!(hosts = mdb_user_hosts(m, g->username.v, err))) {
         rc = DBP_EENGINE;
@@ -1321,12 +1447,17 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
         goto out;
     }
     /* db.* with the wildcards escaped, or db.table. */
-    sb_ident(&obj, g->database.v, !(g->table.set && g->table.v));
-    if (g->table.set && g->table.v) {
-        sb_printf(&obj, ".");
-        sb_ident(&obj, g->table.v, false);
-    } else {
+    if (!(dbname = wild_escape(g->database.v))) {
+        rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (valid == mdb_db_privs) {
+        sb_ident(&obj, dbname);
         sb_printf(&obj, ".*");
+    } else {
+        sb_ident(&obj, g->database.v);
+        sb_printf(&obj, ".");
+        sb_ident(&obj, g->table.v);
     }
     if ((rc = sb_check(&obj, err)))
         goto out;
@@ -1336,15 +1467,9 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
         /* What the account already holds on that object. */
         sb_free(&q);
         if (valid == mdb_db_privs) {
-            mdb_sb_t esc = {0};
-            sb_ident(&esc, g->database.v, true);
-            if ((rc = sb_check(&esc, err)))
-                goto out;
-            esc.buf[esc.len - 1] = '\0'; /* the stored name: without the backticks */
             sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
                           "information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = ");
-            sb_lit(&q, m, esc.buf + 1);
-            sb_free(&esc);
+            sb_lit(&q, m, dbname);
         } else {
             sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
                           "information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = ");
@@ -1402,8 +1527,42 @@ out:
         mysql_free_result(r);
     if (hosts)
         mysql_free_result(hosts);
+    free(dbname);
     sb_free(&q);
     sb_free(&obj);
+    mysql_close(m);
+    return rc;
+}
+
+/* Turns a running replica into a writable primary (the caller fenced the old one): it
+ * first applies what it already received, for at most 60 s, then forgets its primary
+ * (RESET SLAVE ALL also deletes master.info and the password in it) and leaves
+ * read_only. The next render_config writes its my.cnf as a primary's. */
+static int mdb_promote(const engine_instance_t *in, dbp_err_t *err)
+{
+    MYSQL *m = mdb_connect(in, false, err);
+    if (!m)
+        return DBP_EENGINE;
+    mdb_slave_t s;
+    char v[16];
+    int rc = mdb_slave_status(m, &s, err);
+    if (rc == 0 && s.configured) {
+        rc = mdb_cmd(m, "STOP SLAVE IO_THREAD", err);
+        for (int i = 0; rc == 0 && i < 600; i++) {
+            if ((rc = mdb_slave_status(m, &s, err)) || strcmp(s.sql, "Yes") != 0 ||
+                (strcmp(s.read_file, s.master_file) == 0 && s.read_pos == s.exec_pos))
+                break;
+            usleep(100 * 1000);
+        }
+        if (rc == 0 && (strcmp(s.read_file, s.master_file) != 0 || s.read_pos != s.exec_pos))
+            dbp_warn("promote_unapplied", "instance=%s sql_thread=%s error=%s", in->name, s.sql,
+                     dbp_log_q(s.sql_error));
+        if (rc == 0 && (rc = mdb_cmd(m, "STOP SLAVE", err)) == 0)
+            rc = mdb_cmd(m, "RESET SLAVE ALL", err);
+    }
+    if (rc == 0 && (rc = mdb_cmd(m, "SET GLOBAL read_only = OFF", err)) == 0 &&
+        (rc = mdb_scalar(m, "SELECT @@read_only", v, sizeof(v), err)) == 0 && strcmp(v, "0") != 0)
+        rc = dbp_err_set(err, DBP_EENGINE, "%s is still read-only", in->name);
     mysql_close(m);
     return rc;
 }
@@ -1413,7 +1572,7 @@ static int mdb_drop_user(const engine_instance_t *primary, const char *username,
     if (mdb_reserved_user(primary, username))
         return dbp_err_set(err, DBP_EINVAL, "user %s is reserved for dbplane and the server",
                            username);
-    MYSQL *m = mdb_connect(primary, NULL, err);
+    MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
     int rc = 0;
@@ -1439,22 +1598,15 @@ static int mdb_drop_user(const engine_instance_t *primary, const char *username,
 /* SqlJob: as a declared user (its own login over the socket; MariaDB has no SET ROLE to
  * an account) or as dbplane's admin. The script runs between START TRANSACTION and
  * COMMIT; DDL commits implicitly as MariaDB always does. */
-static int mdb_run_sql(const engine_instance_t *primary, const char *database,
-                       const char *username, const char *password, const char *sql,
-                       dbp_err_t *err)
+static int mdb_run_sql(const engine_instance_t *primary, const char *database, const char *username,
+                       const char *password, const char *sql, dbp_err_t *err)
 {
-    MYSQL *m;
-    if (username) {
-        char sock[PATH_MAX];
-        mdb_sock(primary, sock, sizeof(sock));
-        m = mdb_open(primary->name, sock, NULL, 0, username, password ? password : "", database,
-                     3, CLIENT_MULTI_STATEMENTS, err);
-    } else {
-        char sock[PATH_MAX];
-        mdb_sock(primary, sock, sizeof(sock));
-        m = mdb_open(primary->name, sock, NULL, 0, primary->runas->daemon_name, NULL, database, 3,
-                     CLIENT_MULTI_STATEMENTS, err);
-    }
+    char sock[PATH_MAX];
+    mdb_sock(primary, sock, sizeof(sock));
+    MYSQL *m =
+        mdb_open(primary->name, sock, NULL, 0, username ? username : primary->runas->daemon_name,
+                 username ? (password ? password : "") : NULL, database, 3000, 3600,
+                 CLIENT_MULTI_STATEMENTS, err);
     if (!m)
         return DBP_EENGINE;
     int rc = mdb_cmd(m, "START TRANSACTION", err);
@@ -1470,8 +1622,8 @@ static int mdb_run_sql(const engine_instance_t *primary, const char *database,
                 nstmt++;
         }
         if (st > 0)
-            rc = dbp_err_set(err, DBP_EENGINE, "statement %d: %s (error %u)", nstmt,
-                             mysql_error(m), mysql_errno(m));
+            rc = dbp_err_set(err, DBP_EENGINE, "statement %d: %s (error %u)", nstmt, mysql_error(m),
+                             mysql_errno(m));
     }
     dbp_err_t ignore;
     if (rc == 0)
@@ -1501,4 +1653,6 @@ const engine_ops_t engine_mariadb = {
     .ensure_grant = mdb_ensure_grant,
     .drop_user = mdb_drop_user,
     .run_sql = mdb_run_sql,
+    .promote = mdb_promote,
+    .rejoin = NULL, /* no pg_rewind equivalent: a fenced former primary is cloned again */
 };

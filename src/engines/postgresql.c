@@ -25,11 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "common/log.h"
+#include "engines/postgresql_backup.h"
 #include "secrets/scram.h"
 
 #define PG_ADMIN_ROLE "dbplane_admin"
@@ -242,7 +244,10 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
                      "hot_standby = on\nhot_standby_feedback = on\nwal_log_hints = on\n"
                      "logging_collector = off\nlog_destination = 'stderr'\n"
                      "log_line_prefix = '%%m [%%p] %%q%%u@%%d '\n"
-                     "cluster_name = '%s'\n",
+                     "cluster_name = '%s'\n"
+                     /* A replica notices a hung primary within 4 s (it pings after 2 s of
+                      * silence), which the HA monitor relies on; see ha/. */
+                     "wal_receiver_timeout = '4s'\nwal_sender_timeout = '10s'\n",
               in->name);
     /* Defaults derived from spec.memory unless the user set them in spec.config. */
     bool has_sb = false, has_mc = false;
@@ -347,28 +352,91 @@ static int pg_server_argv(const engine_instance_t *in, char **argv, int max, cha
     return 0;
 }
 
-/* Opens an admin connection to `dbname` over the instance's unix socket. Returns NULL
- * with err filled when the server does not answer within 3 s. */
+/* Waits until the connection's socket is ready for `events` or the deadline passes. */
+static bool pg_wait(PGconn *conn, short events, int64_t deadline_ms)
+{
+    int64_t left = deadline_ms - dbp_now_ms();
+    if (left <= 0)
+        return false;
+    struct pollfd p = {.fd = PQsocket(conn), .events = events};
+    int r = poll(&p, 1, (int)left);
+    return r > 0;
+}
+
+/* Opens an admin connection to `dbname` over the instance's unix socket, giving up after
+ * in->probe_timeout_ms (default 3 s) even when the server accepts the socket but never
+ * answers (a hung or SIGSTOPped server). Returns NULL with err filled on failure. */
 static PGconn *pg_connect(const engine_instance_t *in, const char *dbname, dbp_err_t *err)
 {
     char port[16];
     snprintf(port, sizeof(port), "%d", in->port);
-    const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
-                          "application_name", NULL};
-    const char *vals[] = {in->sock_dir, port, PG_ADMIN_ROLE, dbname, "3", "dbplane", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 0);
-    if (!conn || PQstatus(conn) != CONNECTION_OK) {
-        const char *m = conn ? PQerrorMessage(conn) : "out of memory";
-        char msg[400];
-        snprintf(msg, sizeof(msg), "%s", m);
-        size_t l = strlen(msg);
-        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-            msg[--l] = '\0';
-        dbp_err_set(err, DBP_EENGINE, "connect %s: %s", in->name, msg);
-        PQfinish(conn);
+    const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
+    const char *vals[] = {in->sock_dir, port, PG_ADMIN_ROLE, dbname, "dbplane", NULL};
+    int64_t deadline = dbp_now_ms() + (in->probe_timeout_ms > 0 ? in->probe_timeout_ms : 3000);
+    PGconn *conn = PQconnectStartParams(keys, vals, 0);
+    const char *why = NULL;
+    if (!conn) {
+        why = "out of memory";
+    } else if (PQstatus(conn) == CONNECTION_BAD) {
+        why = PQerrorMessage(conn);
+    } else {
+        for (;;) {
+            PostgresPollingStatusType st = PQconnectPoll(conn);
+            if (st == PGRES_POLLING_OK)
+                return conn;
+            if (st == PGRES_POLLING_FAILED) {
+                why = PQerrorMessage(conn);
+                break;
+            }
+            if (!pg_wait(conn, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline)) {
+                why = "timed out";
+                break;
+            }
+        }
+    }
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s", why);
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+        msg[--l] = '\0';
+    dbp_err_set(err, DBP_EENGINE, "connect %s: %s", in->name, msg);
+    PQfinish(conn);
+    return NULL;
+}
+
+/* Runs `sql` (no parameters) with a deadline: NULL with err on error or time-out. */
+static PGresult *pg_exec_deadline(PGconn *conn, const char *sql, int timeout_ms, dbp_err_t *err)
+{
+    int64_t deadline = dbp_now_ms() + (timeout_ms > 0 ? timeout_ms : 3000);
+    if (!PQsendQuery(conn, sql)) {
+        dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
         return NULL;
     }
-    return conn;
+    PGresult *last = NULL;
+    for (;;) {
+        while (!PQisBusy(conn)) {
+            PGresult *r = PQgetResult(conn);
+            if (!r) {
+                if (!last)
+                    dbp_err_set(err, DBP_EENGINE, "no result");
+                return last;
+            }
+            ExecStatusType st = PQresultStatus(r);
+            if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+                dbp_err_set(err, DBP_EENGINE, "%s", PQresultErrorMessage(r));
+                PQclear(r);
+                PQclear(last);
+                return NULL;
+            }
+            PQclear(last);
+            last = r;
+        }
+        if (!pg_wait(conn, POLLIN, deadline) || !PQconsumeInput(conn)) {
+            dbp_err_set(err, DBP_EENGINE, "query timed out or connection lost");
+            PQclear(last);
+            return NULL;
+        }
+    }
 }
 
 /* Runs one statement with text parameters; returns the result (free with PQclear) or
@@ -400,6 +468,15 @@ static int pg_cmd(PGconn *conn, const char *sql, dbp_err_t *err)
     return 0;
 }
 
+/* "16/B374D848" → 0x16B374D848: an LSN as a byte position in the WAL stream. */
+static uint64_t pg_lsn_value(const char *lsn)
+{
+    unsigned int hi = 0, lo = 0;
+    if (sscanf(lsn, "%X/%X", &hi, &lo) != 2)
+        return 0;
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
@@ -407,31 +484,34 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
     PGconn *conn = pg_connect(in, "postgres", &cerr);
     if (!conn)
         return 0;
-    PGresult *r = pg_exec(conn,
-                          "SELECT pg_is_in_recovery(),"
-                          " CASE WHEN pg_is_in_recovery() THEN"
-                          "   COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
-                          " ELSE pg_current_wal_lsn()::text END,"
-                          " EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'),"
-                          " current_setting('server_version')",
-                          0, NULL, err);
+    PGresult *r = pg_exec_deadline(conn,
+                                   "SELECT pg_is_in_recovery(),"
+                                   " CASE WHEN pg_is_in_recovery() THEN"
+                                   "   COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
+                                   " ELSE pg_current_wal_lsn()::text END,"
+                                   " EXISTS (SELECT 1 FROM pg_stat_wal_receiver"
+                                   "         WHERE status = 'streaming'),"
+                                   " current_setting('server_version')",
+                                   in->probe_timeout_ms, &cerr);
     if (!r) {
+        /* Connected but no answer in time: as unreachable as a refused connection. */
         PQfinish(conn);
-        return DBP_EENGINE;
+        return 0;
     }
     out->reachable = true;
     out->role = strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? ENGINE_ROLE_REPLICA : ENGINE_ROLE_PRIMARY;
     snprintf(out->position, sizeof(out->position), "%s", PQgetvalue(r, 0, 1));
+    out->position_value = pg_lsn_value(out->position);
     out->streaming = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
     snprintf(out->version, sizeof(out->version), "%s", PQgetvalue(r, 0, 3));
     PQclear(r);
     if (out->role == ENGINE_ROLE_PRIMARY) {
-        r = pg_exec(conn,
+        r = pg_exec_deadline(conn,
                     "SELECT application_name, state,"
                     " COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), -1)::bigint,"
                     " COALESCE((extract(epoch FROM replay_lag) * 1000)::bigint, 0)"
                     " FROM pg_stat_replication ORDER BY application_name",
-                    0, NULL, err);
+                    in->probe_timeout_ms, &cerr);
         if (r) {
             int n = PQntuples(r);
             for (int i = 0; i < n && out->nreplicas < ENGINE_MAX_REPLICAS; i++) {
@@ -829,6 +909,53 @@ out:
     return rc;
 }
 
+static int pg_promote(const engine_instance_t *in, dbp_err_t *err)
+{
+    PGconn *conn = pg_connect(in, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    /* pg_promote(wait => true, wait_seconds => 60): returns once the server accepts
+     * writes (PostgreSQL 12+). */
+    PGresult *r = pg_exec(conn, "SELECT pg_promote(true, 60)", 0, NULL, err);
+    int rc = 0;
+    if (!r)
+        rc = DBP_EENGINE;
+    else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+        rc = dbp_err_set(err, DBP_EENGINE, "pg_promote did not finish within 60 s");
+    PQclear(r);
+    PQfinish(conn);
+    return rc;
+}
+
+static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *primary,
+                     dbp_err_t *err)
+{
+    /* pg_rewind rolls the old timeline back to the fork point, copying what changed from
+     * the new primary (needs wal_log_hints or data checksums: both are on). Since
+     * PostgreSQL 13 it first runs crash recovery itself when the target was not shut
+     * down cleanly (after a kill -9 or a fence). It connects as the admin role over the
+     * new primary's socket; the service OS user maps to it through peer auth. */
+    /* A just-promoted primary records its new timeline in pg_control only at its next
+     * checkpoint; without one pg_rewind sees "the same timeline" and rewinds nothing. */
+    PGconn *conn = pg_connect(primary, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    int crc = pg_cmd(conn, "CHECKPOINT", err);
+    PQfinish(conn);
+    if (crc)
+        return crc;
+    char tool[PATH_MAX], src[512];
+    pg_tool(in, "pg_rewind", tool, sizeof(tool));
+    snprintf(src, sizeof(src), "host=%s port=%d user=" PG_ADMIN_ROLE " dbname=postgres",
+             primary->sock_dir, primary->port);
+    char *argv[] = {tool, "--target-pgdata", (char *)in->data_dir, "--source-server", src,
+                    "--progress", NULL};
+    int rc = dbp_proc_run(argv, NULL, in->runas, in->tool_log_path, 30 * 60 * 1000, err);
+    if (rc)
+        dbp_err_prefix(err, "pg_rewind: ");
+    return rc;
+}
+
 const engine_ops_t engine_postgresql = {
     .name = "postgresql",
     .engine = SPEC_ENGINE_POSTGRESQL,
@@ -847,4 +974,11 @@ const engine_ops_t engine_postgresql = {
     .ensure_grant = pg_ensure_grant,
     .drop_user = pg_drop_user,
     .run_sql = pg_run_sql,
+    .promote = pg_promote,
+    .rejoin = pg_rejoin,
+    .backup_physical = pg_backup_physical,
+    .backup_logical = pg_backup_logical,
+    .restore_physical = pg_restore_physical,
+    .restore_logical = pg_restore_logical,
+    .inventory = pg_inventory,
 };

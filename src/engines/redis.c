@@ -73,14 +73,14 @@
  * client libraries use to read the server version (BullMQ, Sidekiq). The order is the
  * one Redis 7.0 prints back in ACL GETUSER/ACL LIST, so the saved file is stable. */
 static const char *const rd_app_rules[] = {
-    "~*",     "&*",       "+@all",    "-@admin",  "-keys",           "-sort",
-    "-restore", "-swapdb", "-flushall", "-flushdb", "-sort_ro", "-restore-asking",
-    "-migrate", NULL};
+    "~*",      "&*",        "+@all",    "-@admin",  "-keys",           "-sort",    "-restore",
+    "-swapdb", "-flushall", "-flushdb", "-sort_ro", "-restore-asking", "-migrate", NULL};
 
 /* The directives redis-server 7.0 accepts in its configuration file that CONFIG GET *
  * reports (aliases included), sorted for bsearch with strcmp. Directives that only a file
  * may contain (include, rename-command, user, loadmodule) are deliberately absent: they
  * would bypass dbplane's ACLs. */
+/* clang-format off */
 static const char *const rd_directives[] = {
     "acl-pubsub-default", "aclfile", "acllog-max-len", "active-defrag-cycle-max",
     "active-defrag-cycle-min", "active-defrag-ignore-bytes",
@@ -90,70 +90,88 @@ static const char *const rd_directives[] = {
     "aof-rewrite-incremental-fsync", "aof-timestamp-enabled", "aof-use-rdb-preamble",
     "aof_rewrite_cpulist", "appenddirname", "appendfilename", "appendfsync", "appendonly",
     "auto-aof-rewrite-min-size", "auto-aof-rewrite-percentage", "bgsave_cpulist", "bind",
-    "bind-source-addr", "bio_cpulist", "busy-reply-threshold", "client-output-buffer-limit",
-    "client-query-buffer-limit", "cluster-allow-pubsubshard-when-down",
-    "cluster-allow-reads-when-down", "cluster-allow-replica-migration",
-    "cluster-announce-bus-port", "cluster-announce-hostname", "cluster-announce-ip",
-    "cluster-announce-port", "cluster-announce-tls-port", "cluster-config-file",
-    "cluster-enabled", "cluster-link-sendbuf-limit", "cluster-migration-barrier",
-    "cluster-node-timeout", "cluster-port", "cluster-preferred-endpoint-type",
-    "cluster-replica-no-failover", "cluster-replica-validity-factor",
-    "cluster-require-full-coverage", "cluster-slave-no-failover",
-    "cluster-slave-validity-factor", "crash-log-enabled", "crash-memcheck-enabled",
-    "daemonize", "databases", "dbfilename", "dir", "disable-thp", "dynamic-hz",
-    "enable-debug-command", "enable-module-command", "enable-protected-configs",
-    "hash-max-listpack-entries", "hash-max-listpack-value", "hash-max-ziplist-entries",
-    "hash-max-ziplist-value", "hll-sparse-max-bytes", "hz", "ignore-warnings", "io-threads",
-    "io-threads-do-reads", "jemalloc-bg-thread", "latency-monitor-threshold",
-    "latency-tracking", "latency-tracking-info-percentiles", "lazyfree-lazy-eviction",
-    "lazyfree-lazy-expire", "lazyfree-lazy-server-del", "lazyfree-lazy-user-del",
-    "lazyfree-lazy-user-flush", "lfu-decay-time", "lfu-log-factor", "list-compress-depth",
-    "list-max-listpack-size", "list-max-ziplist-size", "logfile", "loglevel",
-    "lua-time-limit", "masterauth", "masteruser", "maxclients", "maxmemory",
-    "maxmemory-clients", "maxmemory-eviction-tenacity", "maxmemory-policy",
-    "maxmemory-samples", "min-replicas-max-lag", "min-replicas-to-write",
-    "min-slaves-max-lag", "min-slaves-to-write", "no-appendfsync-on-rewrite",
-    "notify-keyspace-events", "oom-score-adj", "oom-score-adj-values", "pidfile", "port",
-    "proc-title-template", "propagation-error-behavior", "protected-mode",
-    "proto-max-bulk-len", "rdb-del-sync-files", "rdb-save-incremental-fsync",
-    "rdbchecksum", "rdbcompression", "repl-backlog-size", "repl-backlog-ttl",
-    "repl-disable-tcp-nodelay", "repl-diskless-load", "repl-diskless-sync",
-    "repl-diskless-sync-delay", "repl-diskless-sync-max-replicas",
-    "repl-ping-replica-period", "repl-ping-slave-period", "repl-timeout",
-    "replica-announce-ip", "replica-announce-port", "replica-announced",
-    "replica-ignore-disk-write-errors", "replica-ignore-maxmemory", "replica-lazy-flush",
-    "replica-priority", "replica-read-only", "replica-serve-stale-data", "replicaof",
-    "requirepass", "sanitize-dump-payload", "save", "server_cpulist",
-    "set-max-intset-entries", "set-proc-title", "shutdown-on-sigint",
-    "shutdown-on-sigterm", "shutdown-timeout", "slave-announce-ip", "slave-announce-port",
-    "slave-ignore-maxmemory", "slave-lazy-flush", "slave-priority", "slave-read-only",
-    "slave-serve-stale-data", "slaveof", "slowlog-log-slower-than", "slowlog-max-len",
-    "socket-mark-id", "stop-writes-on-bgsave-error", "stream-node-max-bytes",
-    "stream-node-max-entries", "supervised", "syslog-enabled", "syslog-facility",
-    "syslog-ident", "tcp-backlog", "tcp-keepalive", "timeout", "tls-auth-clients",
-    "tls-ca-cert-dir", "tls-ca-cert-file", "tls-cert-file", "tls-ciphers",
-    "tls-ciphersuites", "tls-client-cert-file", "tls-client-key-file",
-    "tls-client-key-file-pass", "tls-cluster", "tls-dh-params-file", "tls-key-file",
-    "tls-key-file-pass", "tls-port", "tls-prefer-server-ciphers", "tls-protocols",
-    "tls-replication", "tls-session-cache-size", "tls-session-cache-timeout",
-    "tls-session-caching", "tracking-table-max-keys", "unixsocket", "unixsocketperm",
-    "zset-max-listpack-entries", "zset-max-listpack-value", "zset-max-ziplist-entries",
-    "zset-max-ziplist-value",
+    "bind-source-addr", "bio_cpulist", "busy-reply-threshold",
+    "client-output-buffer-limit", "client-query-buffer-limit",
+    "cluster-allow-pubsubshard-when-down", "cluster-allow-reads-when-down",
+    "cluster-allow-replica-migration", "cluster-announce-bus-port",
+    "cluster-announce-hostname", "cluster-announce-ip", "cluster-announce-port",
+    "cluster-announce-tls-port", "cluster-config-file", "cluster-enabled",
+    "cluster-link-sendbuf-limit", "cluster-migration-barrier", "cluster-node-timeout",
+    "cluster-port", "cluster-preferred-endpoint-type", "cluster-replica-no-failover",
+    "cluster-replica-validity-factor", "cluster-require-full-coverage",
+    "cluster-slave-no-failover", "cluster-slave-validity-factor", "crash-log-enabled",
+    "crash-memcheck-enabled", "daemonize", "databases", "dbfilename", "dir", "disable-thp",
+    "dynamic-hz", "enable-debug-command", "enable-module-command",
+    "enable-protected-configs", "hash-max-listpack-entries", "hash-max-listpack-value",
+    "hash-max-ziplist-entries", "hash-max-ziplist-value", "hll-sparse-max-bytes", "hz",
+    "ignore-warnings", "io-threads", "io-threads-do-reads", "jemalloc-bg-thread",
+    "latency-monitor-threshold", "latency-tracking", "latency-tracking-info-percentiles",
+    "lazyfree-lazy-eviction", "lazyfree-lazy-expire", "lazyfree-lazy-server-del",
+    "lazyfree-lazy-user-del", "lazyfree-lazy-user-flush", "lfu-decay-time",
+    "lfu-log-factor", "list-compress-depth", "list-max-listpack-size",
+    "list-max-ziplist-size", "logfile", "loglevel", "lua-time-limit", "masterauth",
+    "masteruser", "maxclients", "maxmemory", "maxmemory-clients",
+    "maxmemory-eviction-tenacity", "maxmemory-policy", "maxmemory-samples",
+    "min-replicas-max-lag", "min-replicas-to-write", "min-slaves-max-lag",
+    "min-slaves-to-write", "no-appendfsync-on-rewrite", "notify-keyspace-events",
+    "oom-score-adj", "oom-score-adj-values", "pidfile", "port", "proc-title-template",
+    "propagation-error-behavior", "protected-mode", "proto-max-bulk-len",
+    "rdb-del-sync-files", "rdb-save-incremental-fsync", "rdbchecksum", "rdbcompression",
+    "repl-backlog-size", "repl-backlog-ttl", "repl-disable-tcp-nodelay",
+    "repl-diskless-load", "repl-diskless-sync", "repl-diskless-sync-delay",
+    "repl-diskless-sync-max-replicas", "repl-ping-replica-period",
+    "repl-ping-slave-period", "repl-timeout", "replica-announce-ip",
+    "replica-announce-port", "replica-announced", "replica-ignore-disk-write-errors",
+    "replica-ignore-maxmemory", "replica-lazy-flush", "replica-priority",
+    "replica-read-only", "replica-serve-stale-data", "replicaof", "requirepass",
+    "sanitize-dump-payload", "save", "server_cpulist", "set-max-intset-entries",
+    "set-proc-title", "shutdown-on-sigint", "shutdown-on-sigterm", "shutdown-timeout",
+    "slave-announce-ip", "slave-announce-port", "slave-ignore-maxmemory",
+    "slave-lazy-flush", "slave-priority", "slave-read-only", "slave-serve-stale-data",
+    "slaveof", "slowlog-log-slower-than", "slowlog-max-len", "socket-mark-id",
+    "stop-writes-on-bgsave-error", "stream-node-max-bytes", "stream-node-max-entries",
+    "supervised", "syslog-enabled", "syslog-facility", "syslog-ident", "tcp-backlog",
+    "tcp-keepalive", "timeout", "tls-auth-clients", "tls-ca-cert-dir", "tls-ca-cert-file",
+    "tls-cert-file", "tls-ciphers", "tls-ciphersuites", "tls-client-cert-file",
+    "tls-client-key-file", "tls-client-key-file-pass", "tls-cluster", "tls-dh-params-file",
+    "tls-key-file", "tls-key-file-pass", "tls-port", "tls-prefer-server-ciphers",
+    "tls-protocols", "tls-replication", "tls-session-cache-size",
+    "tls-session-cache-timeout", "tls-session-caching", "tracking-table-max-keys",
+    "unixsocket", "unixsocketperm", "zset-max-listpack-entries", "zset-max-listpack-value",
+    "zset-max-ziplist-entries", "zset-max-ziplist-value",
 };
+/* clang-format on */
 
 /* Directives dbplane sets itself or that would undo its security model (a plaintext
  * password in a file, a second ACL source, modules, debug commands, cluster mode, the
  * process layout the supervisor relies on). */
-static const char *const rd_managed[] = {
-    "aclfile", "bind", "cluster-enabled", "daemonize", "dir", "enable-debug-command",
-    "enable-module-command", "enable-protected-configs", "logfile", "masterauth",
-    "masteruser", "pidfile", "port", "protected-mode", "replicaof", "requirepass",
-    "slaveof", "supervised", "tls-client-key-file-pass", "tls-key-file-pass", "unixsocket",
-    "unixsocketperm", NULL};
+static const char *const rd_managed[] = {"aclfile",
+                                         "bind",
+                                         "cluster-enabled",
+                                         "daemonize",
+                                         "dir",
+                                         "enable-debug-command",
+                                         "enable-module-command",
+                                         "enable-protected-configs",
+                                         "logfile",
+                                         "masterauth",
+                                         "masteruser",
+                                         "pidfile",
+                                         "port",
+                                         "protected-mode",
+                                         "replicaof",
+                                         "requirepass",
+                                         "slaveof",
+                                         "supervised",
+                                         "tls-client-key-file-pass",
+                                         "tls-key-file-pass",
+                                         "unixsocket",
+                                         "unixsocketperm",
+                                         NULL};
 
-static const char *const rd_policies[] = {"volatile-lru",    "volatile-lfu", "volatile-random",
-                                          "volatile-ttl",    "allkeys-lru",  "allkeys-lfu",
-                                          "allkeys-random",  "noeviction",   NULL};
+static const char *const rd_policies[] = {"volatile-lru",   "volatile-lfu", "volatile-random",
+                                          "volatile-ttl",   "allkeys-lru",  "allkeys-lfu",
+                                          "allkeys-random", "noeviction",   NULL};
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -172,8 +190,8 @@ static void sb_printf(rd_sb_t *sb, const char *fmt, ...)
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0,
-                          fmt, ap);
+        int n =
+            vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0, fmt, ap);
         va_end(ap);
         if (n < 0) {
             sb->failed = true;
@@ -347,8 +365,7 @@ static int rd_server_version(int *major, char *full, size_t fulllen, dbp_err_t *
     /* "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=..." */
     const char *v = strstr(line, "v=");
     if (!v || !isdigit((unsigned char)v[2]))
-        return dbp_err_set(err, DBP_EUNSUPPORTED, "cannot read the version of %s",
-                           RD_SERVER_BIN);
+        return dbp_err_set(err, DBP_EUNSUPPORTED, "cannot read the version of %s", RD_SERVER_BIN);
     v += 2;
     size_t n = strcspn(v, " \n");
     char ver[32];
@@ -720,7 +737,9 @@ static int rd_render_acl(const engine_instance_t *in, const engine_instance_t *p
     snprintf(line, sizeof(line), "user " RD_ADMIN_USER " on sanitize-payload #%s ~* &* +@all", ah);
     rc = rc ? rc : rd_lines_add(out, line, strlen(line));
     snprintf(line, sizeof(line),
-             "user " RD_REPL_USER " on sanitize-payload #%s resetchannels -@all +ping +psync +replconf", rh);
+             "user " RD_REPL_USER
+             " on sanitize-payload #%s resetchannels -@all +ping +psync +replconf",
+             rh);
     rc = rc ? rc : rd_lines_add(out, line, strlen(line));
     if (rc)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
@@ -761,8 +780,7 @@ static int rd_setuser_argv(const char *line, char **copy, const char **argv, int
 /* Makes the server's users match `want`: ACL SETUSER for every wanted line ACL LIST does
  * not print identically; when `exclusive`, ACL DELUSER for listed users not wanted.
  * Returns 1 when something changed, 0, or an error. */
-static int rd_acl_converge(redisContext *c, const rd_lines_t *want, bool exclusive,
-                           dbp_err_t *err)
+static int rd_acl_converge(redisContext *c, const rd_lines_t *want, bool exclusive, dbp_err_t *err)
 {
     redisReply *r = rd_cmd(c, err, "ACL", "LIST", NULL);
     if (!r)
@@ -815,7 +833,7 @@ static int rd_acl_converge(redisContext *c, const rd_lines_t *want, bool exclusi
 
 /* A directive and its value as rendered: dbplane's defaults, replaced by spec.config. */
 typedef struct rd_kv {
-    const char *key;   /* borrowed: a literal or a spec key */
+    const char *key; /* borrowed: a literal or a spec key */
     char value[256];
     const spec_kv_t *from; /* the spec.config entry that set it; NULL for a default */
 } rd_kv_t;
@@ -1025,8 +1043,7 @@ static int rd_apply_running(redisContext *c, const engine_instance_t *in,
         if (rd_do(c, &serr, 4, argv) == 0)
             continue;
         if (strstr(serr.msg, "immutable")) {
-            dbp_warn("redis_restart_required", "instance=%s directive=%s", in->name,
-                     cf->kv[i].key);
+            dbp_warn("redis_restart_required", "instance=%s directive=%s", in->name, cf->kv[i].key);
             continue;
         }
         if (cf->kv[i].from) {
@@ -1052,7 +1069,8 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
     int rc;
     if (!cf)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
-    if ((rc = rd_conf_build(in->spec, cf, err)) || (rc = rd_render_conf(in, primary, cf, &conf, err)) ||
+    if ((rc = rd_conf_build(in->spec, cf, err)) ||
+        (rc = rd_render_conf(in, primary, cf, &conf, err)) ||
         (rc = rd_render_acl(in, primary, &acl, err)))
         goto out;
     for (size_t i = 0; i < acl.n; i++)
@@ -1190,7 +1208,7 @@ static void rd_parse_replica(const engine_instance_t *in, const char *v, int64_t
     rd_name_by_port(in, ip, port, rs->name, sizeof(rs->name));
     /* Redis states: wait_bgsave and send_bulk are a full sync, online is streaming. */
     snprintf(rs->state, sizeof(rs->state), "%s",
-             strcmp(state, "online") == 0                                          ? "streaming"
+             strcmp(state, "online") == 0                                           ? "streaming"
              : strcmp(state, "wait_bgsave") == 0 || strcmp(state, "send_bulk") == 0 ? "catchup"
                                                                                     : state);
     rs->lag_bytes = off >= 0 && primary_off >= off ? primary_off - off : -1;
@@ -1203,7 +1221,8 @@ static int rd_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
     memset(out, 0, sizeof(*out));
     bool refused = false;
     dbp_err_t cerr;
-    redisContext *c = rd_connect(in, 2000, &refused, &cerr);
+    redisContext *c =
+        rd_connect(in, in->probe_timeout_ms > 0 ? in->probe_timeout_ms : 3000, &refused, &cerr);
     if (!c) {
         if (refused)
             return 0; /* not listening (yet): unreachable, not an error */
@@ -1223,6 +1242,7 @@ static int rd_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
                                               : ENGINE_ROLE_UNKNOWN;
     int64_t off = rd_info_i64(info, "master_repl_offset", 0);
     snprintf(out->position, sizeof(out->position), "%lld", (long long)off);
+    out->position_value = off > 0 ? (uint64_t)off : 0;
     (void)rd_info(info, "redis_version", out->version, sizeof(out->version));
     out->mem_used = rd_info_i64(info, "used_memory", 0);
     out->mem_limit = rd_info_i64(info, "maxmemory", 0);
@@ -1444,6 +1464,46 @@ static int rd_drop_user(const engine_instance_t *primary, const char *username, 
     return rc;
 }
 
+/* Turns a running replica into a primary (REPLICAOF NO ONE) and waits up to 10 s until
+ * it reports role:master; it then accepts writes (replica-read-only applies to replicas
+ * only). The caller has fenced the old primary and bumped the topology epoch; the next
+ * render_config drops `replicaof` from the file, so a restart keeps the new role. */
+static int rd_promote(const engine_instance_t *in, dbp_err_t *err)
+{
+    redisContext *c = rd_connect(in, 3000, NULL, err);
+    if (!c)
+        return DBP_EENGINE;
+    const char *argv[] = {"REPLICAOF", "NO", "ONE"};
+    int rc = rd_do(c, err, 3, argv);
+    for (int i = 0; rc == 0 && i < 100; i++) {
+        char *info = rd_info_all(c, err);
+        if (!info) {
+            rc = DBP_EENGINE;
+            break;
+        }
+        char role[16] = "";
+        (void)rd_info(info, "role", role, sizeof(role));
+        free(info);
+        if (strcmp(role, "master") == 0) {
+            dbp_info("redis_promoted", "instance=%s", in->name);
+            redisFree(c);
+            return 0;
+        }
+        usleep(100 * 1000);
+    }
+    redisFree(c);
+    return rc ? rc : dbp_err_set(err, DBP_EBUSY, "%s did not become a primary in 10 s", in->name);
+}
+
+/* A former primary needs no rewind: started as a replica (render_config with `primary`),
+ * Redis resynchronises it from its new primary by itself, with a full copy when their
+ * histories differ. */
+static int rd_rejoin(const engine_instance_t *in, const engine_instance_t *primary, dbp_err_t *err)
+{
+    dbp_info("redis_rejoin", "instance=%s primary=%s", in->name, primary->name);
+    return 0;
+}
+
 /* The Redis driver. stop_signal SIGTERM: Redis saves per its configuration (an RDB when
  * save points are set, a final AOF fsync) and exits. No reload signal: render_config
  * applies changes to a running server itself. */
@@ -1464,4 +1524,6 @@ const engine_ops_t engine_redis = {
     .ensure_database = NULL,
     .ensure_grant = NULL,
     .drop_user = rd_drop_user,
+    .promote = rd_promote,
+    .rejoin = rd_rejoin,
 };

@@ -170,21 +170,22 @@ int pgauth_scram_server_first(pgauth_scram_server_t *st, const pgauth_scram_keys
     return n;
 }
 
-/* AuthMessage = client-first-bare "," server-first "," client-final-without-proof. */
+/* HMAC(key, AuthMessage) with AuthMessage = client-first-bare "," server-first ","
+ * client-final-without-proof, assembled in a stack buffer (one-shot HMAC). */
 static void auth_message_hmac(const uint8_t *key, const char *cfb, size_t cfb_len,
                               const char *sf, size_t sf_len, const char *cfwp, size_t cfwp_len,
                               uint8_t out[32], bool *ok)
 {
-    HMAC_CTX *ctx = HMAC_CTX_new();
-    unsigned int olen = 0;
-    *ok = ctx && HMAC_Init_ex(ctx, key, 32, EVP_sha256(), NULL) &&
-          HMAC_Update(ctx, (const unsigned char *)cfb, cfb_len) &&
-          HMAC_Update(ctx, (const unsigned char *)",", 1) &&
-          HMAC_Update(ctx, (const unsigned char *)sf, sf_len) &&
-          HMAC_Update(ctx, (const unsigned char *)",", 1) &&
-          HMAC_Update(ctx, (const unsigned char *)cfwp, cfwp_len) &&
-          HMAC_Final(ctx, out, &olen) && olen == 32;
-    HMAC_CTX_free(ctx);
+    char msg[3 * PGAUTH_MSG_MAX + 2 * PGAUTH_NONCE_MAX + 64];
+    *ok = false;
+    if (cfb_len + sf_len + cfwp_len + 2 > sizeof(msg))
+        return;
+    memcpy(msg, cfb, cfb_len);
+    msg[cfb_len] = ',';
+    memcpy(msg + cfb_len + 1, sf, sf_len);
+    msg[cfb_len + 1 + sf_len] = ',';
+    memcpy(msg + cfb_len + 2 + sf_len, cfwp, cfwp_len);
+    *ok = hmac256(key, 32, msg, cfb_len + sf_len + cfwp_len + 2, out) == 0;
 }
 
 int pgauth_scram_server_final(pgauth_scram_server_t *st, const pgauth_scram_keys_t *keys,

@@ -121,7 +121,6 @@ typedef struct px_lsock {
     int nfds;
     int fds[PX_MAX_WORKERS];
     atomic_int refs;      /* table + each worker listening + clients in login */
-    atomic_int fds_taken; /* workers that took their fd (they close it) */
 } px_lsock_t;
 
 /* An endpoint of the snapshot: a listening socket set bound to a cluster. */
@@ -355,7 +354,7 @@ typedef struct px_worker {
     int inbox[2];
     struct event *inbox_ev, *tick_ev, *reap_ev;
     px_cfg_t *cfg;               /* current snapshot (reference held) */
-    px_wlistener_t *ls;
+    px_wlistener_t **ls;         /* listeners of this worker (each malloc'd) */
     int nls;
     px_pool_t **pool_tab;        /* hash of pools */
     size_t pool_tab_size;
@@ -382,10 +381,9 @@ struct proxy {
     px_lsock_t **lsocks;
     int nlsocks;
     SSL_CTX *tls;
-    /* Counters that outlive snapshots: per cluster (clients) and per (cluster, user). */
-    struct px_counter { char key[140]; atomic_int v; } *counters;
-    int ncounters, capcounters;
-    atomic_int_least64_t max_epoch[256];
+    /* Counters that outlive snapshots, per cluster (clients) and per (cluster, user):
+     * a list of px_counter_node_t (proxy.c). */
+    void *counters;
 };
 
 /* Inbox messages (a pointer written to the worker's pipe; the worker frees it). */
@@ -456,12 +454,19 @@ px_pool_t *px_pool_get(px_worker_t *w, const char *cluster, bool ro, const char 
 /* Links an idle server to c or queues c (launching a connection if allowed). True when
  * linked now. */
 bool px_pool_acquire(px_pool_t *pool, px_client_t *c);
+/* Opens server connections for the pool's waiting clients (within its caps). */
+void px_pool_kick(px_pool_t *pool);
+/* Writes the synthesized ParseComplete/CloseComplete at the front of s's queue to its
+ * client's output queue. Returns 0 or -1. */
+int px_server_emit_synth(px_server_t *s) __attribute__((warn_unused_result));
 /* Called when the client stops using its server (close, or end of session). */
 void px_server_client_gone(px_server_t *s);
 /* Re-resolves pools after a new snapshot; closes servers of stale backends. */
 void px_pools_refresh(px_worker_t *w);
 void px_pools_tick(px_worker_t *w);
 void px_pools_free(px_worker_t *w);
+/* Closes every server and pooled client of the worker (shutdown). */
+void px_pools_close_all(px_worker_t *w);
 void px_server_free(px_server_t *s);
 /* Sends a CancelRequest for the query running on s. */
 void px_server_cancel(px_server_t *s);

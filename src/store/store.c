@@ -105,6 +105,33 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (tenant, secret, key)"
     ") WITHOUT ROWID;"
     "PRAGMA user_version = 1;",
+    /* 2: the backup catalog (store/catalog.c): one row per backup run. */
+    "CREATE TABLE backups ("
+    "  tenant TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  cluster TEXT NOT NULL,"
+    "  backup TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  store TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  message TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  engine TEXT NOT NULL,"
+    "  engine_version TEXT NOT NULL,"
+    "  position TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  raw_bytes INTEGER NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  verified TEXT NOT NULL,"
+    "  verify_message TEXT NOT NULL,"
+    "  verified_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (tenant, id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX backups_cluster ON backups (tenant, cluster, started_ms);"
+    "PRAGMA user_version = 2;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,

@@ -24,7 +24,7 @@
 typedef struct store store_t;
 
 /* Current schema version written by store_open's migrations. */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 /* Opens (creating if needed) the database at `path`, enables WAL and foreign keys, and
  * applies pending migrations in one transaction. Returns owned *out (close with
@@ -194,5 +194,74 @@ void store_rollback(store_t *s);
 
 /* True while a transaction opened by store_begin (or any explicit one) is open. */
 bool store_in_transaction(store_t *s);
+
+/* --- backup catalog (store/catalog.c) --------------------------------------------------
+ * One row per backup run, written by the process that takes the backup (`dbplane backup`,
+ * which holds its own connection next to the daemon's). A run is inserted as "running"
+ * with the pid of its process before anything is uploaded, and becomes "complete" only
+ * after its manifest is in the backup store; a run whose process died is turned into
+ * "failed" by store_catalog_reap_dead. Deleting a row never touches the backup store. */
+
+/* One backup run. Strings are fixed-size so records can be copied freely. */
+typedef struct store_backup {
+    char tenant[64];
+    char id[96];            /* run id, unique per tenant: "<cluster>-<UTC yyyymmddThhmmssZ>-<type>" */
+    char cluster[64];
+    char backup[64];        /* the Backup resource's name; "" for an ad-hoc run */
+    char type[16];          /* "logical" | "physical" */
+    char store[64];         /* the BackupStore's name */
+    char path[512];         /* run directory inside the backup store (no leading '/') */
+    char status[16];        /* "running" | "complete" | "failed" */
+    char message[512];      /* why it failed; "" otherwise */
+    char source[96];        /* the instance it was taken from */
+    char engine[16];        /* "postgresql" | "mariadb" | "redis" */
+    char engine_version[64];
+    char position[128];     /* LSN / GTID / offset at the start of the backup */
+    int64_t bytes;          /* bytes in the backup store (compressed, encrypted) */
+    int64_t raw_bytes;      /* bytes the engine produced */
+    int64_t started_ms;     /* unix ms */
+    int64_t finished_ms;    /* unix ms; 0 while running */
+    int64_t pid;            /* process taking it, while running */
+    char verified[16];      /* "" (not verified) | "ok" | "failed" */
+    char verify_message[512];
+    int64_t verified_ms;    /* unix ms of the last verification; 0 never */
+} store_backup_t;
+
+/* Inserts or replaces a run (key: tenant, id). `b` is borrowed. */
+int store_backup_put(store_t *s, const store_backup_t *b, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Reads one run; DBP_ENOENT when absent. */
+int store_backup_get(store_t *s, const char *tenant, const char *id, store_backup_t *out,
+                     dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Calls cb for each run of tenant (NULL = any) and cluster (NULL = any), oldest first
+ * (started_ms, id). The record is a view valid during the callback. A non-zero return
+ * from cb stops the walk and is returned. */
+typedef int (*store_backup_cb)(const store_backup_t *b, void *ud);
+int store_backup_list(store_t *s, const char *tenant, const char *cluster, store_backup_cb cb,
+                      void *ud, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Deletes one run's row; absent is not an error. */
+int store_backup_delete(store_t *s, const char *tenant, const char *id, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Records a verification result ("ok" | "failed") and its message for a run. DBP_ENOENT
+ * when the run is not catalogued. */
+int store_backup_set_verified(store_t *s, const char *tenant, const char *id, const char *result,
+                              const char *message, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Marks every "running" run whose process no longer exists (kill(pid, 0) fails with
+ * ESRCH) as "failed" with the message "interrupted: process <pid> is gone". *reaped (may
+ * be NULL) receives the count. For runs killed midway (kill -9, power loss). */
+int store_catalog_reap_dead(store_t *s, int *reaped, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Marks a connection as a guest next to the daemon's (the `dbplane backup` process): it
+ * never checkpoints the WAL when it closes, so it can never be the one that resets or
+ * deletes the WAL while the daemon still writes to it, whatever the state of the
+ * daemon's locks. Checkpoints stay the daemon's job. */
+int store_catalog_guest(store_t *s, dbp_err_t *err) __attribute__((warn_unused_result));
 
 #endif

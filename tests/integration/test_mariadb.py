@@ -268,7 +268,11 @@ def test_kill_9_replica_restarts_and_catches_up_without_reclone(wc):
         primary_pos = scalar(conn, "SELECT @@gtid_binlog_pos")
     wait_until(lambda: any(e["reason"] == "InstanceRestarted" and e["name"] == "app-db-1"
                            for e in d.events()), timeout=60, what="an InstanceRestarted event")
-    d.wait(120)
+    # (Not `dbplane wait`: the module's daemon also holds a deliberately failing SqlJob.)
+    def ready():
+        c = d.cluster("app-db")
+        return c["state"] == "ready" and all(i["state"] == "running" for i in c["instances"])
+    wait_until(ready, timeout=120, what="app-db ready again")
     assert server_pid(d, "app-db-1") != pid
     with connect(d, "replica") as conn:
         assert wait_until(lambda: scalar(conn, "SELECT v FROM during_outage"), timeout=60,
@@ -293,9 +297,11 @@ def test_stop_and_start_keeps_data_without_reinit(daemon):
             open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     d.start(WECARE)
     assert sorted(i["port"] for i in d.cluster("app-db")["instances"]) == ports
-    with connect(d, "replica") as conn:
-        assert wait_until(lambda: scalar(conn, "SELECT v FROM kept"), timeout=30,
-                          what="the row after restart") == "still here"
+
+    def kept_on_replica():
+        with connect(d, "replica") as conn:  # may still be starting
+            return scalar(conn, "SELECT v FROM kept")
+    assert wait_until(kept_on_replica, timeout=60, what="the row after restart") == "still here"
     with connect(d, "primary") as conn:
         with conn.cursor() as cur:
             cur.execute("INSERT INTO kept VALUES ('after restart')")
@@ -328,3 +334,104 @@ def test_bad_config_is_an_error_status_not_a_crash_loop(daemon):
                what="typo-db to become ready")
     assert admin(d, "typo-db-0", "SELECT @@innodb_buffer_pool_size", cluster="typo-db",
                  tenant="default") == str(32 << 20)
+
+
+# ---- high availability (the ha/ sequences through this driver's promote) -----------------
+
+HA_PASSWORD = "ha-Test-password-1"  # stringData in mariadb/ha.yaml
+
+
+def ha_conn(inst):
+    return pymysql.connect(host=inst["host"], port=inst["port"], user="app", password=HA_PASSWORD,
+                           database="app", autocommit=True, connect_timeout=2, read_timeout=2)
+
+
+def ha_writable(inst):
+    try:
+        with ha_conn(inst) as c:
+            return scalar(c, "SELECT @@read_only") == 0
+    except pymysql.err.MySQLError:
+        return False
+
+
+class WritableProbe:
+    """Checks every 50 ms how many instances accept writes; records the maximum."""
+
+    def __init__(self, instances):
+        import threading
+        self.instances, self.max_writable, self.stop = instances, 0, False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        deadline = time.monotonic() + 180
+        while not self.stop and time.monotonic() < deadline:
+            self.max_writable = max(self.max_writable,
+                                    sum(1 for i in self.instances if ha_writable(i)))
+            time.sleep(0.05)
+
+    def finish(self):
+        self.stop = True
+        self.t.join(10)
+        return self.max_writable
+
+
+def ledger(inst):
+    with ha_conn(inst) as c:
+        with c.cursor() as cur:
+            cur.execute("SELECT v FROM ledger ORDER BY id")
+            return [r[0] for r in cur.fetchall()]
+
+
+def test_hung_primary_fails_over_and_switches_back(daemon):
+    d = daemon.start(FIXTURES / "ha.yaml")
+    c0 = d.cluster("my-ha")
+    assert c0["epoch"] == 1 and c0["primary"] == "my-ha-0"
+    with ha_conn(d.instance("my-ha", "primary")) as c:
+        with c.cursor() as cur:
+            cur.execute("CREATE TABLE ledger (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(16))")
+            cur.execute("INSERT INTO ledger (v) VALUES ('before')")
+    insts = c0["instances"]
+    with ha_conn(d.instance("my-ha", "replica")) as c:
+        wait_until(lambda: scalar(c, "SELECT COUNT(*) FROM ledger") == 1, timeout=30,
+                   what="the row on the replica")
+    probe = WritableProbe(insts)
+    pid = server_pid(d, "my-ha-0", cluster="my-ha", tenant="default")
+    os.kill(pid, signal.SIGSTOP)  # a hang, not a crash: the supervisor sees nothing
+    try:
+        c = wait_until(lambda: (lambda c: c if c["epoch"] == 2 else None)(d.cluster("my-ha")),
+                       timeout=60, what="failover to a new epoch")
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert c["primary"] == "my-ha-1"
+    new = next(i for i in c["instances"] if i["name"] == "my-ha-1")
+    # The epoch moves before the promotion completes: wait for the new primary to write.
+    wait_until(lambda: ha_writable(new), timeout=30, what="the promoted replica to take writes")
+    with ha_conn(new) as cn:
+        with cn.cursor() as cur:
+            cur.execute("INSERT INTO ledger (v) VALUES ('after')")
+    assert ledger(new) == ["before", "after"]
+    # The fenced old primary is cloned again from the new one and follows it.
+    d.wait(180)
+    c = d.cluster("my-ha")
+    old = next(i for i in c["instances"] if i["name"] == "my-ha-0")
+    assert old["role"] == "replica" and old["state"] == "running"
+    wait_until(lambda: ledger(old) == ["before", "after"], timeout=30,
+               what="the old primary to catch up as a replica")
+    assert "Rebuilding" in [e["reason"] for e in d.events()]
+    # A planned switchover back: no write is lost, still one writable server.
+    out = d.cli("switchover", "my-ha", "-o", "json").stdout
+    assert '"new_primary": "my-ha-0"' in out
+    back = next(i for i in d.cluster("my-ha")["instances"] if i["name"] == "my-ha-0")
+    wait_until(lambda: ha_writable(back), timeout=30, what="the switchover target to take writes")
+    with ha_conn(back) as cn:
+        with cn.cursor() as cur:
+            cur.execute("INSERT INTO ledger (v) VALUES ('switched')")
+    d.wait(180)
+    other = next(i for i in d.cluster("my-ha")["instances"] if i["name"] == "my-ha-1")
+    wait_until(lambda: ledger(other) == ["before", "after", "switched"], timeout=30,
+               what="the former primary to follow after the switchover")
+    assert probe.finish() <= 1, "two writable primaries at once"

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# pg-proxy.sh: dbplane's PostgreSQL proxy against PgBouncer (Debian's package), side by side
+# on one PostgreSQL 15 server, both in transaction pooling with the same pool size and the
+# same transport to the server (TCP 127.0.0.1). pgbench runs alternate between the two;
+# for each scenario the script prints TPS of each, the ratio dbplane/PgBouncer, and the
+# CPU time (utime+stime of the pooler process from /proc, 10 ms ticks) per transaction.
+#
+# Scenarios: select-only 50 and 200 clients, tpcb-like 50 clients, -C (new connection per
+# transaction) 20 clients, -M prepared select-only 50 clients (PgBouncer 1.18 has no
+# prepared-statement support in transaction mode: its failure is reported), and 5000 idle
+# logged-in clients (RSS per client connection of each pooler).
+#
+# Usage: bench/pg-proxy.sh [-T seconds] [-s scale] [-r repetitions] [-w proxy-workers]
+#        env DBPLANE_BIN (default build/dbplane), POOL (20), IDLE (5000), SKIP_IDLE=1
+# Run as root (PostgreSQL and PgBouncer run as the `dbplane` user) or as that user.
+# Loopback only; every run is bounded by pgbench -T and `timeout`.
+set -euo pipefail
+
+T=12; SCALE=10; REPS=1; WORKERS=1
+while getopts "T:s:r:w:" o; do
+  case $o in T) T=$OPTARG;; s) SCALE=$OPTARG;; r) REPS=$OPTARG;; w) WORKERS=$OPTARG;; *) exit 2;; esac
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${DBPLANE_BIN:-$ROOT/build/dbplane}
+POOL=${POOL:-20}
+IDLE=${IDLE:-5000}
+PGBIN=/usr/lib/postgresql/15/bin
+PW=benchpw
+PGPORT=55450; BOUNCER_PORT=56451; DBP_PORT=56452
+RUNAS=()
+if [ "$(id -u)" = 0 ]; then RUNAS=(runuser -u dbplane --); fi
+[ -x "$BIN" ] || { echo "build dbplane first ($BIN)"; exit 1; }
+command -v pgbouncer >/dev/null || { echo "pgbouncer not installed"; exit 1; }
+
+W=$(mktemp -d /tmp/dbp-bench-XXXXXX); chmod 755 "$W"
+[ "$(id -u)" = 0 ] && chown dbplane "$W"
+cleanup() {
+  [ -n "${DBP_PID:-}" ] && kill "$DBP_PID" 2>/dev/null || true
+  [ -f "$W/pgbouncer.pid" ] && kill "$(cat "$W/pgbouncer.pid")" 2>/dev/null || true
+  "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$W/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+echo "== setup in $W"
+echo "$PW" > "$W/pw"; [ "$(id -u)" = 0 ] && chown dbplane "$W/pw"
+"${RUNAS[@]}" "$PGBIN/initdb" -D "$W/data" -U postgres --auth=scram-sha-256 --pwfile="$W/pw" -E UTF8 >/dev/null
+cat >> "$W/data/postgresql.conf" <<EOF
+port = $PGPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$W'
+max_connections = 300
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+EOF
+"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start >/dev/null
+export PGPASSWORD=$PW PGSSLMODE=disable
+psql -qX -h 127.0.0.1 -p $PGPORT -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PW'" -c "CREATE DATABASE bench OWNER bench" postgres
+pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p $PGPORT -U bench bench >/dev/null 2>&1
+VERIFIER=$(psql -XAt -h 127.0.0.1 -p $PGPORT -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname='bench'" postgres)
+
+# PgBouncer: transaction mode; the user's SCRAM verifier in auth_file (no PBKDF2 per login,
+# server login by SCRAM pass-through), like dbplane's stored verifiers.
+echo "\"bench\" \"$VERIFIER\"" > "$W/userlist.txt"
+cat > "$W/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $W/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = $((IDLE + 500))
+pidfile = $W/pgbouncer.pid
+logfile = $W/pgbouncer.log
+ignore_startup_parameters = extra_float_digits
+EOF
+[ "$(id -u)" = 0 ] && chown dbplane "$W/userlist.txt" "$W/pgbouncer.ini"
+ulimit -n 20000 || true
+"${RUNAS[@]}" pgbouncer -d "$W/pgbouncer.ini"
+for _ in $(seq 50); do [ -f "$W/pgbouncer.pid" ] && break; sleep 0.1; done
+BOUNCER_PID=$(cat "$W/pgbouncer.pid")
+
+umask 077
+cat > "$W/dbplane.json" <<EOF
+{"workers": $WORKERS, "log_level": "warn",
+ "clusters": [{"name": "bench", "rw_port": $DBP_PORT, "pool_mode": "transaction",
+   "pool_size": $POOL, "max_client_connections": $((IDLE + 500)), "epoch": 1,
+   "backends": [{"name": "pg", "host": "127.0.0.1", "port": $PGPORT, "primary": true}],
+   "users": [{"username": "bench", "password": "$PW"}]}]}
+EOF
+umask 022
+"$BIN" proxy-run --config "$W/dbplane.json" > "$W/dbplane.out" 2> "$W/dbplane.log" &
+DBP_PID=$!
+sleep 0.5
+echo "   PostgreSQL :$PGPORT  PgBouncer :$BOUNCER_PORT (pid $BOUNCER_PID)  dbplane :$DBP_PORT (pid $DBP_PID, $WORKERS worker(s))  pool $POOL  scale $SCALE  -T $T"
+echo "   $(pgbouncer --version | head -1); $(pgbench --version)"
+
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run NAME PORT PID ARGS... → prints "tps txns cpu_us_per_txn ok"
+run() {
+  local port=$1 pid=$2; shift 2
+  local c0 c1 out tps n
+  c0=$(cputicks "$pid")
+  out=$(timeout $((T + 60)) pgbench -n "$@" -j 2 -T "$T" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || true
+  c1=$(cputicks "$pid")
+  tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
+  n=$(echo "$out" | awk -F'[:/ ]+' '/actually processed/ {print $6; exit}')
+  if [ -z "$tps" ] || [ -z "$n" ] || [ "$n" = 0 ] || echo "$out" | grep -q "aborted"; then
+    echo "0 0 0 FAIL:$(echo "$out" | grep -m1 -E 'error|FATAL' | cut -c1-90)"
+    return
+  fi
+  echo "$tps $n $(( (c1 - c0) * 10000 / n )) ok"
+}
+
+printf "\n%-26s %12s %12s %8s %14s %14s %8s\n" scenario "pgbouncer" "dbplane" "ratio" "pgb cpu us/tx" "dbp cpu us/tx" "cpu r."
+scenario() {
+  local name=$1; shift
+  local bt=() dt=() bc=() dc=() bnote="" dnote=""
+  for r in $(seq "$REPS"); do
+    if [ $((r % 2)) = 1 ]; then
+      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bt+=("$t"); bc+=("$c"); [ "$s" = ok ] || bnote=$s
+      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dt+=("$t"); dc+=("$c"); [ "$s" = ok ] || dnote=$s
+    else
+      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dt+=("$t"); dc+=("$c"); [ "$s" = ok ] || dnote=$s
+      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bt+=("$t"); bc+=("$c"); [ "$s" = ok ] || bnote=$s
+    fi
+  done
+  local b d bcu dcu
+  b=$(printf "%s\n" "${bt[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  d=$(printf "%s\n" "${dt[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  bcu=$(printf "%s\n" "${bc[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  dcu=$(printf "%s\n" "${dc[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf "%-26s %12.0f %12.0f %8s %14s %14s %8s\n" "$name" "$b" "$d" \
+    "$(awk -v b="$b" -v d="$d" 'BEGIN { if (b > 0) printf "%.2f", d / b; else print "n/a" }')" "$bcu" "$dcu" \
+    "$(awk -v b="$bcu" -v d="$dcu" 'BEGIN { if (b > 0) printf "%.2f", d / b; else print "n/a" }')"
+  [ -n "$bnote" ] && echo "    pgbouncer: $bnote"
+  [ -n "$dnote" ] && echo "    dbplane: $dnote"
+  return 0
+}
+
+scenario "select-only 50 cl" -S -M simple -c 50
+scenario "select-only 200 cl" -S -M simple -c 200
+scenario "tpcb-like 50 cl" -M simple -c 50
+scenario "-C select-only 20 cl" -C -S -M simple -c 20
+scenario "-M prepared sel-only 50" -S -M prepared -c 50
+
+if [ "${SKIP_IDLE:-0}" != 1 ]; then
+  echo
+  echo "== $IDLE idle logged-in clients (RSS per client connection)"
+  idle_rss() {
+    local port=$1 pid=$2
+    /usr/bin/python3 - "$port" "$pid" "$IDLE" <<'EOF'
+import os, sys, time
+import psycopg
+port, pid, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+before = rss()
+conns = []
+t0 = time.monotonic()
+try:
+    for i in range(n):
+        conns.append(psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=bench password=benchpw sslmode=disable", autocommit=True))
+        if time.monotonic() - t0 > 300:
+            break
+    conns[0].execute("select 1")
+    time.sleep(1)
+    after = rss()
+    print(f"{len(conns)} {before} {after} {(after - before) * 1024 / max(1, len(conns)):.0f}")
+finally:
+    for c in conns:
+        c.close()
+EOF
+  }
+  read -r nb b0 b1 bper < <(idle_rss $BOUNCER_PORT "$BOUNCER_PID")
+  read -r nd d0 d1 dper < <(idle_rss $DBP_PORT "$DBP_PID")
+  printf "%-12s %8s %14s %14s %18s\n" pooler clients "RSS before kB" "RSS after kB" "bytes per client"
+  printf "%-12s %8s %14s %14s %18s\n" pgbouncer "$nb" "$b0" "$b1" "$bper"
+  printf "%-12s %8s %14s %14s %18s\n" dbplane "$nd" "$d0" "$d1" "$dper"
+  awk -v b="$bper" -v d="$dper" 'BEGIN { if (b > 0) printf "ratio dbplane/pgbouncer RSS per client: %.2f\n", d / b }'
+fi
+echo
+echo "dbplane stats: $(kill -USR1 $DBP_PID; sleep 0.5; tail -1 "$W/dbplane.out" | cut -c1-400)"

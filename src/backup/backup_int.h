@@ -1,0 +1,86 @@
+/*
+ * backup_int.h: what run.c, restore.c and wal.c share inside the backup module: the
+ * context's layout and the helpers that resolve resources (clusters, stores, secrets,
+ * instances) from the store. Not for use outside src/backup/.
+ */
+#ifndef DBP_BACKUP_BACKUP_INT_H
+#define DBP_BACKUP_BACKUP_INT_H
+
+#include <limits.h>
+
+#include "backup/backup.h"
+#include "backup/manifest.h"
+#include "backup/objstore.h"
+#include "backup/stream.h"
+#include "common/proc.h"
+#include "secrets/secrets.h"
+
+#define BK_MAX_INSTANCES 16
+
+struct backup_ctx {
+    char data_dir[PATH_MAX];  /* absolute */
+    char run_dir[128];        /* short runtime dir (unix sockets) */
+    dbp_runas_t runas;
+    store_t *store;
+    secrets_t *secrets;
+    spec_set_t set;           /* every stored resource, parsed */
+    volatile sig_atomic_t *cancel;
+    backup_progress_fn progress;
+    void *progress_ud;
+    int64_t progress_ms;      /* monotonic ms of the last progress report */
+};
+
+/* Finds a resource of the context's set; NULL when absent. */
+const spec_resource_t *bk_find(backup_ctx_t *ctx, spec_kind_t kind, const char *tenant,
+                               const char *name);
+
+/* Reads a Secret's value: owned *value (secrets_free_value). */
+int bk_secret(backup_ctx_t *ctx, const char *tenant, const spec_secret_ref_t *ref, char **value,
+              dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Opens BackupStore `name` of tenant. Relative posix paths are taken relative to the data
+ * dir. */
+int bk_open_store(backup_ctx_t *ctx, const char *tenant, const char *name, backup_store_t **out,
+                  dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Lists the instances of a cluster (up to BK_MAX_INSTANCES, ordinal order) and the
+ * topology's primary name. */
+int bk_instances(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                 store_instance_t *recs, int *n, char primary[96], dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Describes instance `rec` of cluster resource `c` the way the reconciler lays it out. */
+void bk_fill_instance(backup_ctx_t *ctx, const spec_resource_t *c, const store_instance_t *rec,
+                      engine_instance_t *in);
+
+/* The running primary of a cluster as an engine instance. DBP_EBUSY when none runs. */
+int bk_primary(backup_ctx_t *ctx, const spec_resource_t *c, engine_instance_t *in,
+               dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Reads and parses "<dir>/manifest.json". DBP_ENOENT when there is none (an incomplete
+ * run), DBP_EINVAL for a bad one. */
+int bk_load_manifest(backup_store_t *s, const char *dir, backup_manifest_t *m, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Reports progress through the context's callback, rate-limited unless `force`. */
+void bk_progress(backup_ctx_t *ctx, const char *phase, int64_t raw, int64_t stored, bool force);
+
+/* True when the cancel flag is up. */
+bool bk_cancelled(const backup_ctx_t *ctx);
+
+/* Records an event for kind "Backup" (or "Restore") and logs it. */
+void bk_event(backup_ctx_t *ctx, const char *tenant, const char *kind, const char *name,
+              const char *type, const char *reason, const char *msg);
+
+/* The encryption secret of a Backup (NULL value when it has none). */
+int bk_backup_key(backup_ctx_t *ctx, const spec_resource_t *b, char **key, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Takes a logical backup of every database of cluster `c` into store `store_name` (the
+ * safety backup before an in-place restore), as a run of Backup `backup` when that is a
+ * Backup of `c` (its encryption applies), else ad hoc. */
+int bk_safety_backup(backup_ctx_t *ctx, const spec_resource_t *c, const char *backup,
+                     const char *store_name, store_backup_t *out, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+#endif

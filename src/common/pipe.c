@@ -1,0 +1,239 @@
+/*
+ * pipe.c: piped one-shot children (see pipe.h). The fork/exec path mirrors proc.c's:
+ * between fork and exec only async-signal-safe calls are made, the environment is built
+ * before forking, every descriptor above 2 is closed in the child, and the child gets its
+ * own process group so a terminal's Ctrl-C reaches dbplane only.
+ */
+#include "common/pipe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Runs in the child between fork and exec. */
+static void pipe_child(char *const argv[], char *const envp[], const dbp_runas_t *ra, int logfd,
+                       const char *cwd, dbp_pipe_dir_t dir, int child_end)
+{
+    setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < 32; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
+    if (dir == DBP_PIPE_FROM_CHILD) {
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            close(devnull);
+        }
+        dup2(child_end, STDOUT_FILENO);
+    } else {
+        dup2(child_end, STDIN_FILENO);
+        dup2(logfd, STDOUT_FILENO);
+    }
+    dup2(logfd, STDERR_FILENO);
+    close_range(3, ~0U, 0);
+    if (ra && ra->drop) {
+        if (setgroups(0, NULL) != 0 || setgid(ra->gid) != 0 || setuid(ra->uid) != 0) {
+            static const char m[] = "dbplane: cannot switch to the service user\n";
+            ssize_t w = write(STDERR_FILENO, m, sizeof(m) - 1);
+            (void)w;
+            _exit(126);
+        }
+    }
+    if (cwd && chdir(cwd) != 0)
+        _exit(126);
+    execve(argv[0], argv, envp);
+    static const char m[] = "dbplane: exec failed\n";
+    ssize_t w = write(STDERR_FILENO, m, sizeof(m) - 1);
+    (void)w;
+    _exit(127);
+}
+
+int dbp_pipe_spawn(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
+                   const char *log_path, const char *cwd, dbp_pipe_dir_t dir, dbp_pipe_t *p,
+                   dbp_err_t *err)
+{
+    memset(p, 0, sizeof(*p));
+    p->fd = -1;
+    snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
+    const char *base = strrchr(argv[0], '/');
+    snprintf(p->what, sizeof(p->what), "%s", base ? base + 1 : argv[0]);
+    if (access(argv[0], X_OK) != 0)
+        return dbp_err_set(err, DBP_EIO, "%s is not executable: %s", argv[0], strerror(errno));
+    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (logfd < 0)
+        return dbp_err_set(err, DBP_EIO, "open %s: %s", log_path, strerror(errno));
+    if (ra && ra->drop && fchown(logfd, ra->uid, ra->gid) != 0) {
+        close(logfd);
+        return dbp_err_set(err, DBP_EIO, "chown %s: %s", log_path, strerror(errno));
+    }
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(logfd);
+        return dbp_err_set(err, DBP_EIO, "pipe: %s", strerror(e));
+    }
+    /* fds[0] is the read end. FROM_CHILD: the child writes fds[1]; TO_CHILD: reads fds[0]. */
+    int child_end = dir == DBP_PIPE_FROM_CHILD ? fds[1] : fds[0];
+    int our_end = dir == DBP_PIPE_FROM_CHILD ? fds[0] : fds[1];
+
+    size_t nenv = 0, nextra = 0;
+    while (environ[nenv])
+        nenv++;
+    while (env_extra && env_extra[nextra])
+        nextra++;
+    char **envp = calloc(nenv + nextra + 1, sizeof(char *));
+    if (!envp) {
+        close(logfd);
+        close(fds[0]);
+        close(fds[1]);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nenv; i++) {
+        if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0)
+            continue;
+        envp[k++] = environ[i];
+    }
+    for (size_t i = 0; i < nextra; i++)
+        envp[k++] = env_extra[i];
+    envp[k] = NULL;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        free(envp);
+        close(logfd);
+        close(fds[0]);
+        close(fds[1]);
+        return dbp_err_set(err, DBP_EIO, "fork: %s", strerror(e));
+    }
+    if (pid == 0)
+        pipe_child(argv, envp, ra, logfd, cwd, dir, child_end);
+    setpgid(pid, pid);
+    free(envp);
+    close(logfd);
+    close(child_end);
+    p->pid = pid;
+    p->fd = our_end;
+    return 0;
+}
+
+long dbp_pipe_read(dbp_pipe_t *p, void *buf, size_t cap, dbp_err_t *err)
+{
+    for (;;) {
+        ssize_t n = read(p->fd, buf, cap);
+        if (n >= 0)
+            return (long)n;
+        if (errno != EINTR)
+            return dbp_err_set(err, DBP_EIO, "read from %s: %s", p->what, strerror(errno));
+    }
+}
+
+int dbp_pipe_write_all(dbp_pipe_t *p, const void *buf, size_t len, dbp_err_t *err)
+{
+    const char *b = buf;
+    while (len) {
+        ssize_t n = write(p->fd, b, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return dbp_err_set(err, DBP_EIO, "write to %s: %s", p->what, strerror(errno));
+        }
+        b += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void dbp_pipe_last_log_line(const char *path, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long end = ftell(f);
+        if (fseek(f, end > 4096 ? end - 4096 : 0, SEEK_SET) != 0) {
+            fclose(f);
+            return;
+        }
+    }
+    char line[1024];
+    while (fgets(line, sizeof(line), f)) {
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n)
+            snprintf(buf, len, "%s", line);
+    }
+    fclose(f);
+}
+
+int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
+{
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+    if (p->pid <= 0)
+        return 0;
+    int64_t deadline = timeout_ms > 0 ? dbp_now_ms() + timeout_ms : 0;
+    int status = 0;
+    for (;;) {
+        pid_t w = waitpid(p->pid, &status, deadline ? WNOHANG : 0);
+        if (w == p->pid)
+            break;
+        if (w < 0 && errno != EINTR) {
+            int e = errno;
+            p->pid = 0;
+            return dbp_err_set(err, DBP_EIO, "waitpid %s: %s", p->what, strerror(e));
+        }
+        if (deadline && dbp_now_ms() > deadline) {
+            kill(-p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            p->pid = 0;
+            return dbp_err_set(err, DBP_EIO, "%s timed out after %d ms (log: %s)", p->what,
+                               timeout_ms, p->log_path);
+        }
+        if (deadline) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    p->pid = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    char last[400];
+    dbp_pipe_last_log_line(p->log_path, last, sizeof(last));
+    if (WIFSIGNALED(status))
+        return dbp_err_set(err, DBP_EIO, "%s killed by signal %d: %s", p->what, WTERMSIG(status),
+                           last);
+    return dbp_err_set(err, DBP_EIO, "%s exited with status %d: %s", p->what, WEXITSTATUS(status),
+                       last);
+}
+
+void dbp_pipe_kill(dbp_pipe_t *p)
+{
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+    if (p->pid > 0) {
+        kill(-p->pid, SIGKILL);
+        int status;
+        while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        p->pid = 0;
+    }
+}

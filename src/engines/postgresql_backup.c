@@ -1,0 +1,576 @@
+/*
+ * postgresql_backup.c: backups and restores of PostgreSQL servers (postgresql_backup.h).
+ *
+ * Every operation is a stream through a pipe, never a file: a physical backup is the tar
+ * stream of `pg_basebackup -D - -Ft -X fetch` (the data directory plus the WAL needed to
+ * make it consistent, and pg_basebackup's own backup_manifest), read from the tool's
+ * stdout and handed to the caller's write callback; a logical backup is `pg_dump -Fc`
+ * without compression (the backup pipeline compresses), or `pg_dumpall --globals-only`
+ * for roles. Restores run the reverse: GNU tar extracting a physical stream into a new
+ * data directory as the unprivileged service user (so a hostile archive cannot write
+ * where that user cannot), or pg_restore / psql fed through stdin.
+ *
+ * A physical restore leaves a data directory that PostgreSQL brings to consistency by
+ * crash recovery from backup_label and the fetched WAL; for point-in-time recovery a
+ * recovery.signal and the recovery settings (restore_command, recovery_target_time,
+ * recovery_target_action=promote) are written to postgresql.auto.conf, which
+ * render_config does not touch.
+ */
+#include "engines/postgresql_backup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "common/log.h"
+#include "common/pipe.h"
+
+#define PGB_ADMIN_ROLE "dbplane_admin"
+#define PGB_REPL_ROLE "dbplane_replicator"
+#define PGB_INIT_MARKER ".initialized"
+#define PGB_BUF (256 * 1024)
+#define PGB_TAR "/usr/bin/tar"
+#define PGB_TOOL_TIMEOUT_MS (6 * 3600 * 1000)
+
+/* /usr/lib/postgresql/<major>/bin/<tool> (Debian's layout, as postgresql.c). */
+static void pgb_tool(const engine_instance_t *in, const char *tool, char *buf, size_t len)
+{
+    const char *v = in->spec && in->spec->version.v && *in->spec->version.v ? in->spec->version.v
+                                                                             : "15";
+    snprintf(buf, len, "/usr/lib/postgresql/%s/bin/%s", v, tool);
+}
+
+/* The account dbplane itself runs as: tools that log in as dbplane_admin run as it. */
+static void pgb_self(const engine_instance_t *in, dbp_runas_t *out)
+{
+    *out = *in->runas;
+    out->drop = false;
+}
+
+/* Opens an admin connection over the instance's unix socket; NULL with err filled. */
+static PGconn *pgb_connect(const engine_instance_t *in, const char *dbname, dbp_err_t *err)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", in->port);
+    const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
+                          "application_name", NULL};
+    const char *vals[] = {in->sock_dir, port, PGB_ADMIN_ROLE, dbname, "5", "dbplane-backup", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s", conn ? PQerrorMessage(conn) : "out of memory");
+        size_t l = strlen(msg);
+        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+            msg[--l] = '\0';
+        dbp_err_set(err, DBP_EENGINE, "connect %s/%s: %s", in->name, dbname, msg);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Runs a query returning rows; NULL with err filled from the server's message. */
+static PGresult *pgb_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                           dbp_err_t *err)
+{
+    PGresult *r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+        msg[--l] = '\0';
+    dbp_err_set(err, DBP_EENGINE, "%s", msg);
+    PQclear(r);
+    return NULL;
+}
+
+/* Fills info->version and info->start_position (current LSN, or replay LSN on a standby). */
+static int pgb_source_info(const engine_instance_t *in, engine_backup_info_t *info,
+                           dbp_err_t *err)
+{
+    PGconn *c = pgb_connect(in, "postgres", err);
+    if (!c)
+        return DBP_EENGINE;
+    PGresult *r = pgb_query(c,
+                            "SELECT current_setting('server_version'),"
+                            " CASE WHEN pg_is_in_recovery()"
+                            "  THEN COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
+                            "  ELSE pg_current_wal_lsn()::text END",
+                            0, NULL, err);
+    if (!r) {
+        PQfinish(c);
+        return DBP_EENGINE;
+    }
+    snprintf(info->version, sizeof(info->version), "%s", PQgetvalue(r, 0, 0));
+    snprintf(info->start_position, sizeof(info->start_position), "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    PQfinish(c);
+    return 0;
+}
+
+/* Pumps the child's stdout into `write` until EOF; kills the child on a write error. */
+static int pgb_pump_out(dbp_pipe_t *p, engine_write_fn write, void *ud, dbp_err_t *err)
+{
+    char *buf = malloc(PGB_BUF);
+    if (!buf) {
+        dbp_pipe_kill(p);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    int rc = 0;
+    for (;;) {
+        long n = dbp_pipe_read(p, buf, PGB_BUF, err);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        rc = write(ud, buf, (size_t)n, err);
+        if (rc)
+            break;
+    }
+    free(buf);
+    if (rc) {
+        dbp_pipe_kill(p);
+        return rc;
+    }
+    return dbp_pipe_finish(p, PGB_TOOL_TIMEOUT_MS, err);
+}
+
+/* Pumps `read` into the child's stdin until the stream ends, then waits for the child. */
+static int pgb_pump_in(dbp_pipe_t *p, engine_read_fn read, void *ud, dbp_err_t *err)
+{
+    char *buf = malloc(PGB_BUF);
+    if (!buf) {
+        dbp_pipe_kill(p);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    int rc = 0;
+    bool child_failed = false;
+    for (;;) {
+        long n = read(ud, buf, PGB_BUF, err);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (dbp_pipe_write_all(p, buf, (size_t)n, err) != 0) {
+            child_failed = true; /* the child stopped reading: its own message says why */
+            break;
+        }
+    }
+    free(buf);
+    if (rc) {
+        dbp_pipe_kill(p);
+        return rc;
+    }
+    rc = dbp_pipe_finish(p, PGB_TOOL_TIMEOUT_MS, err);
+    if (rc == 0 && child_failed)
+        rc = dbp_err_set(err, DBP_EIO, "%s stopped reading its input", p->what);
+    return rc;
+}
+
+/* Size of a file, 0 when absent (to find the log lines a tool wrote in this run). */
+static long pgb_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* Scans the tool log from byte `from` for pg_basebackup -v's start/end point lines. */
+static void pgb_parse_points(const char *log, long from, engine_backup_info_t *info)
+{
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return;
+    if (fseek(f, from, SEEK_SET) != 0) {
+        fclose(f);
+        return;
+    }
+    char line[1024];
+    while (fgets(line, sizeof(line), f)) {
+        const char *p;
+        char lsn[64], tli[16];
+        if ((p = strstr(line, "write-ahead log start point: ")) &&
+            sscanf(p + 29, "%63s on timeline %15s", lsn, tli) == 2) {
+            snprintf(info->start_position, sizeof(info->start_position), "%s", lsn);
+            snprintf(info->timeline, sizeof(info->timeline), "%s", tli);
+        } else if ((p = strstr(line, "write-ahead log end point: ")) &&
+                   sscanf(p + 27, "%63s", lsn) == 1) {
+            snprintf(info->end_position, sizeof(info->end_position), "%s", lsn);
+        }
+    }
+    fclose(f);
+}
+
+int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
+                       engine_write_fn write, void *ud, dbp_err_t *err)
+{
+    memset(info, 0, sizeof(*info));
+    int rc = pgb_source_info(in, info, err);
+    if (rc)
+        return rc;
+    char tool[PATH_MAX], port[16];
+    pgb_tool(in, "pg_basebackup", tool, sizeof(tool));
+    snprintf(port, sizeof(port), "%d", in->port);
+    /* -X stream cannot write to stdout; -X fetch adds the WAL of the backup window to the
+     * tar, which the source keeps for the duration of the backup. */
+    char *argv[] = {tool,   "-D",   "-",          "-F",           "t",
+                    "-X",   "fetch", "-h",        (char *)in->sock_dir,
+                    "-p",   port,   "-U",         PGB_REPL_ROLE,  "-c",
+                    "fast", "-v",   "--no-password", NULL};
+    long from = pgb_file_size(in->tool_log_path);
+    dbp_pipe_t p;
+    rc = dbp_pipe_spawn(argv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
+                        err);
+    if (rc)
+        return rc;
+    rc = pgb_pump_out(&p, write, ud, err);
+    if (rc) {
+        dbp_err_prefix(err, "pg_basebackup from %s: ", in->name);
+        return rc;
+    }
+    pgb_parse_points(in->tool_log_path, from, info);
+    return 0;
+}
+
+int pg_backup_logical(const engine_instance_t *in, const char *database,
+                      engine_backup_info_t *info, engine_write_fn write, void *ud,
+                      dbp_err_t *err)
+{
+    memset(info, 0, sizeof(*info));
+    int rc = pgb_source_info(in, info, err);
+    if (rc)
+        return rc;
+    char tool[PATH_MAX], port[16];
+    snprintf(port, sizeof(port), "%d", in->port);
+    dbp_runas_t self;
+    pgb_self(in, &self);
+    dbp_pipe_t p;
+    if (database) {
+        pgb_tool(in, "pg_dump", tool, sizeof(tool));
+        char *argv[] = {tool, "-F", "c", "-Z", "0", "-h", (char *)in->sock_dir, "-p", port,
+                        "-U", PGB_ADMIN_ROLE, "-d", (char *)database, "--no-password", NULL};
+        rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
+                            err);
+    } else {
+        pgb_tool(in, "pg_dumpall", tool, sizeof(tool));
+        char *argv[] = {tool, "--globals-only", "-h", (char *)in->sock_dir, "-p", port,
+                        "-U", PGB_ADMIN_ROLE, "-l", "postgres", "--no-password", NULL};
+        rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
+                            err);
+    }
+    if (rc)
+        return rc;
+    rc = pgb_pump_out(&p, write, ud, err);
+    if (rc)
+        dbp_err_prefix(err, "%s of %s on %s: ", database ? "pg_dump" : "pg_dumpall",
+                       database ? database : "globals", in->name);
+    return rc;
+}
+
+/* True when `dir` is absent or an empty directory. */
+static bool pgb_dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT;
+    struct dirent *de;
+    bool empty = true;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = false;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+/* Quotes a postgresql.conf value (single quotes doubled, newlines dropped) into buf. */
+static void pgb_conf_quote(const char *v, char *buf, size_t len)
+{
+    size_t o = 0;
+    if (len < 3) {
+        buf[0] = '\0';
+        return;
+    }
+    buf[o++] = '\'';
+    for (const char *s = v; *s && o + 3 < len; s++) {
+        if (*s == '\n' || *s == '\r')
+            continue;
+        if (*s == '\'')
+            buf[o++] = '\'';
+        buf[o++] = *s;
+    }
+    buf[o++] = '\'';
+    buf[o] = '\0';
+}
+
+/* Writes the point-in-time recovery settings and recovery.signal into a restored data dir. */
+static int pgb_write_recovery(const engine_instance_t *in, const engine_restore_opts_t *opts,
+                              dbp_err_t *err)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/postgresql.auto.conf", in->data_dir);
+    char *old = NULL;
+    size_t oldlen = 0;
+    dbp_err_t ignore;
+    if (dbp_read_file(path, &old, &oldlen, &ignore) != 0) {
+        old = NULL;
+        oldlen = 0;
+    }
+    char cmd[2048], target[256];
+    pgb_conf_quote(opts->restore_command, cmd, sizeof(cmd));
+    pgb_conf_quote(opts->recovery_target_time, target, sizeof(target));
+    size_t cap = oldlen + sizeof(cmd) + sizeof(target) + 256;
+    char *buf = malloc(cap);
+    if (!buf) {
+        free(old);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    int n = snprintf(buf, cap,
+                     "%s\n# Point-in-time recovery, written by dbplane restore.\n"
+                     "restore_command = %s\nrecovery_target_time = %s\n"
+                     "recovery_target_action = 'promote'\nrecovery_target_inclusive = on\n",
+                     old ? old : "", cmd, target);
+    free(old);
+    int rc = dbp_write_file(path, buf, (size_t)n, 0600, in->runas, err);
+    free(buf);
+    if (rc)
+        return rc;
+    snprintf(path, sizeof(path), "%s/recovery.signal", in->data_dir);
+    return dbp_write_file(path, "", 0, 0600, in->runas, err);
+}
+
+int pg_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
+                        engine_read_fn read, void *ud, dbp_err_t *err)
+{
+    if (!pgb_dir_empty(in->data_dir))
+        return dbp_err_set(err, DBP_EBUSY,
+                           "restore into %s refused: the directory is not empty (a restore "
+                           "never replaces an existing data directory)",
+                           in->data_dir);
+    int rc = dbp_mkdir_p(in->data_dir, 0700, in->runas, err);
+    if (rc)
+        return rc;
+    /* GNU tar as the service user: members named with "..", absolute names and links
+     * leading outside are refused or neutralised by tar, and the account cannot write
+     * anywhere dbplane's own files live. */
+    char *argv[] = {PGB_TAR, "-x", "-f", "-", "-C", (char *)in->data_dir, "--no-same-owner",
+                    "--delay-directory-restore", NULL};
+    dbp_pipe_t p;
+    rc = dbp_pipe_spawn(argv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
+                        err);
+    if (!rc)
+        rc = pgb_pump_in(&p, read, ud, err);
+    if (!rc) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/PG_VERSION", in->data_dir);
+        if (access(path, F_OK) != 0)
+            rc = dbp_err_set(err, DBP_EINVAL, "the archive holds no PostgreSQL data directory");
+    }
+    if (!rc) {
+        /* The data dir must be 0700 for the server; standby.signal never survives a
+         * restore (the topology decides the role). */
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/standby.signal", in->data_dir);
+        if (unlink(path) != 0 && errno != ENOENT)
+            rc = dbp_err_set(err, DBP_EIO, "unlink %s: %s", path, strerror(errno));
+        if (!rc && chmod(in->data_dir, 0700) != 0)
+            rc = dbp_err_set(err, DBP_EIO, "chmod %s: %s", in->data_dir, strerror(errno));
+    }
+    if (!rc && opts && opts->recovery_target_time && opts->restore_command)
+        rc = pgb_write_recovery(in, opts, err);
+    if (!rc && in->dir[0]) {
+        /* An instance of the control plane's layout: mark it initialised (a data dir
+         * restored elsewhere, `dbplane restore --to DIR`, has no instance dir). */
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/" PGB_INIT_MARKER, in->dir);
+        rc = dbp_write_file(path, "1\n", 2, 0644, NULL, err);
+    }
+    if (rc) {
+        dbp_err_prefix(err, "restore into %s: ", in->name);
+        dbp_err_t ignore;
+        if (dbp_rm_rf(in->data_dir, &ignore) != 0)
+            dbp_warn("restore_cleanup_failed", "path=%s error=%s", dbp_log_q(in->data_dir),
+                     dbp_log_q(ignore.msg));
+    }
+    return rc;
+}
+
+int pg_restore_logical(const engine_instance_t *in, const char *database,
+                       const engine_restore_opts_t *opts, engine_read_fn read, void *ud,
+                       dbp_err_t *err)
+{
+    char tool[PATH_MAX], port[16];
+    snprintf(port, sizeof(port), "%d", in->port);
+    dbp_runas_t self;
+    pgb_self(in, &self);
+    dbp_pipe_t p;
+    int rc;
+    if (!database) {
+        /* Globals: CREATE ROLE of roles that exist fails harmlessly; keep going. */
+        pgb_tool(in, "psql", tool, sizeof(tool));
+        char *argv[] = {tool, "-X", "-q", "-h", (char *)in->sock_dir, "-p", port, "-U",
+                        PGB_ADMIN_ROLE, "-d", "postgres", "-f", "-", "--no-password", NULL};
+        rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
+                            err);
+    } else {
+        bool exists = false;
+        PGconn *c = pgb_connect(in, "postgres", err);
+        if (!c)
+            return DBP_EENGINE;
+        const char *params[] = {database};
+        PGresult *r = pgb_query(c, "SELECT 1 FROM pg_database WHERE datname = $1", 1, params, err);
+        if (r) {
+            exists = PQntuples(r) > 0;
+            PQclear(r);
+        }
+        PQfinish(c);
+        if (!r)
+            return DBP_EENGINE;
+        if (!exists && !(opts && opts->create))
+            return dbp_err_set(err, DBP_ENOENT, "database %s does not exist on %s", database,
+                               in->name);
+        pgb_tool(in, "pg_restore", tool, sizeof(tool));
+        /* Absent: --create re-creates it with its owner and privileges from the dump.
+         * Present: restore into it, dropping the dump's objects first when asked. */
+        char *argv[20];
+        int k = 0;
+        argv[k++] = tool;
+        argv[k++] = "-h";
+        argv[k++] = (char *)in->sock_dir;
+        argv[k++] = "-p";
+        argv[k++] = port;
+        argv[k++] = "-U";
+        argv[k++] = PGB_ADMIN_ROLE;
+        argv[k++] = "--no-password";
+        argv[k++] = "--exit-on-error";
+        argv[k++] = "-d";
+        if (!exists) {
+            argv[k++] = "postgres";
+            argv[k++] = "--create";
+        } else {
+            argv[k++] = (char *)database;
+            if (opts && opts->clean) {
+                argv[k++] = "--clean";
+                argv[k++] = "--if-exists";
+            }
+        }
+        argv[k] = NULL;
+        rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
+                            err);
+    }
+    if (rc)
+        return rc;
+    rc = pgb_pump_in(&p, read, ud, err);
+    if (rc)
+        dbp_err_prefix(err, "%s of %s into %s: ", database ? "pg_restore" : "psql",
+                       database ? database : "globals", in->name);
+    return rc;
+}
+
+/* Counts (and with full_read, reads) the user tables of one database. */
+static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_db_inventory_t *db,
+                            dbp_err_t *err)
+{
+    PGconn *c = pgb_connect(in, db->name, err);
+    if (!c)
+        return DBP_EENGINE;
+    int rc = 0;
+    PGresult *r = pgb_query(c,
+                            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
+                            " c.relkind::text FROM pg_class c"
+                            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                            " WHERE c.relkind IN ('r', 'p')"
+                            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                            " AND n.nspname NOT LIKE 'pg_toast%'"
+                            " ORDER BY 1",
+                            0, NULL, err);
+    if (!r) {
+        PQfinish(c);
+        return DBP_EENGINE;
+    }
+    int n = PQntuples(r);
+    db->tables = n;
+    db->rows = -1;
+    if (full_read) {
+        /* Sequential scans only: every heap page is read and its checksum verified
+         * (initdb --data-checksums), instead of answering from an index. */
+        PGresult *s = PQexec(c, "SET enable_indexscan = off; SET enable_indexonlyscan = off;"
+                                " SET enable_bitmapscan = off");
+        if (PQresultStatus(s) != PGRES_COMMAND_OK)
+            rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(c));
+        PQclear(s);
+        db->rows = 0;
+        for (int i = 0; i < n && rc == 0; i++) {
+            if (strcmp(PQgetvalue(r, i, 1), "p") == 0)
+                continue; /* a partitioned parent has no rows of its own */
+            char sql[512];
+            snprintf(sql, sizeof(sql), "SELECT count(*) FROM ONLY %s", PQgetvalue(r, i, 0));
+            PGresult *cnt = pgb_query(c, sql, 0, NULL, err);
+            if (!cnt) {
+                dbp_err_prefix(err, "read %s.%s: ", db->name, PQgetvalue(r, i, 0));
+                rc = DBP_EENGINE;
+                break;
+            }
+            db->rows += strtoll(PQgetvalue(cnt, 0, 0), NULL, 10);
+            PQclear(cnt);
+        }
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
+int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
+                 dbp_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    PGconn *c = pgb_connect(in, "postgres", err);
+    if (!c)
+        return DBP_EENGINE;
+    PGresult *r = pgb_query(c,
+                            "SELECT current_setting('server_version'), pg_is_in_recovery()::text",
+                            0, NULL, err);
+    if (!r) {
+        PQfinish(c);
+        return DBP_EENGINE;
+    }
+    snprintf(out->version, sizeof(out->version), "%s", PQgetvalue(r, 0, 0));
+    out->in_recovery = strcmp(PQgetvalue(r, 0, 1), "true") == 0;
+    PQclear(r);
+    r = pgb_query(c,
+                  "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"
+                  " ORDER BY datname",
+                  0, NULL, err);
+    if (!r) {
+        PQfinish(c);
+        return DBP_EENGINE;
+    }
+    int n = PQntuples(r);
+    for (int i = 0; i < n && out->ndb < ENGINE_MAX_DATABASES; i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        if (strlen(name) >= sizeof(out->dbs[0].name))
+            continue;
+        snprintf(out->dbs[out->ndb++].name, sizeof(out->dbs[0].name), "%s", name);
+    }
+    PQclear(r);
+    PQfinish(c);
+    for (int i = 0; i < out->ndb; i++) {
+        int rc = pgb_inventory_db(in, full_read, &out->dbs[i], err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

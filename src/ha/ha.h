@@ -1,0 +1,110 @@
+/*
+ * ha.h: high availability — failure detection, candidate choice, and the failover and
+ * switchover sequences, written once against the engine driver interface.
+ *
+ * The one guarantee: never two writable primaries. The order is always fence the old
+ * primary (its process is stopped and kept from restarting), then bump the topology
+ * epoch by compare-and-set naming the candidate, then promote the candidate, then repoint
+ * the other replicas. A server started later renders its role from the topology, so a
+ * returning old primary comes back as a replica (after a rejoin), never as a primary.
+ *
+ * Detection is pure (ha_detect, ha_choose): unit-testable without servers. The sequences
+ * call back into the control plane through ha_hooks_t for what ha/ must not own (the
+ * supervisor, the store, the event log, the proxy).
+ */
+#ifndef DBP_HA_HA_H
+#define DBP_HA_HA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engines/engine.h"
+#include "spec/spec.h"
+
+/* What the detector remembers about one cluster between probes. */
+typedef struct ha_detector {
+    int failures;              /* consecutive failed probes of the primary */
+    int64_t first_failure_ms;  /* monotonic ms of the first of them; 0 when healthy */
+    uint64_t last_primary_pos; /* primary's position at its last good probe */
+    int64_t last_ok_ms;        /* monotonic ms of the last good probe */
+} ha_detector_t;
+
+/* The detector's verdict after one probe round. */
+typedef enum ha_verdict {
+    HA_HEALTHY = 0, /* the primary answered as a primary */
+    HA_SUSPECT,     /* it failed, but not `failcount` times yet, or a replica still streams */
+    HA_FAILED,      /* failcount consecutive failures and no replica sees it streaming */
+} ha_verdict_t;
+
+/* Updates `det` with one probe of the primary and of the replicas (replicas[i] may be
+ * unreachable) and returns the verdict. `failcount` comes from the Cluster's failover
+ * policy (default 3). A primary that answers but reports itself a replica counts as a
+ * failure (it cannot take writes). Pure. */
+ha_verdict_t ha_detect(ha_detector_t *det, int failcount, const engine_probe_t *primary,
+                       const engine_probe_t *replicas, int nreplicas, int64_t now_ms);
+
+/* Chooses the promotion candidate among replicas: reachable, in the replica role, at the
+ * highest position_value; replicas more than `max_lag` bytes behind `last_primary_pos`
+ * (when both are known) are skipped. `eligible` (may be NULL) masks out replicas.
+ * Returns the index, or -1 when none qualifies. Pure. */
+int ha_choose(const engine_probe_t *replicas, int nreplicas, const bool *eligible,
+              uint64_t last_primary_pos, uint64_t max_lag);
+
+/* What the sequences need from the control plane. Each returns 0 or a DBP_E* code. */
+typedef struct ha_hooks {
+    void *ud;
+    /* Stops the instance's process now (SIGKILL to its process group if it does not stop
+     * within grace_ms) and keeps the supervisor from restarting it; marks it as needing a
+     * rejoin before it may start again. */
+    int (*fence)(void *ud, const engine_instance_t *in, int grace_ms, dbp_err_t *err);
+    /* Compare-and-set of the topology: from `expected_epoch` to a new epoch naming
+     * `primary`; DBP_EBUSY when someone else changed it. */
+    int (*set_primary)(void *ud, const char *tenant, const char *cluster, int64_t expected_epoch,
+                       const char *primary, int64_t *new_epoch, dbp_err_t *err);
+    /* Re-renders a replica's configuration to follow `primary` and reloads it. */
+    int (*repoint)(void *ud, const engine_instance_t *replica, const engine_instance_t *primary,
+                   dbp_err_t *err);
+    /* Records an event (type "Normal"/"Warning"). */
+    void (*event)(void *ud, const char *tenant, const char *cluster, const char *type,
+                  const char *reason, const char *msg);
+} ha_hooks_t;
+
+/* One cluster as the sequences see it. Instances are borrowed. */
+typedef struct ha_cluster {
+    const char *tenant;
+    const char *cluster;
+    const engine_ops_t *ops;
+    engine_instance_t *inst; /* n instances */
+    int n;
+    int primary;             /* index of the current primary */
+    int64_t epoch;
+} ha_cluster_t;
+
+/* Timing of one failover or switchover, in milliseconds from its start. */
+typedef struct ha_timing {
+    int64_t fenced_ms;
+    int64_t epoch_ms;
+    int64_t promoted_ms;
+    int64_t total_ms;
+} ha_timing_t;
+
+/* Failover to inst[candidate]: fence the old primary, bump the epoch, promote, repoint
+ * the other replicas. Returns 0 with *new_epoch; on failure before the epoch changed,
+ * nothing else changed either (the old primary stays fenced: that is the safe side). */
+int ha_failover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int64_t *new_epoch,
+                ha_timing_t *timing, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Planned switchover to inst[candidate]: the caller has paused new transactions. The old
+ * primary is shut down cleanly (so every committed transaction is in the WAL it sends),
+ * the candidate must reach the old primary's final position (within wait_ms), then the
+ * epoch is bumped and the candidate promoted. The old primary rejoins as a replica later.
+ * `final_pos` is the old primary's position when it stopped taking writes. */
+int ha_switchover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int wait_ms,
+                  int64_t *new_epoch, ha_timing_t *timing, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* "healthy", "suspect", "failed". */
+const char *ha_verdict_str(ha_verdict_t v);
+
+#endif

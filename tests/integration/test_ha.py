@@ -1,0 +1,174 @@
+"""High availability on PostgreSQL: failover of a hung primary, switchover, forced
+failover, and the rejoin of the old primary — never two writable primaries."""
+import os
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import pg_dsn, wait_until
+
+SPEC = """\
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: pg-ha}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: 2
+  failover: {auto: true, interval: 500ms, failcount: 3}
+---
+apiVersion: dbplane/v1
+kind: User
+metadata: {name: app}
+spec: {cluster: pg-ha, username: app, passwordSecretKeyRef: {name: app-pw, key: password}}
+---
+apiVersion: dbplane/v1
+kind: Database
+metadata: {name: app}
+spec: {cluster: pg-ha, name: app, owner: app}
+"""
+
+
+@pytest.fixture
+def ha(daemon, tmp_path):
+    spec = tmp_path / "ha.yaml"
+    spec.write_text(SPEC)
+    d = daemon.start(spec)
+    d.pw = d.secret("app-pw", "password")
+    with conn(d, "primary") as c:
+        c.execute("CREATE TABLE ledger (id serial PRIMARY KEY, v text)")
+        c.execute("INSERT INTO ledger (v) VALUES ('before')")
+    return d
+
+
+def process_tree(pid):
+    """pid and its children (one level: PostgreSQL's processes are all postmaster's)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return [pid] + kids
+
+
+def conn(d, role=None, inst=None):
+    inst = inst or d.instance("pg-ha", role)
+    return psycopg.connect(pg_dsn(inst, "app", d.pw, "app"), autocommit=True)
+
+
+def writable(d, inst):
+    """True when the instance accepts a write right now (probe of the guarantee)."""
+    try:
+        with conn(d, inst=inst) as c:
+            return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.Error:
+        return False
+
+
+class WritableProbe:
+    """Checks every 50 ms how many instances accept writes; records the maximum."""
+
+    def __init__(self, d, instances):
+        self.d, self.instances, self.max_writable, self.stop = d, instances, 0, False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        deadline = time.monotonic() + 120
+        while not self.stop and time.monotonic() < deadline:
+            n = sum(1 for i in self.instances if writable(self.d, i))
+            self.max_writable = max(self.max_writable, n)
+            time.sleep(0.05)
+
+    def finish(self):
+        self.stop = True
+        self.t.join(10)
+        return self.max_writable
+
+
+def test_hung_primary_fails_over_and_rejoins(ha):
+    d = ha
+    c0 = d.cluster("pg-ha")
+    assert c0["epoch"] == 1 and c0["primary"] == "pg-ha-0"
+    insts = c0["instances"]
+    probe = WritableProbe(d, insts)
+    pid = d.server_pid("default", "pg-ha", "pg-ha-0")
+    # A hang of the whole server (postmaster and every backend, walsender included; they
+    # are not in one process group: PostgreSQL's children call setsid), not a crash: the
+    # supervisor sees nothing, connections stall.
+    tree = process_tree(pid)
+    for p in tree:
+        os.kill(p, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        c = wait_until(lambda: (lambda c: c if c["epoch"] == 2 else None)(d.cluster("pg-ha")),
+                       timeout=60, what="failover to a new epoch")
+        took = time.monotonic() - t0
+    finally:
+        for p in tree:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert c["primary"] == "pg-ha-1"
+    assert took < 15, f"failover took {took:.1f}s"
+    ev = [e["reason"] for e in d.events()]
+    assert "FailoverCompleted" in ev and "Fenced" in ev, d.log_text()[-5000:]
+    # The new primary takes writes; acknowledged data from before survived.
+    new = next(i for i in c["instances"] if i["name"] == "pg-ha-1")
+    with conn(d, inst=new) as cn:
+        cn.execute("INSERT INTO ledger (v) VALUES ('after')")
+        assert [r[0] for r in cn.execute("SELECT v FROM ledger ORDER BY id")] == ["before", "after"]
+    # The old primary comes back as a replica of the new one and receives the new write.
+    d.wait(120)
+    c = d.cluster("pg-ha")
+    old = next(i for i in c["instances"] if i["name"] == "pg-ha-0")
+    assert old["role"] == "replica" and old["state"] == "running"
+    with conn(d, inst=old) as cn:
+        rows = wait_until(lambda: [r[0] for r in cn.execute("SELECT v FROM ledger ORDER BY id")]
+                          if cn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 2 else None,
+                          timeout=30, what="the rejoined replica to catch up")
+        assert rows == ["before", "after"]
+    assert "Rejoined" in [e["reason"] for e in d.events()] or \
+        "Rebuilding" in [e["reason"] for e in d.events()]
+    assert probe.finish() <= 1, "two writable primaries at once"
+
+
+def test_switchover_and_forced_failover(ha):
+    d = ha
+    insts = d.cluster("pg-ha")["instances"]
+    probe = WritableProbe(d, insts)
+    out = d.cli("switchover", "pg-ha", "-o", "json").stdout
+    assert '"new_primary": "pg-ha-1"' in out
+    c = d.cluster("pg-ha")
+    assert c["epoch"] == 2 and c["primary"] == "pg-ha-1"
+    new = next(i for i in c["instances"] if i["name"] == "pg-ha-1")
+    with conn(d, inst=new) as cn:
+        assert cn.execute("SELECT v FROM ledger").fetchall() == [("before",)]
+        cn.execute("INSERT INTO ledger (v) VALUES ('switched')")
+    d.wait(120)
+    c = d.cluster("pg-ha")
+    assert {i["name"]: i["role"] for i in c["instances"]} == {"pg-ha-0": "replica",
+                                                             "pg-ha-1": "primary"}
+    # Forced failover back to pg-ha-0.
+    d.cli("failover", "pg-ha", "--to", "pg-ha-0")
+    c = d.cluster("pg-ha")
+    assert c["epoch"] == 3 and c["primary"] == "pg-ha-0"
+    d.wait(120)
+    back = next(i for i in d.cluster("pg-ha")["instances"] if i["name"] == "pg-ha-0")
+    with conn(d, inst=back) as cn:
+        rows = [r[0] for r in cn.execute("SELECT v FROM ledger ORDER BY id")]
+        assert rows == ["before", "switched"]
+    assert probe.finish() <= 1, "two writable primaries at once"
+    # Bad requests are refused clearly.
+    p = d.cli("switchover", "nope", check=False)
+    assert p.returncode == 1 and "not found" in p.stderr
+    p = d.cli("failover", "pg-ha", "--to", "pg-ha-0", check=False)
+    assert p.returncode == 1 and "already the primary" in p.stderr

@@ -1,0 +1,468 @@
+"""Integration tests of the PostgreSQL proxy (`dbplane proxy-run`) against real PostgreSQL 15
+servers and real clients (psql, pgbench, psycopg).
+
+The module starts two independent PostgreSQL servers ("a" and "b", SCRAM authentication,
+loopback only) and two proxies: `px` (2 workers, transaction pooling, TLS from a generated
+certificate) and `px1` (1 worker, pool size 1) for the tests that need two clients to share
+one server connection. Every wait is bounded; nothing leaves 127.0.0.1.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("DBPLANE_BIN", str(ROOT / "build" / "dbplane"))
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+PW = "proxy-test-pw"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+pytestmark = pytest.mark.skipif(not (PGBIN / "initdb").exists(), reason="PostgreSQL 15 not installed")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - start-up races
+            last = e
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def as_pg_user(args):
+    """Runs PostgreSQL binaries as the unprivileged `dbplane` user when we are root."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "dbplane", "--"] + args
+    return args
+
+
+class PgServer:
+    def __init__(self, base: Path, name: str):
+        self.dir = base / name
+        self.data = self.dir / "data"
+        self.port = free_port()
+
+    def start(self):
+        self.dir.mkdir(parents=True)
+        pwfile = self.dir / "pw"
+        pwfile.write_text(PW + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "dbplane")
+            shutil.chown(pwfile, "dbplane")
+        subprocess.run(as_pg_user([str(PGBIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                                   "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"]),
+                       check=True, capture_output=True, timeout=120)
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                    f"unix_socket_directories = '{self.dir}'\nmax_connections = 200\n"
+                    "fsync = off\nshared_buffers = 32MB\nTimeZone = 'UTC'\n")
+        subprocess.run(as_pg_user([str(PGBIN / "pg_ctl"), "-D", str(self.data), "-l",
+                                   str(self.dir / "pg.log"), "-w", "start"]),
+                       check=True, capture_output=True, timeout=120)
+        self.sql("CREATE ROLE app LOGIN PASSWORD '%s'" % PW)
+        self.sql("CREATE DATABASE app OWNER app")
+        return self
+
+    def dsn(self, db="postgres", user="postgres"):
+        return f"host=127.0.0.1 port={self.port} dbname={db} user={user} password={PW} sslmode=disable"
+
+    def sql(self, q, db="postgres"):
+        with psycopg.connect(self.dsn(db), autocommit=True) as c:
+            cur = c.execute(q)
+            return cur.fetchall() if cur.description else None
+
+    def stop(self):
+        subprocess.run(as_pg_user([str(PGBIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                                   "stop"]), capture_output=True, timeout=60)
+
+
+class Proxy:
+    """A `dbplane proxy-run` process over a 0600 JSON config."""
+
+    def __init__(self, base: Path, name: str, workers: int, backend: PgServer, **cluster):
+        self.dir = base / name
+        self.dir.mkdir(parents=True)
+        self.cfg_path = self.dir / "proxy.json"
+        self.port = free_port()
+        self.workers = workers
+        self.cluster = dict(name="pg", rw_port=self.port, pool_mode="transaction", pool_size=4,
+                            epoch=1, client_login_timeout_ms=3000, query_wait_timeout_ms=20000)
+        self.cluster.update(cluster)
+        self.set_backend(backend, 1)
+
+    def set_backend(self, server: PgServer, epoch: int):
+        self.cluster["epoch"] = epoch
+        self.cluster["backends"] = [{"name": f"pg-{server.port}", "host": "127.0.0.1",
+                                     "port": server.port, "primary": True, "healthy": True}]
+        self.write()
+
+    def write(self):
+        doc = {"workers": self.workers, "tls_dir": str(self.dir / "tls"), "log_level": "info",
+               "clusters": [dict(self.cluster, users=[{"username": "app", "password": PW},
+                                                      {"username": "postgres", "password": PW}])]}
+        tmp = self.cfg_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.cfg_path)
+
+    def start(self):
+        self.out = open(self.dir / "stdout", "w")
+        self.err = open(self.dir / "stderr", "w")
+        self.proc = subprocess.Popen([BIN, "proxy-run", "--config", str(self.cfg_path)],
+                                     stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.proc.poll() is not None or self.can_connect(), what="proxy port")
+        assert self.proc.poll() is None, self.log()
+        return self
+
+    def can_connect(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def dsn(self, user="app", db="app", password=PW, sslmode="disable", **kw):
+        extra = " ".join(f"{k}={v}" for k, v in kw.items())
+        return (f"host=127.0.0.1 port={self.port} dbname={db} user={user} password={password} "
+                f"sslmode={sslmode} connect_timeout=10 {extra}")
+
+    def connect(self, **kw):
+        autocommit = kw.pop("autocommit", True)
+        prepare_threshold = kw.pop("prepare_threshold", 5)
+        return psycopg.connect(self.dsn(**kw), autocommit=autocommit,
+                               prepare_threshold=prepare_threshold)
+
+    def stats(self):
+        before = (self.dir / "stdout").read_text().count("\n")
+        self.proc.send_signal(signal.SIGUSR1)
+        lines = wait_until(lambda: (lambda t: t if t.count("\n") > before else None)(
+            (self.dir / "stdout").read_text()), what="stats line")
+        return json.loads(lines.strip().splitlines()[-1])
+
+    def log(self):
+        return (self.dir / "stderr").read_text(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.out.close()
+        self.err.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def env():
+    base = Path(tempfile.mkdtemp(prefix="dbp-proxy-"))
+    os.chmod(base, 0o755)
+    a = PgServer(base, "a").start()
+    b = PgServer(base, "b").start()
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", str(a.port), "-U",
+                    "app", "app"], env=dict(os.environ, PGPASSWORD=PW, PGSSLMODE="disable"),
+                   check=True, capture_output=True, timeout=120)
+    px = Proxy(base, "px", 2, a, pool_size=4).start()
+    px1 = Proxy(base, "px1", 1, a, pool_size=1, idle_in_transaction_timeout_ms=0).start()
+    yield {"a": a, "b": b, "px": px, "px1": px1, "base": base}
+    codes = [px.stop(), px1.stop()]
+    logs = px.log() + px1.log()
+    a.stop()
+    b.stop()
+    if codes == [0, 0]:
+        shutil.rmtree(base, ignore_errors=True)
+    assert codes == [0, 0], f"proxy exit codes {codes}, logs kept in {base}:\n{logs[-3000:]}"
+    bad = next((m for m in SANITIZER_MARKERS if m in logs), None)
+    assert bad is None, f"sanitizer report in proxy log:\n{logs[-4000:]}"
+    assert PW not in logs, "a password reached the proxy log"
+
+
+def test_psql_through_proxy(env):
+    p = subprocess.run(["psql", env["px"].dsn(), "-XAtc", "select 40 + 2"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "42"
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
+def test_pgbench_modes(env, mode):
+    px = env["px"]
+    p = subprocess.run(["pgbench", "-n", "-M", mode, "-c", "8", "-j", "2", "-t", "100", "-h",
+                        "127.0.0.1", "-p", str(px.port), "-U", "app", "app"],
+                       env=dict(os.environ, PGPASSWORD=PW, PGSSLMODE="disable"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "number of transactions actually processed: 800/800" in p.stdout, p.stdout
+
+
+def test_psycopg_server_side_prepares_share_a_server(env):
+    """Two clients on one server connection (pool size 1), each with its own named
+    statements (prepare_threshold=0), interleaved across transactions."""
+    px1 = env["px1"]
+    c1 = px1.connect(prepare_threshold=0)
+    c2 = px1.connect(prepare_threshold=0)
+    for i in range(30):
+        assert c1.execute("select %s::int * 2", (i,)).fetchone() == (i * 2,)
+        assert c2.execute("select %s::text || 'x'", (str(i),)).fetchone() == (f"{i}x",)
+        assert c2.execute("select %s::int * 2", (i,)).fetchone() == (i * 2,)
+        with c1.transaction():
+            assert c1.execute("select count(*) from pgbench_branches where bid > %s", (0,)).fetchone()[0] >= 1
+    # The server connection holds each distinct statement once.
+    n = env["a"].sql("select count(*) from pg_stat_activity where usename = 'app'")[0][0]
+    assert n >= 1
+    c1.close()
+    c2.close()
+
+
+def test_cancel_pg_sleep(env):
+    c = env["px"].connect()
+    t = threading.Timer(0.5, c.cancel)
+    t.start()
+    with pytest.raises(psycopg.errors.QueryCanceled) as ei:
+        c.execute("select pg_sleep(20)")
+    t.join()
+    assert "canceling statement due to user request" in str(ei.value)
+    assert c.execute("select 1").fetchone() == (1,)
+    c.close()
+
+
+def test_tls_sslmode_require(env):
+    c = psycopg.connect(env["px"].dsn(sslmode="require"), autocommit=True)
+    assert c.pgconn.ssl_in_use
+    assert c.execute("select 7").fetchone() == (7,)
+    c.close()
+    assert (env["px"].dir / "tls" / "proxy.crt").exists()
+    assert (os.stat(env["px"].dir / "tls" / "proxy.key").st_mode & 0o077) == 0
+
+
+def test_wrong_password_refused(env):
+    with pytest.raises(psycopg.OperationalError) as ei:
+        psycopg.connect(env["px"].dsn(password="nope"))
+    assert "password authentication failed" in str(ei.value)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(env["px"].dsn(user="nosuchuser"))
+
+
+def idle_in_tx(server):
+    return server.sql("select count(*) from pg_stat_activity where usename = 'app' "
+                      "and state like 'idle in transaction%'")[0][0]
+
+
+def test_disconnect_mid_transaction_leaves_no_open_transaction(env):
+    px1 = env["px1"]
+    c = px1.connect(autocommit=False)
+    c.execute("create temp table if not exists t_mid (x int)")  # noqa: the temp table dies with ROLLBACK
+    c.execute("select txid_current()")
+    assert idle_in_tx(env["a"]) >= 1
+    c.pgconn.finish()  # vanish mid-transaction, no ROLLBACK from the client
+    wait_until(lambda: idle_in_tx(env["a"]) == 0, timeout=5, what="rollback of the abandoned transaction")
+    c2 = px1.connect()
+    assert c2.execute("select 1").fetchone() == (1,)
+    assert idle_in_tx(env["a"]) == 0
+    c2.close()
+
+
+def test_set_in_transaction_mode_does_not_leak(env):
+    px1 = env["px1"]  # pool size 1: both clients use the same server connection
+    a = px1.connect()
+    b = px1.connect()
+    a.execute("set timezone = 'Asia/Tokyo'")
+    a.execute("set application_name = 'client-a'")
+    assert b.execute("show timezone").fetchone() == ("UTC",)
+    assert b.execute("select current_setting('application_name')").fetchone()[0] != "client-a"
+    assert a.execute("show timezone").fetchone() == ("Asia/Tokyo",)
+    assert a.execute("select current_setting('application_name')").fetchone() == ("client-a",)
+    assert b.execute("show timezone").fetchone() == ("UTC",)
+    a.close()
+    b.close()
+
+
+def test_backend_killed_mid_query(env):
+    px = env["px"]
+    c = px.connect(application_name="victim")
+    errs = []
+
+    def run():
+        try:
+            c.execute("select pg_sleep(20)")
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    wait_until(lambda: env["a"].sql("select pid from pg_stat_activity where query = 'select pg_sleep(20)'"
+                                    " and state = 'active'"), what="the sleeping backend")
+    env["a"].sql("select pg_terminate_backend(pid) from pg_stat_activity "
+                 "where query = 'select pg_sleep(20)' and state = 'active'")
+    t.join(timeout=15)
+    assert not t.is_alive()
+    assert errs, "the client did not get an error"
+    # The pool recovers: new clients work.
+    for _ in range(5):
+        c2 = px.connect()
+        assert c2.execute("select 5").fetchone() == (5,)
+        c2.close()
+
+
+def raw_exchange(port, payload, timeout=5.0):
+    """Sends payload on a fresh connection; returns everything read until EOF or timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_malformed_and_oversized_startup_isolated(env):
+    px = env["px"]
+    ok = px.connect()
+    cases = [
+        struct.pack("!I", 3),                                   # length below 8
+        struct.pack("!II", 0x7FFFFFFF, 196608) + b"user\0",      # 2 GiB startup packet
+        struct.pack("!II", 9000000, 196608),                    # oversized
+        struct.pack("!II", 8, 0x00020000),                      # protocol 2.0
+        struct.pack("!II", 15, 196608) + b"user\0x\0",          # unterminated
+        struct.pack("!II", 8, 80877103) + b"extra",             # bytes after SSLRequest
+    ]
+    for payload in cases:
+        reply = raw_exchange(px.port, payload)
+        assert reply[:1] == b"E", (payload, reply)
+        assert b"08P01" in reply or b"0A000" in reply, reply
+        assert ok.execute("select 1").fetchone() == (1,)
+    # GSSENCRequest is refused with 'N', then a normal login works on the same socket path.
+    assert raw_exchange(px.port, struct.pack("!II", 8, 80877104), timeout=1)[:1] == b"N"
+    ok.close()
+
+
+def test_slow_loris_is_cut_at_login_timeout(env):
+    px = env["px"]  # client_login_timeout_ms = 3000
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+    start = time.monotonic()
+    closed = False
+    ok = px.connect()
+    packet = struct.pack("!II", 40, 196608) + b"user\0app\0database\0app\0"
+    for i, byte in enumerate(packet):
+        try:
+            s.sendall(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        assert ok.execute("select 1").fetchone() == (1,)
+        s.settimeout(0.3)
+        try:
+            s.recv(4096)  # an ErrorResponse or EOF: the proxy gave up on us
+            closed = True
+            break
+        except socket.timeout:
+            pass
+        if time.monotonic() - start > 10:
+            break
+    assert closed, "slow client still connected after 10 s"
+    assert time.monotonic() - start < 8
+    s.close()
+    ok.close()
+
+
+def test_many_idle_clients_do_not_disturb(env):
+    px = env["px"]
+    # psycopg waits with select(): its sockets must be opened before the 2000 idle ones.
+    idle = [px.connect() for _ in range(50)]
+    c = px.connect()
+    socks = []
+    try:
+        for _ in range(2000):
+            socks.append(socket.create_connection(("127.0.0.1", px.port), timeout=5))
+        # All accepted, before the 3 s login timeout reaps the never-logged-in sockets.
+        wait_until(lambda: px.stats()["clients"] >= 2000, timeout=2.5, interval=0.1,
+                   what="2000 accepted clients")
+        t0 = time.monotonic()
+        for i in range(200):
+            assert c.execute("select %s::int", (i,)).fetchone() == (i,)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 10, f"200 queries took {elapsed:.1f}s with 2000 idle sockets"
+        for x in idle:
+            assert x.execute("select 1").fetchone() == (1,)
+    finally:
+        for s in socks:
+            s.close()
+        for x in idle:
+            x.close()
+        c.close()
+
+
+def test_topology_change_moves_new_transactions(env):
+    px = env["px"]
+    a, b = env["a"], env["b"]
+    c = px.connect()
+    assert c.execute("select current_setting('port')::int").fetchone()[0] == a.port
+    px.set_backend(b, 2)
+    t0 = time.monotonic()
+    px.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: c.execute("select current_setting('port')::int").fetchone()[0] == b.port,
+               timeout=1.0, interval=0.02, what="new transactions on server b")
+    assert time.monotonic() - t0 < 1.0
+    st = px.stats()
+    assert st["clusters"][0]["epoch"] == 2
+    # An older epoch never wins.
+    px.set_backend(a, 1)
+    px.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert c.execute("select current_setting('port')::int").fetchone()[0] == b.port
+    # Back to a with a newer epoch, for the tests that follow.
+    px.set_backend(a, 3)
+    px.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: c.execute("select current_setting('port')::int").fetchone()[0] == a.port,
+               timeout=2.0, interval=0.02, what="new transactions back on server a")
+    c.close()
+
+
+def test_stats_and_logs(env):
+    px = env["px"]
+    st = px.stats()
+    ct = st["counters"]
+    assert ct["logins_ok"] > 0 and ct["transactions"] > 0 and ct["logins_failed"] >= 1
+    assert any(p["database"] == "app" for w in st["per_worker"] for p in w["pools"])
+    log = px.log()
+    assert "msg=proxy_client_login" in log and "msg=proxy_client_disconnect" in log
+    assert "reason=auth_failed" in log
+
+
+def test_config_file_must_be_0600(env):
+    bad = env["base"] / "open.json"
+    bad.write_text(env["px"].cfg_path.read_text())
+    os.chmod(bad, 0o644)
+    p = subprocess.run([BIN, "proxy-run", "--config", str(bad)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0
+    assert "0600" in p.stderr
