@@ -44,7 +44,11 @@ static ctl_ha_state_t *ha_state(ctl_daemon_t *d, const char *tenant, const char 
 
 static int hook_fence(void *ud, const engine_instance_t *in, int grace_ms, dbp_err_t *err)
 {
-    ctl_daemon_t *d = ud;
+    return ctl_fence(ud, in, grace_ms, err);
+}
+
+int ctl_fence(ctl_daemon_t *d, const engine_instance_t *in, int grace_ms, dbp_err_t *err)
+{
     char id[160], marker[PATH_MAX + 32];
     snprintf(id, sizeof(id), "%s/%s", in->tenant, in->name);
     /* The marker first: whatever happens next, this data directory must not start again

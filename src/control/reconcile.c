@@ -510,6 +510,21 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             continue;
         }
         instance_observe(d, cr, i);
+        if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_PRIMARY) {
+            /* A writable server the topology does not name primary (promoted by hand,
+             * or a stale primary): fence it now; it rejoins as a replica next pass. */
+            char m[256];
+            snprintf(m, sizeof(m), "%s accepts writes but topology epoch %lld names %s "
+                     "primary; fencing it", R->name, (long long)cr->epoch, P->name);
+            event(d, c->tenant.v, "Cluster", c->name.v, "Warning", "RoguePrimary", m);
+            if (ctl_fence(d, R, 0, &err) != 0) {
+                snprintf(msg, len, "fence %s: %s", R->name, err.msg);
+                return "failed";
+            }
+            memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
+            snprintf(msg, len, "%s was fenced (it ran as a primary); rejoining", R->name);
+            state = "pending";
+        }
     }
     /* Re-probe the primary so its view of the replicas is current. */
     if (cr->n > 1 && pp->reachable)

@@ -113,6 +113,11 @@ int ctl_ha_tick(ctl_daemon_t *d);
 int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, const char *to,
                   bool force, json_t **result, dbp_err_t *err) __attribute__((warn_unused_result));
 
+/* Stops an instance's server (SIGKILL after grace_ms; 0 = at once), keeps the supervisor
+ * from restarting it, and marks it as needing a rejoin before it may start again. */
+int ctl_fence(ctl_daemon_t *d, const engine_instance_t *in, int grace_ms, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 /* Path of the marker that keeps a fenced former primary from starting before a rejoin. */
 void ctl_rejoin_marker(const engine_instance_t *in, char *buf, size_t len);
 

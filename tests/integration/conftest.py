@@ -123,6 +123,23 @@ class Daemon:
         self.log.close()
         return rc
 
+    def runtime_dir(self):
+        """The daemon's short runtime dir (see common/proc.c dbp_runtime_dir: FNV-1a 64)."""
+        h = 1469598103934665603
+        for b in os.path.realpath(self.data_dir).encode():
+            h ^= b
+            h = (h * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+        return f"/tmp/dbplane-{h:016x}"
+
+    def admin_sql(self, inst, sql):
+        """Runs SQL as dbplane's admin role over the instance's socket (peer auth maps this
+        OS user to it), the way an operator with shell access would."""
+        p = subprocess.run(["psql", "-h", f"{self.runtime_dir()}/s{inst['port']}", "-p",
+                            str(inst["port"]), "-U", "dbplane_admin", "-d", "postgres", "-Atc", sql],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
     def server_pid(self, tenant, cluster, instance):
         pidfile = self.data_dir / "clusters" / tenant / cluster / instance / "data" / "postmaster.pid"
         return int(pidfile.read_text().split("\n")[0])

@@ -112,6 +112,19 @@ def test_status_shape_and_replication(wc):
             with conn.cursor() as cur:
                 cur.execute("INSERT INTO invoice VALUES (2, 1.00)")
         assert e.value.args[0] == ER_OPTION_PREVENTS_STATEMENT, e.value.args
+    # Even SUPER does not bypass read_only in 10.11 (only READ_ONLY ADMIN does).
+    admin(wc, "app-db-0", "CREATE USER 'ops'@'%' IDENTIFIED BY 'ops-pw'; "
+                          "GRANT SUPER, INSERT ON *.* TO 'ops'@'%'")
+    inst = wc.instance("app-db", "replica")
+    su = wait_until(lambda: pymysql.connect(host=inst["host"], port=inst["port"], user="ops",
+                                            password="ops-pw", autocommit=True),
+                    timeout=30, what="the SUPER account on the replica")
+    with su:
+        with pytest.raises(pymysql.err.OperationalError) as e:
+            with su.cursor() as cur:
+                cur.execute("INSERT INTO wecare_production.invoice VALUES (3, 1.00)")
+        assert e.value.args[0] == ER_OPTION_PREVENTS_STATEMENT, e.value.args
+    admin(wc, "app-db-0", "DROP USER 'ops'@'%'")
 
 
 def test_gtid_positions_match_after_catch_up(wc):
