@@ -13,6 +13,8 @@ PKGS=(
   # servers
   postgresql-15 postgresql-client-15 postgresql-contrib mariadb-server mariadb-client
   mariadb-backup redis-server redis-tools pgbouncer
+  # backups: pgBackRest is the benchmark anchor; nodejs/npm install the S3 test server
+  pgbackrest nodejs
   # test clients
   python3-pytest python3-psycopg python3-pymysql python3-redis sysbench
   sqlite3 procps psmisc
@@ -41,6 +43,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all packages present"
+fi
+
+# A real S3 protocol server for the backup tests (tests/integration/test_backup.py).
+if ! command -v s3rver >/dev/null 2>&1; then
+  echo "install-deps: installing s3rver (npm)"
+  if ! command -v npm >/dev/null 2>&1; then
+    $SUDO apt-get install -y -qq --no-install-recommends npm
+  fi
+  $SUDO npm install -g --no-audit --no-fund s3rver@3 >/dev/null
 fi
 
 # The unprivileged account database servers run as when dbplane runs as root.

@@ -31,6 +31,7 @@ struct api_server {
     store_t *store;
     secrets_t *secrets;
     int wake_fd;
+    proxy_t *proxy;
 };
 
 /* Per-request state: the accumulated upload body. */
@@ -122,6 +123,16 @@ static int cluster_cb(const store_resource_t *r, void *ud)
                      (long long)json_integer_value(json_object_get(in, "port")));
     }
     snprintf(ro, sizeof(ro), "%s", ic.replica_hostport[0] ? ic.replica_hostport : rw);
+    /* With a proxy (PostgreSQL so far), clients use its endpoints, never a server's. */
+    json_t *px = spec ? json_object_get(spec, "proxy") : NULL;
+    json_int_t port = px ? json_integer_value(json_object_get(px, "port")) : 0;
+    if (port > 0 && engine && strcmp(engine, "postgresql") == 0) {
+        const char *addr = json_string_value(json_object_get(px, "address"));
+        json_int_t roport = json_integer_value(json_object_get(px, "roPort"));
+        snprintf(rw, sizeof(rw), "%s:%lld", addr ? addr : "127.0.0.1", (long long)port);
+        snprintf(ro, sizeof(ro), "%s:%lld", addr ? addr : "127.0.0.1",
+                 (long long)(roport > 0 ? roport : port + 1));
+    }
     json_t *c = json_pack("{s:s,s:s,s:s,s:I,s:s,s:{s:s,s:s},s:o,s:s,s:s}", "name", r->name,
                           "tenant", r->tenant, "engine", engine ? engine : "", "epoch",
                           (json_int_t)epoch, "primary", primary, "endpoints", "rw", rw, "ro", ro,
@@ -359,6 +370,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         }
         return send_json(c, 200, json_pack("{s:o}", "events", arr));
     }
+    if (get && strcmp(url, "/v1/proxy/stats") == 0) {
+        if (!s->proxy)
+            return send_error(c, 404, "no proxy is running");
+        json_t *doc = proxy_stats_json(s->proxy);
+        return doc ? send_json(c, 200, doc) : send_error(c, 500, "out of memory");
+    }
     if (get && strcmp(url, "/v1/secret") == 0) {
         const char *name = arg(c, "name"), *key = arg(c, "key");
         if (!name || !key)
@@ -411,6 +428,7 @@ int api_start(api_server_t **out, const api_config_t *cfg, dbp_err_t *err)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     s->listen_fd = -1;
     s->wake_fd = cfg->wake_fd;
+    s->proxy = cfg->proxy;
     int rc;
     if (strlen(cfg->sock_path) >= sizeof(s->sock_path)) {
         rc = dbp_err_set(err, DBP_EINVAL, "socket path too long: %s", cfg->sock_path);

@@ -14,6 +14,9 @@
  *                                          422 {"errors":[{file,line,col,path,message,hint}]}
  *   GET  /v1/events[?tenant=T][&since=ID][&limit=N]  {"events":[...]}
  *   GET  /v1/wait[?tenant=T]              {"ready":bool,"pending":[{kind,tenant,name,state,message}]}
+ *   GET  /v1/proxy/stats                  pools, clients, servers, counters of the proxy
+ *   POST /v1/switchover?cluster=C[&tenant=T][&to=I]   planned change of primary
+ *   POST /v1/failover?cluster=C&to=I[&tenant=T]       forced change of primary
  *   GET  /v1/secret?tenant=T&name=N&key=K {"value":"..."} (the only endpoint that returns a
  *                                          secret; never logged)
  */
@@ -23,6 +26,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
+#include "proxy/proxy.h"
 #include "store/store.h"
 
 typedef struct api_server api_server_t;
@@ -33,6 +37,7 @@ typedef struct api_config {
     const char *store_path; /* SQLite store the API opens its own connection to */
     const char *key_path;   /* secret master key file */
     int wake_fd;            /* write end of the reconciler's wake pipe; -1 for none */
+    proxy_t *proxy;         /* for /v1/proxy/stats; may be NULL; must outlive the server */
 } api_config_t;
 
 /* Starts serving in a background thread. Returns owned *out (stop with api_stop). */

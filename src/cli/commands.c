@@ -58,6 +58,7 @@ static void usage(FILE *f)
             "                         planned change of primary: no acknowledged write lost\n"
             "  failover CLUSTER --to INSTANCE\n"
             "                         forced: fence the primary and promote INSTANCE now\n"
+            "  proxy stats            the proxy's pools, clients, servers and counters\n"
             "  version                print the version\n"
             "\n"
             "options:\n"
@@ -506,6 +507,21 @@ static int cmd_switch(const cli_args_t *a, bool force)
     return 0;
 }
 
+/* `dbplane proxy stats [-o json]` */
+static int cmd_proxy(const cli_args_t *a)
+{
+    if (a->npos != 1 || strcmp(a->pos[0], "stats") != 0) {
+        fprintf(stderr, "usage: dbplane proxy stats [-o json]\n");
+        return 2;
+    }
+    json_t *doc = NULL;
+    if (call(a, "GET", "/v1/proxy/stats", NULL, 0, &doc, NULL))
+        return 1;
+    print_json(doc);
+    json_decref(doc);
+    return 0;
+}
+
 static int cmd_secret(const cli_args_t *a)
 {
     if (a->npos != 3 || strcmp(a->pos[0], "get") != 0) {
@@ -559,6 +575,8 @@ int cli_main(int argc, char **argv)
         return cmd_wait(&a);
     if (strcmp(a.cmd, "secret") == 0)
         return cmd_secret(&a);
+    if (strcmp(a.cmd, "proxy") == 0)
+        return cmd_proxy(&a);
     if (strcmp(a.cmd, "switchover") == 0)
         return cmd_switch(&a, false);
     if (strcmp(a.cmd, "failover") == 0)

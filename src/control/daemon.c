@@ -238,8 +238,18 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* The proxy starts empty; the first pass gives it the clusters. */
+    char tls_dir[PATH_MAX];
+    snprintf(tls_dir, sizeof(tls_dir), "%s/tls", d.data_dir);
+    if ((rc = dbp_mkdir_p(tls_dir, 0700, NULL, err)))
+        goto out;
+    proxy_config_t pcfg = {.tls_dir = tls_dir};
+    if ((rc = proxy_start(&d.proxy, &pcfg, err))) {
+        dbp_err_prefix(err, "start the proxy: ");
+        goto out;
+    }
     api_config_t ac = {.sock_path = api_sock, .store_path = store_path, .key_path = key_path,
-                       .wake_fd = d.wake[1]};
+                       .wake_fd = d.wake[1], .proxy = d.proxy};
     if ((rc = api_start(&api, &ac, err)))
         goto out;
 
@@ -283,6 +293,11 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
 
     fprintf(stderr, "dbplane: stopping servers...\n");
     dbp_info("daemon_stopping", "reason=signal");
+    /* Clients first: the proxy closes its connections, then the servers stop. */
+    api_stop(api);
+    api = NULL;
+    proxy_stop(d.proxy);
+    d.proxy = NULL;
     ctl_shutdown(&d);
     /* The runtime dir only holds sockets of servers that are now stopped. */
     dbp_err_t rmerr;
@@ -292,6 +307,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     rc = 0;
 out:
     api_stop(api);
+    proxy_stop(d.proxy);
+    d.proxy = NULL;
     g_wake_wr = -1;
     ctl_daemon_free(&d);
     if (d.wake[0] >= 0)

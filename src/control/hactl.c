@@ -137,6 +137,8 @@ static void after_change(ctl_daemon_t *d, cluster_rt_t *cr, int new_primary, int
     cr->epoch = epoch;
     cr->primary_ready = false;
     d->pass_requested = true;
+    /* New transactions go to the new primary now, not after the next pass. */
+    ctl_proxy_sync(d);
     /* Until a pass has seen the new shape, the cluster is not ready (`dbplane wait`
      * must not return on the status of the old topology). */
     char msg[160];

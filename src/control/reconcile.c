@@ -869,12 +869,13 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
             set_status(d, r, des.generation[i], state, msg);
     }
     /* Keep this pass's view (instances, probes, the specs they point into) for the HA
-     * monitor until the next pass. */
+     * monitor and the proxy until the next pass. */
     d->des = malloc(sizeof(*d->des));
     if (d->des) {
         *d->des = des;
         d->crs = crs;
         d->ncl = ncl;
+        ctl_proxy_sync(d);
     } else {
         for (int i = 0; i < ncl; i++) {
             secrets_free_value(crs[i].admin_password);

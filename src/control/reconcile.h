@@ -20,6 +20,7 @@
 #include "control/supervisor.h"
 #include "engines/engine.h"
 #include "ha/ha.h"
+#include "proxy/proxy.h"
 #include "spec/spec.h"
 #include "secrets/secrets.h"
 #include "store/store.h"
@@ -89,6 +90,9 @@ typedef struct ctl_daemon {
     int ncl;
     ctl_ha_state_t *ha;      /* per-cluster HA state */
     int nha, capha;
+    proxy_t *proxy;          /* the proxy for clusters with spec.proxy (may be NULL) */
+    unsigned char proxy_digest[32]; /* SHA-256 of the last snapshot pushed */
+    bool proxy_synced;
 } ctl_daemon_t;
 
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
@@ -117,6 +121,10 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
  * from restarting it, and marks it as needing a rejoin before it may start again. */
 int ctl_fence(ctl_daemon_t *d, const engine_instance_t *in, int grace_ms, dbp_err_t *err)
     __attribute__((warn_unused_result));
+
+/* Pushes the proxy snapshot built from the last pass (see control/proxyctl.c) when it
+ * changed. Cheap when nothing changed. */
+void ctl_proxy_sync(ctl_daemon_t *d);
 
 /* Path of the marker that keeps a fenced former primary from starting before a rejoin. */
 void ctl_rejoin_marker(const engine_instance_t *in, char *buf, size_t len);

@@ -242,11 +242,12 @@ class RestoredServer:
         shutil.chown(self.sock, "dbplane", "dbplane")
         self.log = open(work / f"restored-{self.port}.log", "w")
         self.proc = subprocess.Popen(
-            ["runuser", "-u", "dbplane", "--", f"{PG_BIN}/postgres", "-D", str(data_dir),
+            [f"{PG_BIN}/postgres", "-D", str(data_dir),
              "-c", f"port={self.port}", "-c", f"unix_socket_directories={self.sock}",
              "-c", "listen_addresses=", "-c", f"hba_file={data_dir}/pg_hba.conf",
              "-c", f"ident_file={data_dir}/pg_ident.conf", "-c", "cluster_name=restored"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, user="dbplane", group="dbplane",
+            extra_groups=[])
 
     def connect(self, dbname):
         return psycopg.connect(host=str(self.sock), port=self.port, user="dbplane_admin",
