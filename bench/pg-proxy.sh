@@ -84,6 +84,8 @@ ulimit -n 20000 || true
 "${RUNAS[@]}" pgbouncer -d "$W/pgbouncer.ini"
 for _ in $(seq 50); do [ -f "$W/pgbouncer.pid" ] && break; sleep 0.1; done
 BOUNCER_PID=$(cat "$W/pgbouncer.pid")
+# runuser's PAM session may reset the descriptor limit: give PgBouncer the same as dbplane.
+prlimit --nofile=20000:20000 --pid "$BOUNCER_PID" 2>/dev/null || true
 
 umask 077
 cat > "$W/dbplane.json" <<EOF

@@ -137,6 +137,10 @@ static bool port_free(int port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
+    /* As the servers themselves bind: connections of a stopped server left in TIME_WAIT
+     * must not make its port look taken. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;

@@ -271,6 +271,12 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
         sb_conf_value(&conf, c->config.v[i].value);
         sb_printf(&conf, "\n");
     }
+    if (c->replication.mode == SPEC_REPL_SYNC || c->replication.mode == SPEC_REPL_SEMI_SYNC) {
+        /* A commit returns once one replica has flushed it: an acknowledged write survives
+         * the loss of any single server. Rendered on every instance, so it holds on
+         * whichever becomes primary. */
+        sb_printf(&conf, "synchronous_standby_names = 'ANY 1 (*)'\nsynchronous_commit = on\n");
+    }
     if (primary) {
         char slot[96];
         pg_slot_name(in->name, slot, sizeof(slot));

@@ -380,24 +380,39 @@ static bool args_ok(const char *a, const char *b, const char *c)
  */
 static int prepare_file(const char *path, dbp_err_t *err)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return dbp_err_set(err, DBP_ESTORE, "store: open %s: %s", path, strerror(errno));
+    /* Never open() an existing database file here: closing any descriptor of a file drops
+     * every POSIX lock this process holds on it, including those of a live SQLite
+     * connection of another thread, which can then lose its WAL (sqlite.org
+     * howtocorrupt.html, 2.2). Only a file that does not exist yet is created. */
     struct stat stbuf;
-    int ret = 0;
-    if (fstat(fd, &stbuf) != 0) {
-        ret = dbp_err_set(err, DBP_ESTORE, "store: stat %s: %s", path, strerror(errno));
-    } else if (!S_ISREG(stbuf.st_mode)) {
-        ret = dbp_err_set(err, DBP_ESTORE, "store: %s is not a regular file", path);
-    } else if ((stbuf.st_mode & 07777) != 0600) {
+    if (lstat(path, &stbuf) != 0) {
+        if (errno != ENOENT)
+            return dbp_err_set(err, DBP_ESTORE, "store: stat %s: %s", path, strerror(errno));
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return dbp_err_set(err, DBP_ESTORE, "store: create %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            int rc = fchmod(fd, 0600);
+            close(fd);
+            if (rc != 0)
+                return dbp_err_set(err, DBP_ESTORE, "store: chmod 0600 %s: %s", path,
+                                   strerror(errno));
+            return 0;
+        }
+        if (lstat(path, &stbuf) != 0)
+            return dbp_err_set(err, DBP_ESTORE, "store: stat %s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(stbuf.st_mode))
+        return dbp_err_set(err, DBP_ESTORE, "store: %s is not a regular file", path);
+    if ((stbuf.st_mode & 07777) != 0600) {
         if (stbuf.st_size > 0)
             dbp_warn("store_file_mode_fixed", "path=%s mode=%04o", dbp_log_q(path),
                      (unsigned)(stbuf.st_mode & 07777));
-        if (fchmod(fd, 0600) != 0)
-            ret = dbp_err_set(err, DBP_ESTORE, "store: chmod 0600 %s: %s", path, strerror(errno));
+        if (chmod(path, 0600) != 0)
+            return dbp_err_set(err, DBP_ESTORE, "store: chmod 0600 %s: %s", path,
+                               strerror(errno));
     }
-    close(fd);
-    return ret;
+    return 0;
 }
 
 /* Reads PRAGMA user_version into *v. */

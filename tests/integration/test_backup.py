@@ -209,6 +209,8 @@ def rows(conn, sql="SELECT * FROM orders ORDER BY id"):
 def bk(d, *args, check=True, timeout=600, env=None):
     p = subprocess.run([BIN] + list(args) + ["--data-dir", str(d.data_dir)], capture_output=True,
                        text=True, timeout=timeout, env=env or d.env)
+    rep = sanitizer_report(p.stderr)
+    assert not rep, f"sanitizer report ({rep}) from dbplane {' '.join(args)}:\n{p.stderr[-8000:]}"
     if check and p.returncode != 0:
         raise AssertionError(f"dbplane {' '.join(args)} exited {p.returncode}\n{p.stderr}")
     return p

@@ -33,7 +33,7 @@ def test_status_shape_and_replication(qs):
     assert all(i["state"] == "running" for i in c["instances"])
     assert all(set(i) >= {"name", "role", "host", "port", "state", "lag_bytes"}
                for i in c["instances"])
-    assert c["endpoints"]["rw"].endswith(str(qs.instance("pg-main", "primary")["port"]))
+    assert c["endpoints"] == {"rw": "127.0.0.1:15432", "ro": "127.0.0.1:15433"}  # the proxy
 
     with connect(qs, "primary", "shop", "shop") as conn:
         conn.execute("CREATE TABLE orders (id int primary key, item text)")
