@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "control/apply.h"
 #include "control/reconcile.h"
+#include "control/scheduler.h"
 #include "spec/spec.h"
 
 static volatile sig_atomic_t g_stop;
@@ -254,6 +255,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
         goto out;
 
     ctl_sup_init(&d.sup, ctl_on_process_event, &d);
+    ctl_scheduler_t sched;
+    ctl_scheduler_init(&sched, d.data_dir);
     dbp_info("daemon_started", "data_dir=%s api=%s pid=%d service_user=%s",
              dbp_log_q(d.data_dir), dbp_log_q(api_sock), (int)getpid(), d.runas.name);
     fprintf(stderr, "dbplane: up (data dir %s); `dbplane status` shows the clusters, Ctrl-C "
@@ -271,6 +274,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
             ctl_reconcile_pass(&d);
             next_pass = dbp_now_ms() + d.pass_interval_ms;
         }
+        /* Due Backups run as `dbplane backup` children; never blocks. */
+        ctl_scheduler_tick(&sched, d.store, dbp_wall_ms());
         int64_t wait = next_pass - dbp_now_ms();
         if (wait < 0)
             wait = 0;
@@ -298,6 +303,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     api = NULL;
     proxy_stop(d.proxy);
     d.proxy = NULL;
+    ctl_scheduler_stop(&sched, 30000);
+    ctl_scheduler_free(&sched);
     ctl_shutdown(&d);
     /* The runtime dir only holds sockets of servers that are now stopped. */
     dbp_err_t rmerr;

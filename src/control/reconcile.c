@@ -860,6 +860,7 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
             msg = "declared";
             break;
         case SPEC_KIND_BACKUP:
+            break; /* the backup scheduler (control/scheduler.c) reports these */
         case SPEC_KIND_RESTORE:
         case SPEC_KIND_CREDENTIAL_ROLE:
             state = "accepted";

@@ -7,7 +7,7 @@ Covered: logical and physical round trips with row-level comparison (posix and S
 encryption), a physical restore started as a server, kill -9 during upload leaves no
 complete backup, an S3 server stopped mid-upload is retried then reported, retention keeps
 the right set, a corrupted artifact fails verification and restore refuses it, and the
-cron scheduler (skipped until the daemon calls it).
+cron scheduler.
 """
 import json
 import os
@@ -446,9 +446,8 @@ def test_scheduler_runs_due_backups(env):
     def status_msg():
         items = json.loads(d.cli("get", "backup", "sched-every-minute", "-o", "json").stdout)
         return (items.get("status") or {}).get("message") or ""
-    time.sleep(3)
-    if not any(w in status_msg() for w in ("scheduled", "last run", "running")):
-        pytest.skip("the daemon does not run the backup scheduler yet (ctl_scheduler_tick)")
+    wait_until(lambda: any(w in status_msg() for w in ("scheduled", "last run", "running")),
+               timeout=30, what="the scheduler to report the Backup")
     runs = wait_until(lambda: [b for b in catalog(d, "sched").values()
                                if b["backup"] == "sched-every-minute" and b["status"] == "complete"],
                       timeout=150, interval=2, what="a scheduled run")
