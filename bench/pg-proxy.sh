@@ -11,7 +11,8 @@
 # logged-in clients (RSS per client connection of each pooler).
 #
 # Usage: bench/pg-proxy.sh [-T seconds] [-s scale] [-r repetitions] [-w proxy-workers]
-#        env DBPLANE_BIN (default build/dbplane), POOL (20), IDLE (5000), SKIP_IDLE=1
+#        env DBPLANE_BIN (default build/dbplane), POOL (20), IDLE (5000), SKIP_IDLE=1,
+#        ONLY_IDLE=1
 # Run as root (PostgreSQL and PgBouncer run as the `dbplane` user) or as that user.
 # Loopback only; every run is bounded by pgbench -T and `timeout`.
 set -euo pipefail
@@ -81,11 +82,10 @@ ignore_startup_parameters = extra_float_digits
 EOF
 [ "$(id -u)" = 0 ] && chown dbplane "$W/userlist.txt" "$W/pgbouncer.ini"
 ulimit -n 20000 || true
-"${RUNAS[@]}" pgbouncer -d "$W/pgbouncer.ini"
+# runuser's PAM session sets a soft descriptor limit of 1024: raise it before exec.
+"${RUNAS[@]}" sh -c "ulimit -n 20000 && exec pgbouncer -d '$W/pgbouncer.ini'"
 for _ in $(seq 50); do [ -f "$W/pgbouncer.pid" ] && break; sleep 0.1; done
 BOUNCER_PID=$(cat "$W/pgbouncer.pid")
-# runuser's PAM session may reset the descriptor limit: give PgBouncer the same as dbplane.
-prlimit --nofile=20000:20000 --pid "$BOUNCER_PID" 2>/dev/null || true
 
 umask 077
 cat > "$W/dbplane.json" <<EOF
@@ -146,11 +146,13 @@ scenario() {
   return 0
 }
 
-scenario "select-only 50 cl" -S -M simple -c 50
-scenario "select-only 200 cl" -S -M simple -c 200
-scenario "tpcb-like 50 cl" -M simple -c 50
-scenario "-C select-only 20 cl" -C -S -M simple -c 20
-scenario "-M prepared sel-only 50" -S -M prepared -c 50
+if [ "${ONLY_IDLE:-0}" != 1 ]; then
+  scenario "select-only 50 cl" -S -M simple -c 50
+  scenario "select-only 200 cl" -S -M simple -c 200
+  scenario "tpcb-like 50 cl" -M simple -c 50
+  scenario "-C select-only 20 cl" -C -S -M simple -c 20
+  scenario "-M prepared sel-only 50" -S -M prepared -c 50
+fi
 
 if [ "${SKIP_IDLE:-0}" != 1 ]; then
   echo

@@ -150,6 +150,18 @@ static int take_lock(const char *data_dir, dbp_err_t *err)
     return fd;
 }
 
+static int reset_status_cb(const store_resource_t *r, void *ud)
+{
+    if (!r->state || strcmp(r->state, "ready") != 0 || strcmp(r->kind, "SqlJob") == 0 ||
+        strcmp(r->kind, "Backup") == 0)
+        return 0;
+    dbp_err_t err;
+    if (store_set_status(ud, r->tenant, r->kind, r->name, r->observed_generation, "pending",
+                         "daemon started; checking again", &err) != 0)
+        dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+    return 0;
+}
+
 /* Parses and validates the spec files, with the store's resources as the known set.
  * Prints diagnostics. Returns 0, or DBP_EINVAL. */
 static int load_files(const ctl_options_t *o, spec_set_t *set)
@@ -224,6 +236,11 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
         dbp_err_prefix(err, "store the spec: ");
         goto out;
     }
+    /* What was ready when the last daemon stopped is not known to be ready now: until the
+     * first pass has looked, `dbplane wait` must not return on old statuses. (SqlJobs and
+     * Backups keep theirs: a completed job must never run again.) */
+    if ((rc = store_list_resources(d.store, NULL, NULL, reset_status_cb, d.store, err)))
+        goto out;
 
     if (pipe2(d.wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         rc = dbp_err_set(err, DBP_EIO, "pipe: %s", strerror(errno));

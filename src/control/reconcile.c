@@ -273,6 +273,17 @@ static int instance_run(ctl_daemon_t *d, cluster_rt_t *cr, int i, const engine_i
     return ctl_sup_ensure(&d->sup, id, argv, in->log_path, &d->runas, cr->ops->stop_signal, err);
 }
 
+/* True when the HA monitor currently counts failures of this cluster's primary. */
+static bool ha_suspect(ctl_daemon_t *d, const cluster_rt_t *cr)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%s", cr->res->tenant.v, cr->res->name.v);
+    for (int i = 0; i < d->nha; i++)
+        if (strcmp(d->ha[i].key, key) == 0)
+            return d->ha[i].det.failures > 0;
+    return false;
+}
+
 static void instance_observe(ctl_daemon_t *d, cluster_rt_t *cr, int i)
 {
     engine_instance_t *in = &cr->inst[i];
@@ -280,6 +291,10 @@ static void instance_observe(ctl_daemon_t *d, cluster_rt_t *cr, int i)
     proc_id(in, id, sizeof(id));
     const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
     memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
+    /* While the HA monitor suspects the primary, the pass does not wait on it too: the
+     * monitor's own probes must keep their cadence. */
+    if (i == cr->primary && ha_suspect(d, cr))
+        return;
     if (p && p->state == CTL_PROC_RUNNING) {
         dbp_err_t err;
         if (cr->ops->probe(in, &cr->probe[i], &err) != 0)

@@ -245,9 +245,9 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
                      "logging_collector = off\nlog_destination = 'stderr'\n"
                      "log_line_prefix = '%%m [%%p] %%q%%u@%%d '\n"
                      "cluster_name = '%s'\n"
-                     /* A replica notices a hung primary within 4 s (it pings after 2 s of
+                     /* A replica notices a hung primary within 3 s (it pings after 1.5 s of
                       * silence), which the HA monitor relies on; see ha/. */
-                     "wal_receiver_timeout = '4s'\nwal_sender_timeout = '10s'\n",
+                     "wal_receiver_timeout = '3s'\nwal_sender_timeout = '10s'\n",
               in->name);
     /* Defaults derived from spec.memory unless the user set them in spec.config. */
     bool has_sb = false, has_mc = false;
@@ -376,8 +376,13 @@ static PGconn *pg_connect(const engine_instance_t *in, const char *dbname, dbp_e
 {
     char port[16];
     snprintf(port, sizeof(port), "%d", in->port);
-    const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
-    const char *vals[] = {in->sock_dir, port, PG_ADMIN_ROLE, dbname, "dbplane", NULL};
+    /* synchronous_commit=local: dbplane's own statements never wait for a synchronous
+     * replica (in sync mode, bootstrapping the first replica needs the replication role
+     * that this very connection creates). They are idempotent and re-checked after a
+     * failover, so nothing depends on them surviving one. */
+    const char *keys[] = {"host", "port", "user", "dbname", "application_name", "options", NULL};
+    const char *vals[] = {in->sock_dir, port, PG_ADMIN_ROLE, dbname, "dbplane",
+                          "-c synchronous_commit=local", NULL};
     int64_t deadline = dbp_now_ms() + (in->probe_timeout_ms > 0 ? in->probe_timeout_ms : 3000);
     PGconn *conn = PQconnectStartParams(keys, vals, 0);
     const char *why = NULL;
