@@ -244,11 +244,17 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
                      "hot_standby = on\nhot_standby_feedback = on\nwal_log_hints = on\n"
                      "logging_collector = off\nlog_destination = 'stderr'\n"
                      "log_line_prefix = '%%m [%%p] %%q%%u@%%d '\n"
-                     "cluster_name = '%s'\n"
-                     /* A replica notices a hung primary within 3 s (it pings after 1.5 s of
-                      * silence), which the HA monitor relies on; see ha/. */
-                     "wal_receiver_timeout = '3s'\nwal_sender_timeout = '10s'\n",
+                     "cluster_name = '%s'\nwal_sender_timeout = '10s'\n",
               in->name);
+    /* A replica must notice a hung primary about when the HA monitor's failcount runs out
+     * (it pings after half the timeout of silence): failover waits for both; see ha/. */
+    int64_t detect_ms = (c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000) *
+                        (c->failover.failcount.v > 0 ? c->failover.failcount.v : 3);
+    if (detect_ms < 1000)
+        detect_ms = 1000;
+    if (detect_ms > 10000)
+        detect_ms = 10000;
+    sb_printf(&conf, "wal_receiver_timeout = '%lldms'\n", (long long)detect_ms);
     /* Defaults derived from spec.memory unless the user set them in spec.config. */
     bool has_sb = false, has_mc = false;
     for (size_t i = 0; i < c->config.n; i++) {
