@@ -906,6 +906,24 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
     }
 }
 
+typedef struct unready_ctx {
+    ctl_daemon_t *d;
+    const char *cluster;
+    const char *why;
+} unready_ctx_t;
+
+static int unready_cb(const store_resource_t *r, void *ud)
+{
+    unready_ctx_t *u = ud;
+    if (strcmp(r->name, u->cluster) != 0)
+        return 0;
+    dbp_err_t err;
+    if (store_set_status(u->d->store, r->tenant, r->kind, r->name, r->observed_generation,
+                         "pending", u->why, &err) != 0)
+        dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+    return 0;
+}
+
 void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, const char *msg)
 {
     ctl_daemon_t *d = ud;
@@ -922,9 +940,22 @@ void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, con
                            ? "Warning"
                            : "Normal";
     dbp_err_t err;
-    if (store_add_event(d->store, tenant, "Instance", slash ? slash + 1 : p->id, type, reason, msg,
-                        &err) != 0)
+    const char *inst = slash ? slash + 1 : p->id;
+    if (store_add_event(d->store, tenant, "Instance", inst, type, reason, msg, &err) != 0)
         dbp_warn("event_write_failed", "error=%s", dbp_log_q(err.msg));
+    if (strcmp(reason, "InstanceExited") == 0) {
+        /* The cluster is not ready until a pass has seen the server back: `dbplane wait`
+         * must not return on the status from before the crash. Instances are named
+         * "<cluster>-<ordinal>". */
+        char cluster[96];
+        snprintf(cluster, sizeof(cluster), "%s", inst);
+        char *dash = strrchr(cluster, '-');
+        if (dash)
+            *dash = '\0';
+        unready_ctx_t u = {.d = d, .cluster = cluster, .why = msg};
+        if (store_list_resources(d->store, tenant, "Cluster", unready_cb, &u, &err) != 0)
+            dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+    }
 }
 
 static int shutdown_cb(const store_instance_t *in, void *ud)
