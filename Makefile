@@ -8,7 +8,6 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 PYTEST     ?= /usr/bin/python3 -m pytest
-DATA_DIR   ?= .dbplane
 
 .PHONY: all deps demo check test unit integration asan fuzz format clean
 
@@ -20,7 +19,7 @@ deps:
 	bash scripts/install-deps.sh
 
 demo: deps all
-	./$(BUILD)/dbplane up -f examples/quickstart.yaml --data-dir $(DATA_DIR)
+	./$(BUILD)/dbplane up -f examples/quickstart.yaml $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 # The whole suite, as CI runs it.
 check: deps

@@ -62,7 +62,8 @@ static void usage(FILE *f)
             "  version                print the version\n"
             "\n"
             "options:\n"
-            "  --data-dir DIR         state directory (env DBPLANE_DATA_DIR, default ./.dbplane)\n"
+            "  --data-dir DIR         state directory (env DBPLANE_DATA_DIR; default\n"
+            "                         /var/lib/dbplane as root, else ./.dbplane)\n"
             "  --tenant T             tenant (default: default); -A for all tenants\n"
             "  -o json                machine-readable output\n");
 }
@@ -71,8 +72,11 @@ static int parse_args(int argc, char **argv, cli_args_t *a)
 {
     memset(a, 0, sizeof(*a));
     a->data_dir = getenv("DBPLANE_DATA_DIR");
-    if (!a->data_dir || !*a->data_dir)
-        a->data_dir = ".dbplane";
+    if (!a->data_dir || !*a->data_dir) {
+        /* As root, the servers run as the `dbplane` account, which must be able to enter
+         * the data dir: a checkout under /root (mode 0700) would not do. */
+        a->data_dir = geteuid() == 0 ? "/var/lib/dbplane" : ".dbplane";
+    }
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         const char *val = NULL;
