@@ -54,6 +54,7 @@
 #include <openssl/evp.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 
 /* Debian's mariadb-server and mariadb-backup packages. */
 #define MDB_SERVER "/usr/sbin/mariadbd"
@@ -71,62 +72,10 @@
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-/* A growing string with a sticky `failed` flag: write many pieces, check once. Statements
- * may hold password hashes, so the buffer is wiped when freed. */
-typedef struct mdb_sb {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-} mdb_sb_t;
 
-static void sb_printf(mdb_sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(mdb_sb_t *sb, const char *fmt, ...)
-{
-    if (sb->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n =
-            vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            sb->failed = true;
-            return;
-        }
-        if (sb->buf && (size_t)n < sb->cap - sb->len) {
-            sb->len += (size_t)n;
-            return;
-        }
-        size_t ncap = sb->cap ? sb->cap * 2 : 1024;
-        while (ncap - sb->len <= (size_t)n)
-            ncap *= 2;
-        char *nb = malloc(ncap);
-        if (!nb) {
-            sb->failed = true;
-            return;
-        }
-        if (sb->buf) {
-            memcpy(nb, sb->buf, sb->len + 1);
-            explicit_bzero(sb->buf, sb->cap);
-            free(sb->buf);
-        }
-        sb->buf = nb;
-        sb->cap = ncap;
-    }
-}
-
-static void sb_free(mdb_sb_t *sb)
-{
-    if (sb->buf) {
-        explicit_bzero(sb->buf, sb->cap);
-        free(sb->buf);
-    }
-    memset(sb, 0, sizeof(*sb));
-}
 
 /* Appends s as a quoted SQL string literal, escaped for the connection's charset. */
-static void sb_lit(mdb_sb_t *sb, MYSQL *m, const char *s)
+static void sb_lit(dbp_sb_t *sb, MYSQL *m, const char *s)
 {
     size_t n = strlen(s);
     char *tmp = malloc(2 * n + 1);
@@ -135,18 +84,18 @@ static void sb_lit(mdb_sb_t *sb, MYSQL *m, const char *s)
         return;
     }
     mysql_real_escape_string(m, tmp, s, (unsigned long)n);
-    sb_printf(sb, "'%s'", tmp);
+    dbp_sb_printf(sb, "'%s'", tmp);
     explicit_bzero(tmp, 2 * n + 1);
     free(tmp);
 }
 
 /* Appends s as a backtick-quoted identifier (embedded backticks doubled). */
-static void sb_ident(mdb_sb_t *sb, const char *s)
+static void sb_ident(dbp_sb_t *sb, const char *s)
 {
-    sb_printf(sb, "`");
+    dbp_sb_printf(sb, "`");
     for (const char *p = s; *p; p++)
-        sb_printf(sb, *p == '`' ? "``" : "%c", *p);
-    sb_printf(sb, "`");
+        dbp_sb_printf(sb, *p == '`' ? "``" : "%c", *p);
+    dbp_sb_printf(sb, "`");
 }
 
 /* A database name as a database-level GRANT must spell it, with the LIKE wildcards _ and
@@ -165,14 +114,14 @@ static char *wild_escape(const char *s)
 }
 
 /* Appends the account name 'user'@'host'. */
-static void sb_account(mdb_sb_t *sb, MYSQL *m, const char *user, const char *host)
+static void sb_account(dbp_sb_t *sb, MYSQL *m, const char *user, const char *host)
 {
     sb_lit(sb, m, user);
-    sb_printf(sb, "@");
+    dbp_sb_printf(sb, "@");
     sb_lit(sb, m, host);
 }
 
-static int sb_check(const mdb_sb_t *sb, dbp_err_t *err)
+static int sb_check(const dbp_sb_t *sb, dbp_err_t *err)
 {
     return sb->failed ? dbp_err_set(err, DBP_ENOMEM, "out of memory building a statement") : 0;
 }
@@ -585,13 +534,13 @@ static int mdb_scalar(MYSQL *m, const char *sql, char *buf, size_t len, dbp_err_
 static int mdb_ensure_account(MYSQL *m, const char *user, const char *host, const char *hash,
                               long max_conn, const char *const *privs, dbp_err_t *err)
 {
-    mdb_sb_t q = {0};
+    dbp_sb_t q = {0};
     int rc = 0, changed = 0;
     MYSQL_RES *r = NULL;
-    sb_printf(&q, "SELECT plugin, authentication_string, max_user_connections FROM mysql.user "
+    dbp_sb_printf(&q, "SELECT plugin, authentication_string, max_user_connections FROM mysql.user "
                   "WHERE User = ");
     sb_lit(&q, m, user);
-    sb_printf(&q, " AND Host = ");
+    dbp_sb_printf(&q, " AND Host = ");
     sb_lit(&q, m, host);
     if ((rc = sb_check(&q, err)))
         goto out;
@@ -611,26 +560,26 @@ static int mdb_ensure_account(MYSQL *m, const char *user, const char *host, cons
     mysql_free_result(r);
     r = NULL;
     if (!same) {
-        sb_free(&q);
-        sb_printf(&q, "%s USER ", exists ? "ALTER" : "CREATE");
+        dbp_sb_free(&q);
+        dbp_sb_printf(&q, "%s USER ", exists ? "ALTER" : "CREATE");
         sb_account(&q, m, user, host);
         if (hash)
-            sb_printf(&q, " IDENTIFIED BY PASSWORD '%s'", hash);
+            dbp_sb_printf(&q, " IDENTIFIED BY PASSWORD '%s'", hash);
         else
-            sb_printf(&q, " IDENTIFIED VIA unix_socket");
-        sb_printf(&q, " WITH MAX_USER_CONNECTIONS %ld", max_conn);
+            dbp_sb_printf(&q, " IDENTIFIED VIA unix_socket");
+        dbp_sb_printf(&q, " WITH MAX_USER_CONNECTIONS %ld", max_conn);
         if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
             goto out;
         changed = 1;
     }
     if (privs && privs[0]) {
-        sb_free(&q);
-        sb_printf(&q, "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
+        dbp_sb_free(&q);
+        dbp_sb_printf(&q, "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
                       "WHERE GRANTEE = CONCAT('''', ");
         sb_lit(&q, m, user);
-        sb_printf(&q, ", '''@''', ");
+        dbp_sb_printf(&q, ", '''@''', ");
         sb_lit(&q, m, host);
-        sb_printf(&q, ", '''')");
+        dbp_sb_printf(&q, ", '''')");
         if ((rc = sb_check(&q, err)))
             goto out;
         if (!(r = mdb_query(m, q.buf, err))) {
@@ -648,11 +597,11 @@ static int mdb_ensure_account(MYSQL *m, const char *user, const char *host, cons
         mysql_free_result(r);
         r = NULL;
         if (missing) {
-            sb_free(&q);
-            sb_printf(&q, "GRANT ");
+            dbp_sb_free(&q);
+            dbp_sb_printf(&q, "GRANT ");
             for (int i = 0; privs[i]; i++)
-                sb_printf(&q, "%s%s", i ? ", " : "", privs[i]);
-            sb_printf(&q, " ON *.* TO ");
+                dbp_sb_printf(&q, "%s%s", i ? ", " : "", privs[i]);
+            dbp_sb_printf(&q, " ON *.* TO ");
             sb_account(&q, m, user, host);
             if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
                 goto out;
@@ -663,7 +612,7 @@ static int mdb_ensure_account(MYSQL *m, const char *user, const char *host, cons
 out:
     if (r)
         mysql_free_result(r);
-    sb_free(&q);
+    dbp_sb_free(&q);
     return rc;
 }
 
@@ -679,12 +628,12 @@ static bool mdb_reserved_user(const engine_instance_t *in, const char *u)
  * (Host), or NULL with err filled. */
 static MYSQL_RES *mdb_user_hosts(MYSQL *m, const char *user, dbp_err_t *err)
 {
-    mdb_sb_t q = {0};
-    sb_printf(&q, "SELECT Host FROM mysql.user WHERE User = ");
+    dbp_sb_t q = {0};
+    dbp_sb_printf(&q, "SELECT Host FROM mysql.user WHERE User = ");
     sb_lit(&q, m, user);
-    sb_printf(&q, " ORDER BY Host");
+    dbp_sb_printf(&q, " ORDER BY Host");
     MYSQL_RES *r = sb_check(&q, err) ? NULL : mdb_query(m, q.buf, err);
-    sb_free(&q);
+    dbp_sb_free(&q);
     return r;
 }
 
@@ -743,7 +692,7 @@ static bool mdb_key_set(const spec_cluster_t *c, const char *name)
 }
 
 /* Appends one option line; values with spaces, quotes or '#' are double-quoted. */
-static int sb_option(mdb_sb_t *sb, const char *key, const char *value, dbp_err_t *err)
+static int sb_option(dbp_sb_t *sb, const char *key, const char *value, dbp_err_t *err)
 {
     for (const char *p = key; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
@@ -751,15 +700,15 @@ static int sb_option(mdb_sb_t *sb, const char *key, const char *value, dbp_err_t
     if (strpbrk(value, "\n\r"))
         return dbp_err_set(err, DBP_EINVAL, "spec.config.%s: value has a line break", key);
     bool quote = *value == '\0' || strpbrk(value, " \t#;\"'\\") != NULL;
-    sb_printf(sb, "%s = ", key);
+    dbp_sb_printf(sb, "%s = ", key);
     if (!quote) {
-        sb_printf(sb, "%s\n", value);
+        dbp_sb_printf(sb, "%s\n", value);
         return 0;
     }
-    sb_printf(sb, "\"");
+    dbp_sb_printf(sb, "\"");
     for (const char *p = value; *p; p++)
-        sb_printf(sb, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-    sb_printf(sb, "\"\n");
+        dbp_sb_printf(sb, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+    dbp_sb_printf(sb, "\"\n");
     return 0;
 }
 
@@ -806,7 +755,7 @@ static int mdb_check_config(const engine_instance_t *in, const char *path, dbp_e
 
 /* Appends an option-file value as a SQL value: sizes with a K/M/G suffix as bytes, numbers
  * as they are, anything else (ON, enum names, paths) as a string literal. */
-static void sb_sql_value(mdb_sb_t *sb, MYSQL *m, const char *v)
+static void sb_sql_value(dbp_sb_t *sb, MYSQL *m, const char *v)
 {
     char *end;
     unsigned long long n = strtoull(v, &end, 10);
@@ -816,12 +765,12 @@ static void sb_sql_value(mdb_sb_t *sb, MYSQL *m, const char *v)
                     : toupper((unsigned char)*end) == 'G' ? 30
                                                           : -1;
         if (shift > 0 && end[1] == '\0') {
-            sb_printf(sb, "%llu", n << shift);
+            dbp_sb_printf(sb, "%llu", n << shift);
             return;
         }
     }
     if (*v && strspn(v, "0123456789.-") == strlen(v))
-        sb_printf(sb, "%s", v);
+        dbp_sb_printf(sb, "%s", v);
     else
         sb_lit(sb, m, v);
 }
@@ -844,15 +793,15 @@ static void mdb_apply_running(const engine_instance_t *in)
         if (strchr(name, '.') || strncmp(name, "skip_", 5) == 0 ||
             strncmp(name, "enable_", 7) == 0 || strncmp(name, "disable_", 8) == 0)
             continue;
-        mdb_sb_t q = {0};
-        sb_printf(&q, "SET GLOBAL %s = ", name);
+        dbp_sb_t q = {0};
+        dbp_sb_printf(&q, "SET GLOBAL %s = ", name);
         sb_sql_value(&q, m, cfg->v[i].value);
         if (sb_check(&q, &err) == 0 && mdb_cmd(m, q.buf, &err) == 0)
             dbp_info("mariadb_option_applied", "instance=%s option=%s", in->name, name);
         else
             dbp_warn("mariadb_restart_required", "instance=%s option=%s reason=%s", in->name, name,
                      dbp_log_q(err.msg));
-        sb_free(&q);
+        dbp_sb_free(&q);
     }
     mysql_close(m);
 }
@@ -864,7 +813,7 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
                              dbp_err_t *err)
 {
     const spec_cluster_t *c = in->spec;
-    mdb_sb_t cnf = {0};
+    dbp_sb_t cnf = {0};
     int rc = 0;
     char sock[PATH_MAX], path[PATH_MAX + 32], cand[PATH_MAX + 32], rej[PATH_MAX + 32],
         rejmsg[PATH_MAX + 32];
@@ -875,16 +824,16 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
     snprintf(rejmsg, sizeof(rejmsg), "%s.rejected.msg", path);
     bool strict = !c->replication.gtid_strict_mode.set || c->replication.gtid_strict_mode.v;
 
-    sb_printf(&cnf,
+    dbp_sb_printf(&cnf,
               "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
               "# Set server options in the Cluster's spec.config instead.\n"
               "[mariadbd]\n",
               in->name, in->cluster);
-    sb_printf(&cnf,
+    dbp_sb_printf(&cnf,
               "server_id = %d\nport = %d\nbind_address = %s\nsocket = %s\n"
               "datadir = %s\npid_file = %s/mariadbd.pid\nskip_name_resolve = ON\n",
               in->ordinal + 1, in->port, in->host, sock, in->data_dir, in->data_dir);
-    sb_printf(&cnf,
+    dbp_sb_printf(&cnf,
               "log_bin = mariadb-bin\nrelay_log = relay-bin\nrelay_log_recovery = ON\n"
               "binlog_format = ROW\nlog_slave_updates = ON\ngtid_strict_mode = %s\n"
               "sync_binlog = 1\nslave_net_timeout = 10\n"
@@ -892,20 +841,20 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
               "character_set_server = utf8mb4\n",
               strict ? "ON" : "OFF", in->name, in->port);
     if (primary)
-        sb_printf(&cnf,
+        dbp_sb_printf(&cnf,
                   "# A replica of %s: writable by dbplane's admin account only.\n"
                   "read_only = ON\n",
                   primary->name);
     else
-        sb_printf(&cnf, "read_only = OFF\n");
+        dbp_sb_printf(&cnf, "read_only = OFF\n");
     if (!mdb_key_set(c, "innodb_buffer_pool_size") && c->memory.set && c->memory.v >= 64ULL << 20) {
         /* Half of the declared memory, in whole MiB: the rest is for connections,
          * sort buffers and the OS page cache of the binary logs. */
-        sb_printf(&cnf, "innodb_buffer_pool_size = %lluM\n",
+        dbp_sb_printf(&cnf, "innodb_buffer_pool_size = %lluM\n",
                   (unsigned long long)(c->memory.v / 2 / (1024 * 1024)));
     }
     if (c->config.n)
-        sb_printf(&cnf, "# spec.config\n");
+        dbp_sb_printf(&cnf, "# spec.config\n");
     for (size_t i = 0; i < c->config.n; i++) {
         const char *hint;
         if (mdb_key_managed(c->config.v[i].key, &hint)) {
@@ -956,7 +905,7 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
             rc = frc;
     }
 out:
-    sb_free(&cnf);
+    dbp_sb_free(&cnf);
     return rc;
 }
 
@@ -1018,7 +967,7 @@ static int mdb_follow(const engine_instance_t *in, const engine_instance_t *prim
     MYSQL *m = mdb_connect(in, false, &cerr);
     if (!m)
         return 0;
-    mdb_sb_t q = {0};
+    dbp_sb_t q = {0};
     mdb_slave_t s;
     char val[256];
     int rc = mdb_slave_status(m, &s, err), changed = 0;
@@ -1047,18 +996,18 @@ static int mdb_follow(const engine_instance_t *in, const engine_instance_t *prim
         char gtid[256], info[PATH_MAX + 40];
         bool clone = !s.configured && mdb_backup_gtid(in, gtid, sizeof(gtid), info, sizeof(info));
         if (clone)
-            sb_printf(&q, "SET GLOBAL gtid_slave_pos = '%s'", gtid);
+            dbp_sb_printf(&q, "SET GLOBAL gtid_slave_pos = '%s'", gtid);
         else if (val[0] == '\0')
-            sb_printf(&q, "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos");
+            dbp_sb_printf(&q, "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos");
         if (q.len && ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err))))
             goto out;
-        sb_free(&q);
-        sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
+        dbp_sb_free(&q);
+        dbp_sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
         sb_lit(&q, m, primary->host);
-        sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
+        dbp_sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
                   primary->port);
         sb_lit(&q, m, in->repl_password);
-        sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
+        dbp_sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
         if ((rc = sb_check(&q, err)) || (rc = mdb_cmd_secret(m, q.buf, in->repl_password, err)))
             goto out;
         if ((rc = mdb_cmd(m, "START SLAVE", err)))
@@ -1091,7 +1040,7 @@ static int mdb_follow(const engine_instance_t *in, const engine_instance_t *prim
     }
     rc = changed;
 out:
-    sb_free(&q);
+    dbp_sb_free(&q);
     mysql_close(m);
     return rc;
 }
@@ -1323,10 +1272,10 @@ static int mdb_ensure_database(const engine_instance_t *primary, const spec_data
     MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
-    mdb_sb_t q = {0};
+    dbp_sb_t q = {0};
     MYSQL_RES *r = NULL;
     int rc;
-    sb_printf(&q, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+    dbp_sb_printf(&q, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
                   "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ");
     sb_lit(&q, m, db->name.v);
     if ((rc = sb_check(&q, err)))
@@ -1342,18 +1291,18 @@ static int mdb_ensure_database(const engine_instance_t *primary, const spec_data
     mysql_free_result(r);
     rc = 0;
     if (!same) {
-        sb_free(&q);
-        sb_printf(&q, "%s DATABASE ", exists ? "ALTER" : "CREATE");
+        dbp_sb_free(&q);
+        dbp_sb_printf(&q, "%s DATABASE ", exists ? "ALTER" : "CREATE");
         sb_ident(&q, db->name.v);
-        sb_printf(&q, " CHARACTER SET %s", cs);
+        dbp_sb_printf(&q, " CHARACTER SET %s", cs);
         if (co)
-            sb_printf(&q, " COLLATE %s", co);
+            dbp_sb_printf(&q, " COLLATE %s", co);
         if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
             goto out;
         rc = 1;
     }
 out:
-    sb_free(&q);
+    dbp_sb_free(&q);
     mysql_close(m);
     return rc;
 }
@@ -1435,7 +1384,7 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
     MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
-    mdb_sb_t q = {0}, obj = {0};
+    dbp_sb_t q = {0}, obj = {0};
     MYSQL_RES *hosts = NULL, *r = NULL;
     char *dbname = NULL;
     int rc = 0, changed = 0;
@@ -1455,10 +1404,10 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
     }
     if (valid == mdb_db_privs) {
         sb_ident(&obj, dbname);
-        sb_printf(&obj, ".*");
+        dbp_sb_printf(&obj, ".*");
     } else {
         sb_ident(&obj, g->database.v);
-        sb_printf(&obj, ".");
+        dbp_sb_printf(&obj, ".");
         sb_ident(&obj, g->table.v);
     }
     if ((rc = sb_check(&obj, err)))
@@ -1467,23 +1416,23 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
     while ((hrow = mysql_fetch_row(hosts))) {
         const char *host = hrow[0] ? hrow[0] : "";
         /* What the account already holds on that object. */
-        sb_free(&q);
+        dbp_sb_free(&q);
         if (valid == mdb_db_privs) {
-            sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
+            dbp_sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
                           "information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = ");
             sb_lit(&q, m, dbname);
         } else {
-            sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
+            dbp_sb_printf(&q, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM "
                           "information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = ");
             sb_lit(&q, m, g->database.v);
-            sb_printf(&q, " AND TABLE_NAME = ");
+            dbp_sb_printf(&q, " AND TABLE_NAME = ");
             sb_lit(&q, m, g->table.v);
         }
-        sb_printf(&q, " AND GRANTEE = CONCAT('''', ");
+        dbp_sb_printf(&q, " AND GRANTEE = CONCAT('''', ");
         sb_lit(&q, m, g->username.v);
-        sb_printf(&q, ", '''@''', ");
+        dbp_sb_printf(&q, ", '''@''', ");
         sb_lit(&q, m, host);
-        sb_printf(&q, ", '''')");
+        dbp_sb_printf(&q, ", '''')");
         if ((rc = sb_check(&q, err)))
             goto out;
         if (!(r = mdb_query(m, q.buf, err))) {
@@ -1507,18 +1456,18 @@ static int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t
                 missing = true;
         if (!missing)
             continue;
-        sb_free(&q);
-        sb_printf(&q, "GRANT ");
+        dbp_sb_free(&q);
+        dbp_sb_printf(&q, "GRANT ");
         int n = 0;
         for (int k = 0; valid[k]; k++)
             if (want[k])
-                sb_printf(&q, "%s%s", n++ ? ", " : "", valid[k]);
+                dbp_sb_printf(&q, "%s%s", n++ ? ", " : "", valid[k]);
         if (n == 0)
-            sb_printf(&q, "USAGE");
-        sb_printf(&q, " ON %s TO ", obj.buf);
+            dbp_sb_printf(&q, "USAGE");
+        dbp_sb_printf(&q, " ON %s TO ", obj.buf);
         sb_account(&q, m, g->username.v, host);
         if (grant_opt)
-            sb_printf(&q, " WITH GRANT OPTION");
+            dbp_sb_printf(&q, " WITH GRANT OPTION");
         if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err)))
             goto out;
         changed = 1;
@@ -1530,8 +1479,8 @@ out:
     if (hosts)
         mysql_free_result(hosts);
     free(dbname);
-    sb_free(&q);
-    sb_free(&obj);
+    dbp_sb_free(&q);
+    dbp_sb_free(&obj);
     mysql_close(m);
     return rc;
 }
@@ -1584,12 +1533,12 @@ static int mdb_drop_user(const engine_instance_t *primary, const char *username,
     } else {
         MYSQL_ROW row;
         while (rc == 0 && (row = mysql_fetch_row(hosts))) {
-            mdb_sb_t q = {0};
-            sb_printf(&q, "DROP USER IF EXISTS ");
+            dbp_sb_t q = {0};
+            dbp_sb_printf(&q, "DROP USER IF EXISTS ");
             sb_account(&q, m, username, row[0] ? row[0] : "");
             if (!(rc = sb_check(&q, err)))
                 rc = mdb_cmd(m, q.buf, err);
-            sb_free(&q);
+            dbp_sb_free(&q);
         }
         mysql_free_result(hosts);
     }

@@ -31,6 +31,7 @@
 #include <libpq-fe.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "engines/postgresql_backup.h"
 #include "secrets/scram.h"
 
@@ -142,44 +143,6 @@ static int pg_init_replica(const engine_instance_t *in, const engine_instance_t 
     return pg_mark_initialized(in, err);
 }
 
-/* Appends printf output to a growing string; sets *failed on overflow (the builder's
- * sticky error flag). */
-typedef struct pg_sb {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-} pg_sb_t;
-
-static void sb_printf(pg_sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(pg_sb_t *sb, const char *fmt, ...)
-{
-    if (sb->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            sb->failed = true;
-            return;
-        }
-        if ((size_t)n < sb->cap - sb->len) {
-            sb->len += (size_t)n;
-            return;
-        }
-        size_t ncap = sb->cap ? sb->cap * 2 : 4096;
-        while (ncap - sb->len <= (size_t)n)
-            ncap *= 2;
-        char *nb = realloc(sb->buf, ncap);
-        if (!nb) {
-            sb->failed = true;
-            return;
-        }
-        sb->buf = nb;
-        sb->cap = ncap;
-    }
-}
 
 /* Writes path only when its content differs; returns 1 changed, 0 same, <0 error. */
 static int write_if_changed(const char *path, const char *data, size_t len, unsigned mode,
@@ -211,35 +174,35 @@ static bool pg_key_managed(const char *k)
 }
 
 /* Quotes a postgresql.conf value: single quotes, embedded quotes doubled. */
-static void sb_conf_value(pg_sb_t *sb, const char *v)
+static void sb_conf_value(dbp_sb_t *sb, const char *v)
 {
-    sb_printf(sb, "'");
+    dbp_sb_printf(sb, "'");
     for (const char *p = v; *p; p++) {
         if (*p == '\'')
-            sb_printf(sb, "''");
+            dbp_sb_printf(sb, "''");
         else if (*p == '\n' || *p == '\r')
-            sb_printf(sb, " ");
+            dbp_sb_printf(sb, " ");
         else
-            sb_printf(sb, "%c", *p);
+            dbp_sb_printf(sb, "%c", *p);
     }
-    sb_printf(sb, "'");
+    dbp_sb_printf(sb, "'");
 }
 
 static int pg_render_config(const engine_instance_t *in, const engine_instance_t *primary,
                             dbp_err_t *err)
 {
     const spec_cluster_t *c = in->spec;
-    pg_sb_t conf = {0}, hba = {0}, ident = {0};
+    dbp_sb_t conf = {0}, hba = {0}, ident = {0};
     int changed = 0, rc = 0;
 
-    sb_printf(&conf, "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
+    dbp_sb_printf(&conf, "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
                      "# Set engine parameters in the Cluster's spec.config instead.\n",
               in->name, in->cluster);
-    sb_printf(&conf, "listen_addresses = '%s'\nport = %d\nunix_socket_directories = '%s'\n",
+    dbp_sb_printf(&conf, "listen_addresses = '%s'\nport = %d\nunix_socket_directories = '%s'\n",
               in->host, in->port, in->sock_dir);
-    sb_printf(&conf, "hba_file = '%s/pg_hba.conf'\nident_file = '%s/pg_ident.conf'\n",
+    dbp_sb_printf(&conf, "hba_file = '%s/pg_hba.conf'\nident_file = '%s/pg_ident.conf'\n",
               in->data_dir, in->data_dir);
-    sb_printf(&conf, "password_encryption = 'scram-sha-256'\n"
+    dbp_sb_printf(&conf, "password_encryption = 'scram-sha-256'\n"
                      "wal_level = replica\nmax_wal_senders = 16\nmax_replication_slots = 16\n"
                      "hot_standby = on\nhot_standby_feedback = on\nwal_log_hints = on\n"
                      "logging_collector = off\nlog_destination = 'stderr'\n"
@@ -254,7 +217,7 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
         detect_ms = 1000;
     if (detect_ms > 10000)
         detect_ms = 10000;
-    sb_printf(&conf, "wal_receiver_timeout = '%lldms'\n", (long long)detect_ms);
+    dbp_sb_printf(&conf, "wal_receiver_timeout = '%lldms'\n", (long long)detect_ms);
     /* Defaults derived from spec.memory unless the user set them in spec.config. */
     bool has_sb = false, has_mc = false;
     for (size_t i = 0; i < c->config.n; i++) {
@@ -265,34 +228,34 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     }
     if (!has_sb && c->memory.set && c->memory.v >= 64ULL << 20) {
         /* A quarter of the memory, the usual starting point, in whole MB. */
-        sb_printf(&conf, "shared_buffers = '%lluMB'\n",
+        dbp_sb_printf(&conf, "shared_buffers = '%lluMB'\n",
                   (unsigned long long)(c->memory.v / 4 / (1024 * 1024)));
     }
     if (!has_mc)
-        sb_printf(&conf, "max_connections = 100\n");
+        dbp_sb_printf(&conf, "max_connections = 100\n");
     for (size_t i = 0; i < c->config.n; i++) {
         if (pg_key_managed(c->config.v[i].key))
             continue;
-        sb_printf(&conf, "%s = ", c->config.v[i].key);
+        dbp_sb_printf(&conf, "%s = ", c->config.v[i].key);
         sb_conf_value(&conf, c->config.v[i].value);
-        sb_printf(&conf, "\n");
+        dbp_sb_printf(&conf, "\n");
     }
     if (c->replication.mode == SPEC_REPL_SYNC || c->replication.mode == SPEC_REPL_SEMI_SYNC) {
         /* A commit returns once one replica has flushed it: an acknowledged write survives
          * the loss of any single server. Rendered on every instance, so it holds on
          * whichever becomes primary. */
-        sb_printf(&conf, "synchronous_standby_names = 'ANY 1 (*)'\nsynchronous_commit = on\n");
+        dbp_sb_printf(&conf, "synchronous_standby_names = 'ANY 1 (*)'\nsynchronous_commit = on\n");
     }
     if (primary) {
         char slot[96];
         pg_slot_name(in->name, slot, sizeof(slot));
-        sb_printf(&conf,
+        dbp_sb_printf(&conf,
                   "primary_conninfo = 'host=%s port=%d user=" PG_REPL_ROLE
                   " application_name=%s'\nprimary_slot_name = '%s'\n",
                   primary->sock_dir, primary->port, in->name, slot);
     }
 
-    sb_printf(&hba, "# Written by dbplane; edits are replaced.\n"
+    dbp_sb_printf(&hba, "# Written by dbplane; edits are replaced.\n"
                     "# TYPE  DATABASE     USER                 ADDRESS       METHOD\n"
                     "local   all          " PG_ADMIN_ROLE "                      peer map=dbplane\n"
                     "local   replication  " PG_REPL_ROLE "                 peer map=dbplane\n"
@@ -302,13 +265,13 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
                     "host    replication  all                  all           reject\n"
                     "host    all          all                  127.0.0.1/32  scram-sha-256\n"
                     "host    all          all                  ::1/128       scram-sha-256\n");
-    sb_printf(&ident, "# Written by dbplane; edits are replaced.\n"
+    dbp_sb_printf(&ident, "# Written by dbplane; edits are replaced.\n"
                       "# MAP      OS-USER   ROLE\n"
                       "dbplane    %s    " PG_ADMIN_ROLE "\n"
                       "dbplane    %s    " PG_REPL_ROLE "\n",
               in->runas->daemon_name, in->runas->name);
     if (strcmp(in->runas->daemon_name, in->runas->name) != 0)
-        sb_printf(&ident, "dbplane    %s    " PG_ADMIN_ROLE "\n", in->runas->name);
+        dbp_sb_printf(&ident, "dbplane    %s    " PG_ADMIN_ROLE "\n", in->runas->name);
 
     if (conf.failed || hba.failed || ident.failed) {
         rc = dbp_err_set(err, DBP_ENOMEM, "out of memory rendering configuration");
@@ -316,7 +279,7 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     }
     char path[PATH_MAX + 32];
     const char *names[] = {"postgresql.conf", "pg_hba.conf", "pg_ident.conf"};
-    pg_sb_t *bufs[] = {&conf, &hba, &ident};
+    dbp_sb_t *bufs[] = {&conf, &hba, &ident};
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof(path), "%s/%s", in->data_dir, names[i]);
         rc = write_if_changed(path, bufs[i]->buf, bufs[i]->len, 0600, in->runas, err);
@@ -342,9 +305,9 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     }
     rc = changed;
 out:
-    free(conf.buf);
-    free(hba.buf);
-    free(ident.buf);
+    dbp_sb_free(&conf);
+    dbp_sb_free(&hba);
+    dbp_sb_free(&ident);
     return rc;
 }
 

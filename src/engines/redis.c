@@ -57,6 +57,7 @@
 #include <openssl/evp.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 
 #define RD_SERVER_BIN "/usr/bin/redis-server"
 #define RD_ADMIN_USER "dbplane-admin"
@@ -175,44 +176,6 @@ static const char *const rd_policies[] = {"volatile-lru",   "volatile-lfu", "vol
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-/* A growing string with a sticky `failed` flag (write many parts, check once). */
-typedef struct rd_sb {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-} rd_sb_t;
-
-static void sb_printf(rd_sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(rd_sb_t *sb, const char *fmt, ...)
-{
-    if (sb->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n =
-            vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            sb->failed = true;
-            return;
-        }
-        if (sb->buf && (size_t)n < sb->cap - sb->len) {
-            sb->len += (size_t)n;
-            return;
-        }
-        size_t ncap = sb->cap ? sb->cap * 2 : 4096;
-        while (ncap - sb->len <= (size_t)n)
-            ncap *= 2;
-        char *nb = realloc(sb->buf, ncap);
-        if (!nb) {
-            sb->failed = true;
-            return;
-        }
-        sb->buf = nb;
-        sb->cap = ncap;
-    }
-}
 
 /* Lower-case hex SHA-256 of s into hex[65]: the form Redis keeps ACL passwords in. */
 static int rd_sha256_hex(const char *s, char hex[65], dbp_err_t *err)
@@ -944,57 +907,57 @@ static int rd_conf_build(const spec_cluster_t *c, rd_conf_t *cf, dbp_err_t *err)
 /* Writes a directive value so redis-server's line splitter (sdssplitargs) reads it back:
  * bare when it is made of safe characters (a value like "3600 1 300 100" stays several
  * arguments, as for CONFIG SET), else double-quoted with \" and \\ escaped. */
-static void sb_quoted(rd_sb_t *sb, const char *v)
+static void sb_quoted(dbp_sb_t *sb, const char *v)
 {
-    sb_printf(sb, "\"");
+    dbp_sb_printf(sb, "\"");
     for (const char *p = v; *p; p++)
-        sb_printf(sb, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-    sb_printf(sb, "\"");
+        dbp_sb_printf(sb, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+    dbp_sb_printf(sb, "\"");
 }
 
-static void sb_value(rd_sb_t *sb, const char *v)
+static void sb_value(dbp_sb_t *sb, const char *v)
 {
     bool bare = *v != '\0';
     for (const char *p = v; *p && bare; p++)
         bare = isalnum((unsigned char)*p) || strchr(" ._:/,+-*@%=", *p) != NULL;
     if (bare)
-        sb_printf(sb, "%s", v);
+        dbp_sb_printf(sb, "%s", v);
     else
         sb_quoted(sb, v);
 }
 
 /* The text of redis.conf. */
 static int rd_render_conf(const engine_instance_t *in, const engine_instance_t *primary,
-                          const rd_conf_t *cf, rd_sb_t *sb, dbp_err_t *err)
+                          const rd_conf_t *cf, dbp_sb_t *sb, dbp_err_t *err)
 {
     char sock[160];
     rd_sock_path(in, sock, sizeof(sock));
     if (strlen(sock) >= 104)
         return dbp_err_set(err, DBP_EINVAL, "socket path %s is too long", sock);
-    sb_printf(sb,
+    dbp_sb_printf(sb,
               "# Written by dbplane for instance %s of cluster %s; edits are replaced.\n"
               "# Set engine parameters in the Cluster's spec.config instead.\n",
               in->name, in->cluster);
-    sb_printf(sb, "bind %s\nport %d\nunixsocket ", in->host, in->port);
+    dbp_sb_printf(sb, "bind %s\nport %d\nunixsocket ", in->host, in->port);
     sb_quoted(sb, sock);
-    sb_printf(sb, "\nunixsocketperm 700\n");
-    sb_printf(sb, "protected-mode yes\ndaemonize no\nsupervised no\nlogfile \"\"\n");
-    sb_printf(sb, "dir ");
+    dbp_sb_printf(sb, "\nunixsocketperm 700\n");
+    dbp_sb_printf(sb, "protected-mode yes\ndaemonize no\nsupervised no\nlogfile \"\"\n");
+    dbp_sb_printf(sb, "dir ");
     sb_quoted(sb, in->data_dir);
-    sb_printf(sb, "\naclfile ");
+    dbp_sb_printf(sb, "\naclfile ");
     char acl[PATH_MAX + 32];
     snprintf(acl, sizeof(acl), "%s/" RD_ACLFILE, in->data_dir);
     sb_quoted(sb, acl);
-    sb_printf(sb, "\n");
+    dbp_sb_printf(sb, "\n");
     if (primary) {
         /* masterauth is set at run time by the probe: it would be a plaintext here. */
-        sb_printf(sb, "replicaof %s %d\nmasteruser " RD_REPL_USER "\nreplica-read-only yes\n",
+        dbp_sb_printf(sb, "replicaof %s %d\nmasteruser " RD_REPL_USER "\nreplica-read-only yes\n",
                   primary->host, primary->port);
     }
     for (int i = 0; i < cf->n; i++) {
-        sb_printf(sb, "%s ", cf->kv[i].key);
+        dbp_sb_printf(sb, "%s ", cf->kv[i].key);
         sb_value(sb, cf->kv[i].value);
-        sb_printf(sb, "\n");
+        dbp_sb_printf(sb, "\n");
     }
     if (sb->failed)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory rendering configuration");
@@ -1064,7 +1027,7 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
                             dbp_err_t *err)
 {
     rd_conf_t *cf = malloc(sizeof(*cf));
-    rd_sb_t conf = {0}, aclt = {0};
+    dbp_sb_t conf = {0}, aclt = {0};
     rd_lines_t acl = {0};
     int rc;
     if (!cf)
@@ -1074,7 +1037,7 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
         (rc = rd_render_acl(in, primary, &acl, err)))
         goto out;
     for (size_t i = 0; i < acl.n; i++)
-        sb_printf(&aclt, "%s\n", acl.v[i]);
+        dbp_sb_printf(&aclt, "%s\n", acl.v[i]);
     if (aclt.failed) {
         rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
         goto out;
@@ -1119,8 +1082,8 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
     rc = b < 0 ? b : (a | b);
 out:
     free(cf);
-    free(conf.buf);
-    free(aclt.buf);
+    dbp_sb_free(&conf);
+    dbp_sb_free(&aclt);
     rd_lines_free(&acl);
     return rc;
 }
