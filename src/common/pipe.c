@@ -19,45 +19,14 @@
 
 extern char **environ;
 
-/* Runs in the child between fork and exec. */
+/* Runs in the child between fork and exec: the pipe end becomes stdout (reading from the
+ * child) or stdin (writing to it); the log file takes the rest. */
 static void pipe_child(char *const argv[], char *const envp[], const dbp_runas_t *ra, int logfd,
                        const char *cwd, dbp_pipe_dir_t dir, int child_end)
 {
-    setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int s = 1; s < 32; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            signal(s, SIG_DFL);
-    if (dir == DBP_PIPE_FROM_CHILD) {
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            dup2(devnull, STDIN_FILENO);
-            close(devnull);
-        }
-        dup2(child_end, STDOUT_FILENO);
-    } else {
-        dup2(child_end, STDIN_FILENO);
-        dup2(logfd, STDOUT_FILENO);
-    }
-    dup2(logfd, STDERR_FILENO);
-    close_range(3, ~0U, 0);
-    if (ra && ra->drop) {
-        if (setgroups(0, NULL) != 0 || setgid(ra->gid) != 0 || setuid(ra->uid) != 0) {
-            static const char m[] = "dbplane: cannot switch to the service user\n";
-            ssize_t w = write(STDERR_FILENO, m, sizeof(m) - 1);
-            (void)w;
-            _exit(126);
-        }
-    }
-    if (cwd && chdir(cwd) != 0)
-        _exit(126);
-    execve(argv[0], argv, envp);
-    static const char m[] = "dbplane: exec failed\n";
-    ssize_t w = write(STDERR_FILENO, m, sizeof(m) - 1);
-    (void)w;
-    _exit(127);
+    if (dir == DBP_PIPE_FROM_CHILD)
+        dbp_proc_child_exec(argv, envp, ra, -1, child_end, logfd, cwd);
+    dbp_proc_child_exec(argv, envp, ra, child_end, logfd, logfd, cwd);
 }
 
 int dbp_pipe_spawn(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,

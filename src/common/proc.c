@@ -67,9 +67,8 @@ int dbp_runas_resolve(dbp_runas_t *out, dbp_err_t *err)
     return 0;
 }
 
-/* Runs in the child between fork and exec: only async-signal-safe calls. */
-static void child_exec(char *const argv[], char *const envp[], const dbp_runas_t *ra, int logfd,
-                       const char *cwd)
+void dbp_proc_child_exec(char *const argv[], char *const envp[], const dbp_runas_t *ra,
+                         int in_fd, int out_fd, int err_fd, const char *cwd)
 {
     setpgid(0, 0);
     sigset_t none;
@@ -78,13 +77,17 @@ static void child_exec(char *const argv[], char *const envp[], const dbp_runas_t
     for (int s = 1; s < 32; s++)
         if (s != SIGKILL && s != SIGSTOP)
             signal(s, SIG_DFL);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) {
-        dup2(devnull, STDIN_FILENO);
-        close(devnull);
+    if (in_fd < 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            close(devnull);
+        }
+    } else {
+        dup2(in_fd, STDIN_FILENO);
     }
-    dup2(logfd, STDOUT_FILENO);
-    dup2(logfd, STDERR_FILENO);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
     /* No descriptor of the daemon (store, sockets, API) may leak into a server. */
     close_range(3, ~0U, 0);
     if (ra && ra->drop) {
@@ -146,7 +149,7 @@ int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
         return dbp_err_set(err, DBP_EIO, "fork: %s", strerror(e));
     }
     if (p == 0)
-        child_exec(argv, envp, ra, logfd, cwd);
+        dbp_proc_child_exec(argv, envp, ra, -1, logfd, logfd, cwd);
     setpgid(p, p); /* also from the parent, to close the race with an early kill */
     free(envp);
     close(logfd);

@@ -38,6 +38,15 @@ int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
                    const char *log_path, const char *cwd, pid_t *pid, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* In a forked child: puts it in its own process group, resets signals, connects stdin to
+ * in_fd (-1: /dev/null), stdout to out_fd and stderr to err_fd, closes every other
+ * descriptor, switches to the service user (ra->drop) and execs argv with envp. Never
+ * returns (exit status 126/127 when it cannot). Only async-signal-safe calls: the parent
+ * may be multi-threaded. */
+void dbp_proc_child_exec(char *const argv[], char *const envp[], const dbp_runas_t *ra,
+                         int in_fd, int out_fd, int err_fd, const char *cwd)
+    __attribute__((noreturn));
+
 /* Spawns as dbp_proc_spawn and waits up to `timeout_ms` (<= 0: no limit). Returns 0 when
  * the command exited with status 0; otherwise DBP_EIO with the exit status and the last
  * line of the log in err (the child is killed with SIGKILL on time-out). */
