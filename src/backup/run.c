@@ -22,6 +22,7 @@
 
 #include "backup/retention.h"
 #include "common/log.h"
+#include "control/reconcile.h"
 
 /* ---- context ----------------------------------------------------------------------- */
 
@@ -237,21 +238,7 @@ int bk_instances(backup_ctx_t *ctx, const char *tenant, const char *cluster,
 void bk_fill_instance(backup_ctx_t *ctx, const spec_resource_t *c, const store_instance_t *rec,
                       engine_instance_t *in)
 {
-    memset(in, 0, sizeof(*in));
-    in->tenant = c->tenant.v;
-    in->cluster = c->name.v;
-    snprintf(in->name, sizeof(in->name), "%s", rec->name);
-    in->ordinal = rec->ordinal;
-    snprintf(in->dir, sizeof(in->dir), "%s/clusters/%s/%s/%s", ctx->data_dir, c->tenant.v,
-             c->name.v, rec->name);
-    snprintf(in->data_dir, sizeof(in->data_dir), "%s/data", in->dir);
-    snprintf(in->log_path, sizeof(in->log_path), "%s/server.log", in->dir);
-    snprintf(in->tool_log_path, sizeof(in->tool_log_path), "%s/tools.log", in->dir);
-    snprintf(in->sock_dir, sizeof(in->sock_dir), "%s/s%d", ctx->run_dir, rec->port);
-    snprintf(in->host, sizeof(in->host), "%s", rec->host);
-    in->port = rec->port;
-    in->spec = &c->u.cluster;
-    in->runas = &ctx->runas;
+    ctl_instance_layout(in, ctx->data_dir, ctx->run_dir, c, rec, &ctx->runas);
 }
 
 int bk_primary(backup_ctx_t *ctx, const spec_resource_t *c, engine_instance_t *in,

@@ -207,24 +207,31 @@ static int instance_record(ctl_daemon_t *d, const spec_resource_t *c, int ordina
     return rc ? rc : store_put_instance(d->store, rec, err);
 }
 
-static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store_instance_t *rec,
-                          engine_instance_t *in)
+void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char *run_dir,
+                         const spec_resource_t *c, const store_instance_t *rec,
+                         const dbp_runas_t *runas)
 {
     memset(in, 0, sizeof(*in));
     in->tenant = c->tenant.v;
     in->cluster = c->name.v;
     snprintf(in->name, sizeof(in->name), "%s", rec->name);
     in->ordinal = rec->ordinal;
-    snprintf(in->dir, sizeof(in->dir), "%s/clusters/%s/%s/%s", d->data_dir, c->tenant.v,
-             c->name.v, rec->name);
+    snprintf(in->dir, sizeof(in->dir), "%s/clusters/%s/%s/%s", data_dir, c->tenant.v, c->name.v,
+             rec->name);
     snprintf(in->data_dir, sizeof(in->data_dir), "%s/data", in->dir);
     snprintf(in->log_path, sizeof(in->log_path), "%s/server.log", in->dir);
     snprintf(in->tool_log_path, sizeof(in->tool_log_path), "%s/tools.log", in->dir);
-    snprintf(in->sock_dir, sizeof(in->sock_dir), "%s/s%d", d->run_dir, rec->port);
+    snprintf(in->sock_dir, sizeof(in->sock_dir), "%s/s%d", run_dir, rec->port);
     snprintf(in->host, sizeof(in->host), "%s", rec->host);
     in->port = rec->port;
     in->spec = &c->u.cluster;
-    in->runas = &d->runas;
+    in->runas = runas;
+}
+
+static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store_instance_t *rec,
+                          engine_instance_t *in)
+{
+    ctl_instance_layout(in, d->data_dir, d->run_dir, c, rec, &d->runas);
     /* A hung server must not stall the whole pass (and with it the HA monitor). */
     in->probe_timeout_ms = 1000;
 }

@@ -95,6 +95,14 @@ typedef struct ctl_daemon {
     bool proxy_synced;
 } ctl_daemon_t;
 
+/* Lays out instance `rec` of Cluster `c` (see docs/design.md): its directories under
+ * data_dir, its socket dir under run_dir, host and port from the store record. The one
+ * place that knows the layout; the backup runner uses it too. Borrows c and runas (the
+ * instance points into them). */
+void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char *run_dir,
+                         const spec_resource_t *c, const store_instance_t *rec,
+                         const dbp_runas_t *runas);
+
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
 void ctl_reconcile_pass(ctl_daemon_t *d);
 

@@ -161,7 +161,7 @@ spec: {{cluster: sched, type: logical, store: local, schedule: "* * * * *", rete
 @pytest.fixture(scope="module")
 def env():
     if not S3RVER:
-        pytest.skip("s3rver is not installed (scripts/install-deps.sh)")
+        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
     work = Path(tempfile.mkdtemp(prefix="dbplane-bk-"))
     work.chmod(0o755)
     s3 = S3Server(work / "s3")
