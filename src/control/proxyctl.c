@@ -101,13 +101,7 @@ void ctl_proxy_sync(ctl_daemon_t *d)
                 continue;
             const spec_user_t *u = &ur->u.user;
             char sname[128], skey[128];
-            if (u->password_secret_key_ref.set) {
-                snprintf(sname, sizeof(sname), "%s", u->password_secret_key_ref.name.v);
-                snprintf(skey, sizeof(skey), "%s", u->password_secret_key_ref.key.v);
-            } else {
-                snprintf(sname, sizeof(sname), "%s-password", ur->name.v);
-                snprintf(skey, sizeof(skey), "password");
-            }
+            ctl_user_secret(ur, sname, skey);
             dbp_err_t err;
             if (secrets_get(d->secrets, ur->tenant.v, sname, skey, &pws[nu], &err) != 0)
                 continue; /* not generated yet: the user cannot log in through the proxy yet */

@@ -595,19 +595,25 @@ static cluster_rt_t *find_cluster(cluster_rt_t *crs, int n, const char *tenant, 
     return NULL;
 }
 
+void ctl_user_secret(const spec_resource_t *r, char name[128], char key[128])
+{
+    const spec_user_t *u = &r->u.user;
+    if (u->password_secret_key_ref.set) {
+        snprintf(name, 128, "%s", u->password_secret_key_ref.name.v);
+        snprintf(key, 128, "%s", u->password_secret_key_ref.key.v);
+    } else {
+        snprintf(name, 128, "%s-password", r->name.v);
+        snprintf(key, 128, "password");
+    }
+}
+
 /* Gets (or generates) the password of a User. Returns owned *pw. */
 static int user_password(ctl_daemon_t *d, const spec_resource_t *r, const spec_set_t *set,
                          char **pw, dbp_err_t *err)
 {
     const spec_user_t *u = &r->u.user;
     char sname[128], skey[128];
-    if (u->password_secret_key_ref.set) {
-        snprintf(sname, sizeof(sname), "%s", u->password_secret_key_ref.name.v);
-        snprintf(skey, sizeof(skey), "%s", u->password_secret_key_ref.key.v);
-    } else {
-        snprintf(sname, sizeof(sname), "%s-password", r->name.v);
-        snprintf(skey, sizeof(skey), "password");
-    }
+    ctl_user_secret(r, sname, skey);
     int rc = secrets_get(d->secrets, r->tenant.v, sname, skey, pw, err);
     if (rc != DBP_ENOENT)
         return rc;

@@ -103,6 +103,10 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
                          const spec_resource_t *c, const store_instance_t *rec,
                          const dbp_runas_t *runas);
 
+/* Where a User's password lives: its passwordSecretKeyRef, or "<name>-password"/"password"
+ * when it has none (generated on first use). Writes both into the 128-byte buffers. */
+void ctl_user_secret(const spec_resource_t *user, char name[128], char key[128]);
+
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
 void ctl_reconcile_pass(ctl_daemon_t *d);
 
