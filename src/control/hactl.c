@@ -57,6 +57,7 @@ int ctl_fence(ctl_daemon_t *d, const engine_instance_t *in, int grace_ms, dbp_er
     int rc = dbp_write_file(marker, "fenced\n", 7, 0644, NULL, err);
     if (rc)
         return rc;
+    ctl_cluster_unready(d, in->tenant, in->cluster, "an instance was fenced; reconciling");
     const char *ids[] = {id, NULL};
     ctl_sup_stop_ids(&d->sup, ids, grace_ms);
     const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
@@ -139,14 +140,9 @@ static void after_change(ctl_daemon_t *d, cluster_rt_t *cr, int new_primary, int
     d->pass_requested = true;
     /* New transactions go to the new primary now, not after the next pass. */
     ctl_proxy_sync(d);
-    /* Until a pass has seen the new shape, the cluster is not ready (`dbplane wait`
-     * must not return on the status of the old topology). */
     char msg[160];
     snprintf(msg, sizeof(msg), "topology changed to epoch %lld; reconciling", (long long)epoch);
-    dbp_err_t err;
-    if (store_set_status(d->store, cr->res->tenant.v, "Cluster", cr->res->name.v, cr->generation,
-                         "pending", msg, &err) != 0)
-        dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+    ctl_cluster_unready(d, cr->res->tenant.v, cr->res->name.v, msg);
 }
 
 static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,

@@ -542,11 +542,11 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             char m[256];
             snprintf(m, sizeof(m), "%s accepts writes but topology epoch %lld names %s "
                      "primary; fencing it", R->name, (long long)cr->epoch, P->name);
-            event(d, c->tenant.v, "Cluster", c->name.v, "Warning", "RoguePrimary", m);
             if (ctl_fence(d, R, 0, &err) != 0) {
                 snprintf(msg, len, "fence %s: %s", R->name, err.msg);
                 return "failed";
             }
+            event(d, c->tenant.v, "Cluster", c->name.v, "Warning", "RoguePrimary", m);
             memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
             snprintf(msg, len, "%s was fenced (it ran as a primary); rejoining", R->name);
             state = "pending";
@@ -937,6 +937,15 @@ static int unready_cb(const store_resource_t *r, void *ud)
     return 0;
 }
 
+void ctl_cluster_unready(ctl_daemon_t *d, const char *tenant, const char *cluster,
+                         const char *why)
+{
+    unready_ctx_t u = {.d = d, .cluster = cluster, .why = why};
+    dbp_err_t err;
+    if (store_list_resources(d->store, tenant, "Cluster", unready_cb, &u, &err) != 0)
+        dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+}
+
 void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, const char *msg)
 {
     ctl_daemon_t *d = ud;
@@ -965,9 +974,7 @@ void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, con
         char *dash = strrchr(cluster, '-');
         if (dash)
             *dash = '\0';
-        unready_ctx_t u = {.d = d, .cluster = cluster, .why = msg};
-        if (store_list_resources(d->store, tenant, "Cluster", unready_cb, &u, &err) != 0)
-            dbp_warn("status_write_failed", "error=%s", dbp_log_q(err.msg));
+        ctl_cluster_unready(d, tenant, cluster, msg);
     }
 }
 

@@ -107,6 +107,12 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
  * when it has none (generated on first use). Writes both into the 128-byte buffers. */
 void ctl_user_secret(const spec_resource_t *user, char name[128], char key[128]);
 
+/* Marks a Cluster pending (with `why`) at once, without waiting for the next pass: after
+ * a crash, a fence or a topology change, `dbplane wait` must not return on the status the
+ * cluster had before. */
+void ctl_cluster_unready(ctl_daemon_t *d, const char *tenant, const char *cluster,
+                         const char *why);
+
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
 void ctl_reconcile_pass(ctl_daemon_t *d);
 
