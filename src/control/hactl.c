@@ -214,7 +214,13 @@ int ctl_ha_tick(ctl_daemon_t *d)
         /* Only a cluster that has been up: the reconciler handles bootstrap. */
         if (hs->det.last_ok_ms == 0 && !cr->primary_ready)
             continue;
-        int timeout = (int)(interval < 1000 ? interval : 1000);
+        /* Half the interval (200 ms .. 1 s): a hung server costs each probe its timeout,
+         * so the count of failures keeps pace with the interval. */
+        int timeout = (int)(interval / 2);
+        if (timeout < 200)
+            timeout = 200;
+        if (timeout > 1000)
+            timeout = 1000;
         engine_instance_t *P = &cr->inst[cr->primary];
         P->probe_timeout_ms = timeout;
         engine_probe_t pp;

@@ -211,8 +211,9 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
               in->name);
     /* A replica must notice a hung primary about when the HA monitor's failcount runs out
      * (it pings after half the timeout of silence): failover waits for both; see ha/. */
+    int64_t fc = c->failover.failcount.v > 0 ? c->failover.failcount.v : 3;
     int64_t detect_ms = (c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000) *
-                        (c->failover.failcount.v > 0 ? c->failover.failcount.v : 3);
+                        (fc > 1 ? fc - 1 : 1);
     if (detect_ms < 1000)
         detect_ms = 1000;
     if (detect_ms > 10000)
