@@ -13,7 +13,7 @@ def test_spec_reference_files_validate(name):
     assert "resources valid" in p.stdout
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "homelab.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "homelab.yaml", "wecare.yaml", "redis.yaml"])
 def test_examples_validate(name):
     p = run(["validate", "-f", str(ROOT / "examples" / name)])
     assert "resources valid" in p.stdout
