@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
 
 /* Runs in the child between fork and exec: the pipe end becomes stdout (reading from the
  * child) or stdin (writing to it); the log file takes the rest. */
@@ -38,15 +37,9 @@ int dbp_pipe_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
     snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
     const char *base = strrchr(argv[0], '/');
     snprintf(p->what, sizeof(p->what), "%s", base ? base + 1 : argv[0]);
-    if (access(argv[0], X_OK) != 0)
-        return dbp_err_set(err, DBP_EIO, "%s is not executable: %s", argv[0], strerror(errno));
-    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int logfd = dbp_proc_open_log(argv[0], log_path, ra, err);
     if (logfd < 0)
-        return dbp_err_set(err, DBP_EIO, "open %s: %s", log_path, strerror(errno));
-    if (ra && ra->drop && fchown(logfd, ra->uid, ra->gid) != 0) {
-        close(logfd);
-        return dbp_err_set(err, DBP_EIO, "chown %s: %s", log_path, strerror(errno));
-    }
+        return logfd;
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         int e = errno;
@@ -57,27 +50,13 @@ int dbp_pipe_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
     int child_end = dir == DBP_PIPE_FROM_CHILD ? fds[1] : fds[0];
     int our_end = dir == DBP_PIPE_FROM_CHILD ? fds[0] : fds[1];
 
-    size_t nenv = 0, nextra = 0;
-    while (environ[nenv])
-        nenv++;
-    while (env_extra && env_extra[nextra])
-        nextra++;
-    char **envp = calloc(nenv + nextra + 1, sizeof(char *));
+    char **envp = dbp_proc_child_env(env_extra);
     if (!envp) {
         close(logfd);
         close(fds[0]);
         close(fds[1]);
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     }
-    size_t k = 0;
-    for (size_t i = 0; i < nenv; i++) {
-        if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0)
-            continue;
-        envp[k++] = environ[i];
-    }
-    for (size_t i = 0; i < nextra; i++)
-        envp[k++] = env_extra[i];
-    envp[k] = NULL;
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;

@@ -107,11 +107,11 @@ void dbp_proc_child_exec(char *const argv[], char *const envp[], const dbp_runas
     _exit(127);
 }
 
-int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
-                   const char *log_path, const char *cwd, pid_t *pid, dbp_err_t *err)
+int dbp_proc_open_log(const char *exe, const char *log_path, const dbp_runas_t *ra,
+                      dbp_err_t *err)
 {
-    if (access(argv[0], X_OK) != 0)
-        return dbp_err_set(err, DBP_EIO, "%s is not executable: %s", argv[0], strerror(errno));
+    if (access(exe, X_OK) != 0)
+        return dbp_err_set(err, DBP_EIO, "%s is not executable: %s", exe, strerror(errno));
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (logfd < 0)
         return dbp_err_set(err, DBP_EIO, "open %s: %s", log_path, strerror(errno));
@@ -119,20 +119,22 @@ int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
         close(logfd);
         return dbp_err_set(err, DBP_EIO, "chown %s: %s", log_path, strerror(errno));
     }
-    /* Build the environment before fork: the child may only call async-signal-safe code. */
+    return logfd;
+}
+
+char **dbp_proc_child_env(char *const env_extra[])
+{
     size_t nenv = 0, nextra = 0;
     while (environ[nenv])
         nenv++;
     while (env_extra && env_extra[nextra])
         nextra++;
     char **envp = calloc(nenv + nextra + 1, sizeof(char *));
-    if (!envp) {
-        close(logfd);
-        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
-    }
+    if (!envp)
+        return NULL;
     size_t k = 0;
     for (size_t i = 0; i < nenv; i++) {
-        /* Do not hand dbplane's own sanitizer or preload settings to the servers. */
+        /* Do not hand dbplane's own preload settings to the servers. */
         if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0)
             continue;
         envp[k++] = environ[i];
@@ -140,6 +142,21 @@ int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
     for (size_t i = 0; i < nextra; i++)
         envp[k++] = env_extra[i];
     envp[k] = NULL;
+    return envp;
+}
+
+int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
+                   const char *log_path, const char *cwd, pid_t *pid, dbp_err_t *err)
+{
+    int logfd = dbp_proc_open_log(argv[0], log_path, ra, err);
+    if (logfd < 0)
+        return logfd;
+    /* Build the environment before fork: the child may only call async-signal-safe code. */
+    char **envp = dbp_proc_child_env(env_extra);
+    if (!envp) {
+        close(logfd);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
     /* Make the log fd survive exec in the child (dup2 clears CLOEXEC on the copies). */
     pid_t p = fork();
     if (p < 0) {

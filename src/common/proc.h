@@ -38,6 +38,17 @@ int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
                    const char *log_path, const char *cwd, pid_t *pid, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* Checks that `exe` is executable and opens `log_path` for a child's output (append,
+ * created 0640, owned by the service user when ra->drop). Returns the fd (O_CLOEXEC; the
+ * caller closes it) or a negative DBP_E* code with err filled. */
+int dbp_proc_open_log(const char *exe, const char *log_path, const dbp_runas_t *ra,
+                      dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* The environment for a child: this process's, minus LD_PRELOAD, plus `env_extra`
+ * (NULL-terminated "K=V" list, may be NULL). Returns an owned array (free() it; the
+ * strings are borrowed) or NULL when out of memory. Call before fork. */
+char **dbp_proc_child_env(char *const env_extra[]);
+
 /* In a forked child: puts it in its own process group, resets signals, connects stdin to
  * in_fd (-1: /dev/null), stdout to out_fd and stderr to err_fd, closes every other
  * descriptor, switches to the service user (ra->drop) and execs argv with envp. Never

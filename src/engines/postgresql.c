@@ -15,6 +15,7 @@
  * rendered as a replica unless the topology names it primary.
  */
 #include "engines/engine.h"
+#include "engines/postgresql_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -45,7 +46,7 @@ static void pg_bindir(const char *version, char *buf, size_t len)
     snprintf(buf, len, "/usr/lib/postgresql/%s/bin", version && *version ? version : "15");
 }
 
-static void pg_tool(const engine_instance_t *in, const char *tool, char *buf, size_t len)
+void engine_pg_tool(const engine_instance_t *in, const char *tool, char *buf, size_t len)
 {
     char dir[256];
     pg_bindir(in->spec ? in->spec->version.v : NULL, dir, sizeof(dir));
@@ -86,7 +87,7 @@ static int pg_init_primary(const engine_instance_t *in, dbp_err_t *err)
     if (rc)
         return rc;
     char initdb[PATH_MAX];
-    pg_tool(in, "initdb", initdb, sizeof(initdb));
+    engine_pg_tool(in, "initdb", initdb, sizeof(initdb));
     char *argv[] = {initdb,
                     "-D",
                     (char *)in->data_dir,
@@ -123,7 +124,7 @@ static int pg_init_replica(const engine_instance_t *in, const engine_instance_t 
     if (rc)
         return rc;
     char tool[PATH_MAX], port[16], slot[96];
-    pg_tool(in, "pg_basebackup", tool, sizeof(tool));
+    engine_pg_tool(in, "pg_basebackup", tool, sizeof(tool));
     snprintf(port, sizeof(port), "%d", primary->port);
     pg_slot_name(in->name, slot, sizeof(slot));
     char *argv[] = {tool,          "-D", (char *)in->data_dir, "-h", (char *)primary->sock_dir,
@@ -342,7 +343,7 @@ static bool pg_wait(PGconn *conn, short events, int64_t deadline_ms)
 /* Opens an admin connection to `dbname` over the instance's unix socket, giving up after
  * in->probe_timeout_ms (default 3 s) even when the server accepts the socket but never
  * answers (a hung or SIGSTOPped server). Returns NULL with err filled on failure. */
-static PGconn *pg_connect(const engine_instance_t *in, const char *dbname, dbp_err_t *err)
+PGconn *engine_pg_connect(const engine_instance_t *in, const char *dbname, dbp_err_t *err)
 {
     char port[16];
     snprintf(port, sizeof(port), "%d", in->port);
@@ -422,7 +423,7 @@ static PGresult *pg_exec_deadline(PGconn *conn, const char *sql, int timeout_ms,
 
 /* Runs one statement with text parameters; returns the result (free with PQclear) or
  * NULL with err filled from the server's error. */
-static PGresult *pg_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+PGresult *engine_pg_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
                          dbp_err_t *err)
 {
     PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
@@ -442,7 +443,7 @@ static PGresult *pg_exec(PGconn *conn, const char *sql, int nparams, const char 
 /* Runs a statement that returns no rows; 0 or DBP_EENGINE. */
 static int pg_cmd(PGconn *conn, const char *sql, dbp_err_t *err)
 {
-    PGresult *r = pg_exec(conn, sql, 0, NULL, err);
+    PGresult *r = engine_pg_exec(conn, sql, 0, NULL, err);
     if (!r)
         return DBP_EENGINE;
     PQclear(r);
@@ -462,7 +463,7 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
 {
     memset(out, 0, sizeof(*out));
     dbp_err_t cerr;
-    PGconn *conn = pg_connect(in, "postgres", &cerr);
+    PGconn *conn = engine_pg_connect(in, "postgres", &cerr);
     if (!conn)
         return 0;
     PGresult *r = pg_exec_deadline(conn,
@@ -512,11 +513,11 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
 static int pg_ensure_internal(const engine_instance_t *primary, const engine_instance_t *replicas,
                               int nreplicas, dbp_err_t *err)
 {
-    PGconn *conn = pg_connect(primary, "postgres", err);
+    PGconn *conn = engine_pg_connect(primary, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     int changed = 0, rc = 0;
-    PGresult *r = pg_exec(conn, "SELECT 1 FROM pg_roles WHERE rolname = '" PG_REPL_ROLE "'", 0,
+    PGresult *r = engine_pg_exec(conn, "SELECT 1 FROM pg_roles WHERE rolname = '" PG_REPL_ROLE "'", 0,
                           NULL, err);
     if (!r) {
         rc = DBP_EENGINE;
@@ -534,7 +535,7 @@ static int pg_ensure_internal(const engine_instance_t *primary, const engine_ins
         char slot[96];
         pg_slot_name(replicas[i].name, slot, sizeof(slot));
         const char *params[] = {slot};
-        r = pg_exec(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", 1, params,
+        r = engine_pg_exec(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", 1, params,
                     err);
         if (!r) {
             rc = DBP_EENGINE;
@@ -543,7 +544,7 @@ static int pg_ensure_internal(const engine_instance_t *primary, const engine_ins
         exists = PQntuples(r) > 0;
         PQclear(r);
         if (!exists) {
-            r = pg_exec(conn, "SELECT pg_create_physical_replication_slot($1, true)", 1, params,
+            r = engine_pg_exec(conn, "SELECT pg_create_physical_replication_slot($1, true)", 1, params,
                         err);
             if (!r) {
                 rc = DBP_EENGINE;
@@ -568,14 +569,14 @@ static char *pg_ident(PGconn *conn, const char *s)
 static int pg_ensure_user(const engine_instance_t *primary, const spec_user_t *user,
                           const char *password, dbp_err_t *err)
 {
-    PGconn *conn = pg_connect(primary, "postgres", err);
+    PGconn *conn = engine_pg_connect(primary, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     int rc = 0;
     char *ident = NULL, *lit = NULL, *verifier = NULL;
     const char *uname = user->username.v;
     const char *params[] = {uname};
-    PGresult *r = pg_exec(conn,
+    PGresult *r = engine_pg_exec(conn,
                           "SELECT COALESCE(rolpassword, ''), rolconnlimit, rolcanlogin,"
                           " rolsuper FROM pg_authid WHERE rolname = $1",
                           1, params, err);
@@ -646,7 +647,7 @@ out:
 static int pg_ensure_database(const engine_instance_t *primary, const spec_database_t *db,
                               dbp_err_t *err)
 {
-    PGconn *conn = pg_connect(primary, "postgres", err);
+    PGconn *conn = engine_pg_connect(primary, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     const char *owner = db->owner.set && db->owner.v ? db->owner.v : PG_ADMIN_ROLE;
@@ -659,7 +660,7 @@ static int pg_ensure_database(const engine_instance_t *primary, const spec_datab
         rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
         goto out;
     }
-    r = pg_exec(conn,
+    r = engine_pg_exec(conn,
                 "SELECT r.rolname,"
                 " EXISTS (SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba)))"
                 "         a WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))"
@@ -757,7 +758,7 @@ static int pg_ensure_grant(const engine_instance_t *primary, const spec_grant_t 
         snprintf(tprivs, sizeof(tprivs), "ALL PRIVILEGES");
     }
 
-    PGconn *conn = pg_connect(primary, g->database.v, err);
+    PGconn *conn = engine_pg_connect(primary, g->database.v, err);
     if (!conn)
         return DBP_EENGINE;
     int rc = 0;
@@ -769,7 +770,7 @@ static int pg_ensure_grant(const engine_instance_t *primary, const spec_grant_t 
         rc = dbp_err_set(err, DBP_EENGINE, "%s", PQerrorMessage(conn));
         goto out;
     }
-    r = pg_exec(conn,
+    r = engine_pg_exec(conn,
                 "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
                 " WHERE d.datname = current_database()",
                 0, NULL, err);
@@ -834,7 +835,7 @@ out:
 
 static int pg_drop_user(const engine_instance_t *primary, const char *username, dbp_err_t *err)
 {
-    PGconn *conn = pg_connect(primary, "postgres", err);
+    PGconn *conn = engine_pg_connect(primary, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     char *u = pg_ident(conn, username);
@@ -854,7 +855,7 @@ static int pg_drop_user(const engine_instance_t *primary, const char *username, 
 static int pg_run_sql(const engine_instance_t *primary, const char *database, const char *username,
                       const char *password, const char *sql, dbp_err_t *err)
 {
-    PGconn *conn = pg_connect(primary, database, err);
+    PGconn *conn = engine_pg_connect(primary, database, err);
     if (!conn)
         return DBP_EENGINE;
     int rc = 0;
@@ -892,12 +893,12 @@ out:
 
 static int pg_promote(const engine_instance_t *in, dbp_err_t *err)
 {
-    PGconn *conn = pg_connect(in, "postgres", err);
+    PGconn *conn = engine_pg_connect(in, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     /* pg_promote(wait => true, wait_seconds => 60): returns once the server accepts
      * writes (PostgreSQL 12+). */
-    PGresult *r = pg_exec(conn, "SELECT pg_promote(true, 60)", 0, NULL, err);
+    PGresult *r = engine_pg_exec(conn, "SELECT pg_promote(true, 60)", 0, NULL, err);
     int rc = 0;
     if (!r)
         rc = DBP_EENGINE;
@@ -918,7 +919,7 @@ static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *prima
      * new primary's socket; the service OS user maps to it through peer auth. */
     /* A just-promoted primary records its new timeline in pg_control only at its next
      * checkpoint; without one pg_rewind sees "the same timeline" and rewinds nothing. */
-    PGconn *conn = pg_connect(primary, "postgres", err);
+    PGconn *conn = engine_pg_connect(primary, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     int crc = pg_cmd(conn, "CHECKPOINT", err);
@@ -926,7 +927,7 @@ static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *prima
     if (crc)
         return crc;
     char tool[PATH_MAX], src[512];
-    pg_tool(in, "pg_rewind", tool, sizeof(tool));
+    engine_pg_tool(in, "pg_rewind", tool, sizeof(tool));
     snprintf(src, sizeof(src), "host=%s port=%d user=" PG_ADMIN_ROLE " dbname=postgres",
              primary->sock_dir, primary->port);
     char *argv[] = {tool, "--target-pgdata", (char *)in->data_dir, "--source-server", src,

@@ -17,6 +17,7 @@
  * render_config does not touch.
  */
 #include "engines/postgresql_backup.h"
+#include "engines/postgresql_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -38,13 +39,6 @@
 #define PGB_TAR "/usr/bin/tar"
 #define PGB_TOOL_TIMEOUT_MS (6 * 3600 * 1000)
 
-/* /usr/lib/postgresql/<major>/bin/<tool> (Debian's layout, as postgresql.c). */
-static void pgb_tool(const engine_instance_t *in, const char *tool, char *buf, size_t len)
-{
-    const char *v = in->spec && in->spec->version.v && *in->spec->version.v ? in->spec->version.v
-                                                                             : "15";
-    snprintf(buf, len, "/usr/lib/postgresql/%s/bin/%s", v, tool);
-}
 
 /* The account dbplane itself runs as: tools that log in as dbplane_admin run as it. */
 static void pgb_self(const engine_instance_t *in, dbp_runas_t *out)
@@ -53,54 +47,16 @@ static void pgb_self(const engine_instance_t *in, dbp_runas_t *out)
     out->drop = false;
 }
 
-/* Opens an admin connection over the instance's unix socket; NULL with err filled. */
-static PGconn *pgb_connect(const engine_instance_t *in, const char *dbname, dbp_err_t *err)
-{
-    char port[16];
-    snprintf(port, sizeof(port), "%d", in->port);
-    const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
-                          "application_name", NULL};
-    const char *vals[] = {in->sock_dir, port, PGB_ADMIN_ROLE, dbname, "5", "dbplane-backup", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 0);
-    if (!conn || PQstatus(conn) != CONNECTION_OK) {
-        char msg[400];
-        snprintf(msg, sizeof(msg), "%s", conn ? PQerrorMessage(conn) : "out of memory");
-        size_t l = strlen(msg);
-        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-            msg[--l] = '\0';
-        dbp_err_set(err, DBP_EENGINE, "connect %s/%s: %s", in->name, dbname, msg);
-        PQfinish(conn);
-        return NULL;
-    }
-    return conn;
-}
 
-/* Runs a query returning rows; NULL with err filled from the server's message. */
-static PGresult *pgb_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
-                           dbp_err_t *err)
-{
-    PGresult *r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return r;
-    char msg[400];
-    snprintf(msg, sizeof(msg), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
-    size_t l = strlen(msg);
-    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-        msg[--l] = '\0';
-    dbp_err_set(err, DBP_EENGINE, "%s", msg);
-    PQclear(r);
-    return NULL;
-}
 
 /* Fills info->version and info->start_position (current LSN, or replay LSN on a standby). */
 static int pgb_source_info(const engine_instance_t *in, engine_backup_info_t *info,
                            dbp_err_t *err)
 {
-    PGconn *c = pgb_connect(in, "postgres", err);
+    PGconn *c = engine_pg_connect(in, "postgres", err);
     if (!c)
         return DBP_EENGINE;
-    PGresult *r = pgb_query(c,
+    PGresult *r = engine_pg_exec(c,
                             "SELECT current_setting('server_version'),"
                             " CASE WHEN pg_is_in_recovery()"
                             "  THEN COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
@@ -221,7 +177,7 @@ int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
     if (rc)
         return rc;
     char tool[PATH_MAX], port[16];
-    pgb_tool(in, "pg_basebackup", tool, sizeof(tool));
+    engine_pg_tool(in, "pg_basebackup", tool, sizeof(tool));
     snprintf(port, sizeof(port), "%d", in->port);
     /* -X stream cannot write to stdout; -X fetch adds the WAL of the backup window to the
      * tar, which the source keeps for the duration of the backup. */
@@ -258,13 +214,13 @@ int pg_backup_logical(const engine_instance_t *in, const char *database,
     pgb_self(in, &self);
     dbp_pipe_t p;
     if (database) {
-        pgb_tool(in, "pg_dump", tool, sizeof(tool));
+        engine_pg_tool(in, "pg_dump", tool, sizeof(tool));
         char *argv[] = {tool, "-F", "c", "-Z", "0", "-h", (char *)in->sock_dir, "-p", port,
                         "-U", PGB_ADMIN_ROLE, "-d", (char *)database, "--no-password", NULL};
         rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
                             err);
     } else {
-        pgb_tool(in, "pg_dumpall", tool, sizeof(tool));
+        engine_pg_tool(in, "pg_dumpall", tool, sizeof(tool));
         char *argv[] = {tool, "--globals-only", "-h", (char *)in->sock_dir, "-p", port,
                         "-U", PGB_ADMIN_ROLE, "-l", "postgres", "--no-password", NULL};
         rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
@@ -420,18 +376,18 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
     int rc;
     if (!database) {
         /* Globals: CREATE ROLE of roles that exist fails harmlessly; keep going. */
-        pgb_tool(in, "psql", tool, sizeof(tool));
+        engine_pg_tool(in, "psql", tool, sizeof(tool));
         char *argv[] = {tool, "-X", "-q", "-h", (char *)in->sock_dir, "-p", port, "-U",
                         PGB_ADMIN_ROLE, "-d", "postgres", "-f", "-", "--no-password", NULL};
         rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
                             err);
     } else {
         bool exists = false;
-        PGconn *c = pgb_connect(in, "postgres", err);
+        PGconn *c = engine_pg_connect(in, "postgres", err);
         if (!c)
             return DBP_EENGINE;
         const char *params[] = {database};
-        PGresult *r = pgb_query(c, "SELECT 1 FROM pg_database WHERE datname = $1", 1, params, err);
+        PGresult *r = engine_pg_exec(c, "SELECT 1 FROM pg_database WHERE datname = $1", 1, params, err);
         if (r) {
             exists = PQntuples(r) > 0;
             PQclear(r);
@@ -442,7 +398,7 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
         if (!exists && !(opts && opts->create))
             return dbp_err_set(err, DBP_ENOENT, "database %s does not exist on %s", database,
                                in->name);
-        pgb_tool(in, "pg_restore", tool, sizeof(tool));
+        engine_pg_tool(in, "pg_restore", tool, sizeof(tool));
         /* Absent: --create re-creates it with its owner and privileges from the dump.
          * Present: restore into it, dropping the dump's objects first when asked. */
         char *argv[20];
@@ -484,11 +440,11 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
 static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_db_inventory_t *db,
                             dbp_err_t *err)
 {
-    PGconn *c = pgb_connect(in, db->name, err);
+    PGconn *c = engine_pg_connect(in, db->name, err);
     if (!c)
         return DBP_EENGINE;
     int rc = 0;
-    PGresult *r = pgb_query(c,
+    PGresult *r = engine_pg_exec(c,
                             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
                             " c.relkind::text FROM pg_class c"
                             " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -518,7 +474,7 @@ static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_
                 continue; /* a partitioned parent has no rows of its own */
             char sql[512];
             snprintf(sql, sizeof(sql), "SELECT count(*) FROM ONLY %s", PQgetvalue(r, i, 0));
-            PGresult *cnt = pgb_query(c, sql, 0, NULL, err);
+            PGresult *cnt = engine_pg_exec(c, sql, 0, NULL, err);
             if (!cnt) {
                 dbp_err_prefix(err, "read %s.%s: ", db->name, PQgetvalue(r, i, 0));
                 rc = DBP_EENGINE;
@@ -537,10 +493,10 @@ int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t
                  dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
-    PGconn *c = pgb_connect(in, "postgres", err);
+    PGconn *c = engine_pg_connect(in, "postgres", err);
     if (!c)
         return DBP_EENGINE;
-    PGresult *r = pgb_query(c,
+    PGresult *r = engine_pg_exec(c,
                             "SELECT current_setting('server_version'), pg_is_in_recovery()::text",
                             0, NULL, err);
     if (!r) {
@@ -550,7 +506,7 @@ int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t
     snprintf(out->version, sizeof(out->version), "%s", PQgetvalue(r, 0, 0));
     out->in_recovery = strcmp(PQgetvalue(r, 0, 1), "true") == 0;
     PQclear(r);
-    r = pgb_query(c,
+    r = engine_pg_exec(c,
                   "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"
                   " ORDER BY datname",
                   0, NULL, err);
