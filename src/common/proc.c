@@ -402,6 +402,27 @@ int dbp_read_file(const char *path, char **data, size_t *len, dbp_err_t *err)
     return 0;
 }
 
+bool dbp_file_equals(const char *path, const char *data, size_t len)
+{
+    char *old = NULL;
+    size_t oldlen = 0;
+    dbp_err_t ignore;
+    if (dbp_read_file(path, &old, &oldlen, &ignore) != 0)
+        return false;
+    bool same = oldlen == len && memcmp(old, data, len) == 0;
+    free(old);
+    return same;
+}
+
+int dbp_write_file_if_changed(const char *path, const char *data, size_t len, unsigned mode,
+                              const dbp_runas_t *ra, dbp_err_t *err)
+{
+    if (dbp_file_equals(path, data, len))
+        return 0;
+    int rc = dbp_write_file(path, data, len, mode, ra, err);
+    return rc ? rc : 1;
+}
+
 int dbp_runtime_dir(const char *data_dir, char *buf, size_t len, dbp_err_t *err)
 {
     char abs[PATH_MAX];

@@ -84,6 +84,16 @@ int dbp_check_traversable(const char *path, const dbp_runas_t *ra, dbp_err_t *er
 int dbp_write_file(const char *path, const char *data, size_t len, unsigned mode,
                    const dbp_runas_t *ra, dbp_err_t *err) __attribute__((warn_unused_result));
 
+/* True when the file at path exists and holds exactly data[0..len). */
+bool dbp_file_equals(const char *path, const char *data, size_t len);
+
+/* dbp_write_file, skipped when the file already holds exactly `data`: returns 1 when it
+ * wrote, 0 when the content was already there, or a negative DBP_E* code. Rendered
+ * configuration uses it so that "changed" means a reload is due. */
+int dbp_write_file_if_changed(const char *path, const char *data, size_t len, unsigned mode,
+                              const dbp_runas_t *ra, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 /* Reads a whole file: returns owned *data (NUL-terminated, free with free()) and *len
  * (may be NULL). DBP_ENOENT when absent. */
 int dbp_read_file(const char *path, char **data, size_t *len, dbp_err_t *err)

@@ -126,18 +126,6 @@ static int sb_check(const dbp_sb_t *sb, dbp_err_t *err)
     return sb->failed ? dbp_err_set(err, DBP_ENOMEM, "out of memory building a statement") : 0;
 }
 
-/* True when the file at path holds exactly data[0..len). */
-static bool file_equals(const char *path, const char *data, size_t len)
-{
-    char *old = NULL;
-    size_t oldlen = 0;
-    dbp_err_t ignore;
-    if (dbp_read_file(path, &old, &oldlen, &ignore) != 0)
-        return false;
-    bool same = oldlen == len && memcmp(old, data, len) == 0;
-    free(old);
-    return same;
-}
 
 static void mdb_sock(const engine_instance_t *in, char *buf, size_t len)
 {
@@ -868,9 +856,9 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
     if ((rc = sb_check(&cnf, err)))
         goto out;
 
-    if (!file_equals(path, cnf.buf, cnf.len)) {
+    if (!dbp_file_equals(path, cnf.buf, cnf.len)) {
         /* A candidate the server already rejected is not checked again every pass. */
-        if (file_equals(rej, cnf.buf, cnf.len)) {
+        if (dbp_file_equals(rej, cnf.buf, cnf.len)) {
             char *m = NULL;
             dbp_err_t ignore;
             if (dbp_read_file(rejmsg, &m, NULL, &ignore) == 0) {

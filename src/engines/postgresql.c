@@ -145,22 +145,6 @@ static int pg_init_replica(const engine_instance_t *in, const engine_instance_t 
 }
 
 
-/* Writes path only when its content differs; returns 1 changed, 0 same, <0 error. */
-static int write_if_changed(const char *path, const char *data, size_t len, unsigned mode,
-                            const dbp_runas_t *ra, dbp_err_t *err)
-{
-    char *old = NULL;
-    size_t oldlen = 0;
-    dbp_err_t ignore;
-    if (dbp_read_file(path, &old, &oldlen, &ignore) == 0) {
-        bool same = oldlen == len && memcmp(old, data, len) == 0;
-        free(old);
-        if (same)
-            return 0;
-    }
-    int rc = dbp_write_file(path, data, len, mode, ra, err);
-    return rc ? rc : 1;
-}
 
 /* True when a config key is one dbplane manages itself (the user's value is ignored). */
 static bool pg_key_managed(const char *k)
@@ -284,7 +268,7 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     dbp_sb_t *bufs[] = {&conf, &hba, &ident};
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof(path), "%s/%s", in->data_dir, names[i]);
-        rc = write_if_changed(path, bufs[i]->buf, bufs[i]->len, 0600, in->runas, err);
+        rc = dbp_write_file_if_changed(path, bufs[i]->buf, bufs[i]->len, 0600, in->runas, err);
         if (rc < 0)
             goto out;
         changed |= rc;

@@ -216,36 +216,6 @@ static bool rd_directive_known(const char *name)
                    sizeof(rd_directives[0]), rd_cmp_str) != NULL;
 }
 
-/* Writes path only when its content differs; returns 1 changed, 0 same, <0 error. */
-static int rd_write_if_changed(const char *path, const char *data, size_t len,
-                               const dbp_runas_t *ra, dbp_err_t *err)
-{
-    char *old = NULL;
-    size_t oldlen = 0;
-    dbp_err_t ignore;
-    if (dbp_read_file(path, &old, &oldlen, &ignore) == 0) {
-        bool same = oldlen == len && memcmp(old, data, len) == 0;
-        free(old);
-        if (same)
-            return 0;
-    }
-    int rc = dbp_write_file(path, data, len, 0600, ra, err);
-    return rc ? rc : 1;
-}
-
-/* True when the file at path exists and has exactly `len` bytes equal to data. */
-static bool rd_file_equals(const char *path, const char *data, size_t len)
-{
-    char *old = NULL;
-    size_t oldlen = 0;
-    dbp_err_t ignore;
-    if (dbp_read_file(path, &old, &oldlen, &ignore) != 0)
-        return false;
-    bool same = oldlen == len && memcmp(old, data, len) == 0;
-    free(old);
-    return same;
-}
-
 /* ---- install check ------------------------------------------------------------------ */
 
 /* The major version of the installed redis-server, cached per binary (mtime and size),
@@ -1054,7 +1024,7 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
     dbp_err_t ignore;
     bool acl_same = rd_read_acl(apath, false, &cur, &ignore) == 0 && rd_lines_same(&cur, &acl);
     rd_lines_free(&cur);
-    bool conf_same = rd_file_equals(cpath, conf.buf, conf.len);
+    bool conf_same = dbp_file_equals(cpath, conf.buf, conf.len);
     if (conf_same && acl_same) {
         rc = 0;
         goto out;
@@ -1073,12 +1043,13 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
         rc = cerr.code ? cerr.code : DBP_EENGINE;
         goto out;
     }
-    int a = acl_same ? 0 : rd_write_if_changed(apath, aclt.buf, aclt.len, in->runas, err);
+    int a = acl_same ? 0
+                     : dbp_write_file_if_changed(apath, aclt.buf, aclt.len, 0600, in->runas, err);
     if (a < 0) {
         rc = a;
         goto out;
     }
-    int b = rd_write_if_changed(cpath, conf.buf, conf.len, in->runas, err);
+    int b = dbp_write_file_if_changed(cpath, conf.buf, conf.len, 0600, in->runas, err);
     rc = b < 0 ? b : (a | b);
 out:
     free(cf);
