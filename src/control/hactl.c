@@ -255,6 +255,56 @@ int ctl_ha_tick(ctl_daemon_t *d)
 
 /* ---- requested switchover / failover ------------------------------------------------- */
 
+/* Switchover hook: PAUSE the cluster's proxy endpoints (proxy_pause). A cluster without a
+ * proxy has nothing to hold. A drain that times out is reported, not fatal: the
+ * transactions still running end with the old primary's shutdown. */
+static int hook_pause(void *ud, const char *tenant, const char *cluster, int timeout_ms,
+                      dbp_err_t *err)
+{
+    ctl_daemon_t *d = ud;
+    (void)err;
+    if (!d->proxy)
+        return 0;
+    dbp_err_t e2;
+    memset(&e2, 0, sizeof(e2));
+    int rc = proxy_pause(d->proxy, tenant, cluster, timeout_ms, &e2);
+    if (rc == DBP_EBUSY)
+        hook_event(d, tenant, cluster, "Warning", "SwitchoverPauseTimeout", e2.msg);
+    else if (rc && rc != DBP_ENOENT)
+        dbp_warn("proxy_pause_failed", "tenant=%s cluster=%s error=%s", tenant, cluster,
+                 dbp_log_q(e2.msg));
+    return 0;
+}
+
+/* Switchover hook: the new topology reaches the proxy first (ctl_proxy_sync: the workers
+ * apply it before the resume that follows it in their inbox), then the held transactions
+ * go — to the new primary. */
+static void hook_resume(void *ud, const char *tenant, const char *cluster, const char *primary,
+                        int64_t epoch)
+{
+    ctl_daemon_t *d = ud;
+    if (!d->proxy)
+        return;
+    for (int i = 0; epoch > 0 && primary && i < d->ncl; i++) {
+        cluster_rt_t *cr = &d->crs[i];
+        if (strcmp(cr->res->tenant.v, tenant) != 0 || strcmp(cr->res->name.v, cluster) != 0)
+            continue;
+        for (int j = 0; j < cr->n; j++)
+            if (strcmp(cr->inst[j].name, primary) == 0) {
+                if (cr->primary >= 0)
+                    cr->probe[cr->primary].reachable = false; /* stopped: no reads either */
+                cr->primary = j;
+                cr->epoch = epoch;
+            }
+        ctl_proxy_sync(d);
+    }
+    dbp_err_t e2;
+    memset(&e2, 0, sizeof(e2));
+    if (proxy_resume(d->proxy, tenant, cluster, &e2) != 0)
+        dbp_warn("proxy_resume_failed", "tenant=%s cluster=%s error=%s", tenant, cluster,
+                 dbp_log_q(e2.msg));
+}
+
 int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, const char *to,
                   bool force, json_t **result, dbp_err_t *err)
 {
@@ -296,7 +346,10 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
     }
     ha_cluster_t view = ha_view(cr);
     ha_hooks_t h = hooks_for(d);
-    int64_t epoch = 0;
+    h.pause = hook_pause;
+    h.resume = hook_resume;
+    int64_t epoch = 0, epoch0 = cr->epoch;
+    int primary0 = cr->primary;
     ha_timing_t t;
     const char *old = cr->inst[cr->primary].name;
     char oldname[96];
@@ -311,9 +364,9 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
             char prim[96] = "";
             dbp_err_t e2;
             if (store_get_topology(d->store, tenant, cluster, &cur, prim, &e2) == 0 &&
-                cur == cr->epoch) {
+                cur == epoch0) {
                 char marker[PATH_MAX + 32];
-                ctl_rejoin_marker(&cr->inst[cr->primary], marker, sizeof(marker));
+                ctl_rejoin_marker(&cr->inst[primary0], marker, sizeof(marker));
                 unlink(marker);
                 d->pass_requested = true;
             }
@@ -332,10 +385,11 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
     hook_event(d, tenant, cluster, "Normal", force ? "FailoverCompleted" : "SwitchoverCompleted",
                msg);
     if (result)
-        *result = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "old_primary", oldname, "new_primary",
-                            cr->inst[cand].name, "epoch", (json_int_t)epoch, "fenced_ms",
-                            (json_int_t)t.fenced_ms, "promoted_ms", (json_int_t)t.promoted_ms,
-                            "total_ms", (json_int_t)t.total_ms);
+        *result = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "old_primary", oldname,
+                            "new_primary", cr->inst[cand].name, "epoch", (json_int_t)epoch,
+                            "fenced_ms", (json_int_t)t.fenced_ms, "promoted_ms",
+                            (json_int_t)t.promoted_ms, "total_ms", (json_int_t)t.total_ms,
+                            "paused_ms", (json_int_t)t.paused_ms);
     after_change(d, cr, cand, epoch);
     return 0;
 }

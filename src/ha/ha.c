@@ -121,15 +121,47 @@ int ha_failover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int64
     return rc;
 }
 
+/* The switchover proper, between pause and resume (see ha_switchover). */
+static int switch_paused(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int wait_ms,
+                         int64_t *new_epoch, ha_timing_t *timing, int64_t t0, dbp_err_t *err);
+
 int ha_switchover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int wait_ms,
                   int64_t *new_epoch, ha_timing_t *timing, dbp_err_t *err)
 {
-    ha_timing_t t = {0};
     int64_t t0 = dbp_now_ms();
     if (!c->ops->promote)
         return dbp_err_set(err, DBP_EUNSUPPORTED, "engine %s cannot promote yet", c->ops->name);
     if (candidate < 0 || candidate >= c->n || candidate == c->primary)
         return dbp_err_set(err, DBP_EINVAL, "no valid candidate");
+    /* 0. Hold new transactions in the proxy (clients see a pause, not an error) and let
+     * the running ones finish before the primary stops taking writes. */
+    int64_t tp = dbp_now_ms();
+    if (h->pause) {
+        int rc = h->pause(h->ud, c->tenant, c->cluster, 5000, err);
+        if (rc)
+            return rc;
+    }
+    int64_t epoch = 0;
+    ha_timing_t t = {0};
+    int rc = switch_paused(c, candidate, h, wait_ms, &epoch, &t, t0, err);
+    if (h->resume) {
+        /* The epoch moved as soon as set_primary succeeded, even if promote failed after
+         * it: the proxy must follow it either way. */
+        h->resume(h->ud, c->tenant, c->cluster, epoch > 0 ? c->inst[candidate].name : NULL,
+                  epoch);
+        t.paused_ms = dbp_now_ms() - tp;
+    }
+    if (new_epoch)
+        *new_epoch = epoch;
+    if (timing)
+        *timing = t;
+    return rc;
+}
+
+static int switch_paused(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int wait_ms,
+                         int64_t *new_epoch, ha_timing_t *timing, int64_t t0, dbp_err_t *err)
+{
+    ha_timing_t t = {0};
     const engine_instance_t *old = &c->inst[c->primary], *cand = &c->inst[candidate];
     engine_probe_t before;
     if (c->ops->probe(old, &before, err) != 0 || !before.reachable)

@@ -68,6 +68,19 @@ typedef struct ha_hooks {
     /* Records an event (type "Normal"/"Warning"). */
     void (*event)(void *ud, const char *tenant, const char *cluster, const char *type,
                   const char *reason, const char *msg);
+    /* Optional (NULL: none), switchover only. Holds the cluster's new transactions in its
+     * proxy (PAUSE) and waits up to timeout_ms for those in flight to finish. Returns 0 —
+     * also when the wait timed out (the hook reports it; the switchover goes on and the
+     * shutdown of the old primary ends what still runs) — or an error that aborts the
+     * switchover before anything changed. */
+    int (*pause)(void *ud, const char *tenant, const char *cluster, int timeout_ms,
+                 dbp_err_t *err);
+    /* Optional, switchover only; called exactly once after a successful pause, on every
+     * path. epoch > 0: the topology moved to `primary` at `epoch` — the hook must have the
+     * proxy route there before it lets the held transactions go. epoch == 0: the
+     * switchover stopped before the epoch changed (primary is NULL). */
+    void (*resume)(void *ud, const char *tenant, const char *cluster, const char *primary,
+                   int64_t epoch);
 } ha_hooks_t;
 
 /* One cluster as the sequences see it. Instances are borrowed. */
@@ -87,6 +100,7 @@ typedef struct ha_timing {
     int64_t epoch_ms;
     int64_t promoted_ms;
     int64_t total_ms;
+    int64_t paused_ms; /* switchover: new transactions held from pause to resume (0: no hook) */
 } ha_timing_t;
 
 /* Failover to inst[candidate]: fence the old primary, bump the epoch, promote, repoint
@@ -95,11 +109,11 @@ typedef struct ha_timing {
 int ha_failover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int64_t *new_epoch,
                 ha_timing_t *timing, dbp_err_t *err) __attribute__((warn_unused_result));
 
-/* Planned switchover to inst[candidate]: the caller has paused new transactions. The old
+/* Planned switchover to inst[candidate]: new transactions are paused (h->pause), the old
  * primary is shut down cleanly (so every committed transaction is in the WAL it sends),
  * the candidate must reach the old primary's final position (within wait_ms), then the
- * epoch is bumped and the candidate promoted. The old primary rejoins as a replica later.
- * `final_pos` is the old primary's position when it stopped taking writes. */
+ * epoch is bumped and the candidate promoted, and only then are the held transactions
+ * resumed (h->resume, on the error paths too). The old primary rejoins as a replica later. */
 int ha_switchover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int wait_ms,
                   int64_t *new_epoch, ha_timing_t *timing, dbp_err_t *err)
     __attribute__((warn_unused_result));

@@ -634,6 +634,13 @@ void px_client_pump(px_client_t *c)
     px_server_t *s = c->server;
     const char *perr = NULL;
     c->active_ms = w->now_ms;
+    if (s && pool->paused && s->txstatus == 'I' && s->q.count == 0 && !s->in_batch &&
+        !s->pass_left && !c->pass_left) {
+        /* Session mode, paused cluster, between transactions: hold the next one (the
+         * input stays buffered; px_pools_set_paused resumes reading). */
+        sbuf_pause(&c->sb);
+        return;
+    }
 #define VERB(n)           \
     do {                  \
         if (vlen == 0)    \

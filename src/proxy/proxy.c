@@ -506,6 +506,93 @@ static json_t *worker_json(px_worker_t *w)
 
 static void worker_close_all(px_worker_t *w);
 
+/* ---- pause / resume ---- */
+
+/* Drops one reference of a pause request; `drained` also counts this worker as done. */
+static void pause_req_put(px_pause_req_t *r, bool drained)
+{
+    pthread_mutex_lock(&r->mu);
+    if (drained) {
+        r->remaining--;
+        pthread_cond_signal(&r->cv);
+    }
+    int refs = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (refs == 0) {
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+        free(r);
+    }
+}
+
+static px_pause_t *pause_find(px_worker_t *w, const char *tenant, const char *cluster)
+{
+    for (int i = 0; i < w->npauses; i++)
+        if (strcmp(w->pauses[i].cluster, cluster) == 0 &&
+            strcmp(w->pauses[i].tenant, tenant) == 0)
+            return &w->pauses[i];
+    return NULL;
+}
+
+bool px_worker_paused(px_worker_t *w, const char *tenant, const char *cluster)
+{
+    return w->npauses > 0 && pause_find(w, tenant, cluster) != NULL;
+}
+
+void px_pause_check(px_worker_t *w)
+{
+    for (int i = 0; i < w->npauses; i++) {
+        px_pause_t *e = &w->pauses[i];
+        if (e->req && !px_pools_busy(w, e->tenant, e->cluster)) {
+            pause_req_put(e->req, true);
+            e->req = NULL;
+        }
+    }
+}
+
+static void worker_pause(px_worker_t *w, px_msg_t *m)
+{
+    px_pause_t *e = pause_find(w, m->tenant, m->cluster);
+    if (!e) {
+        px_pause_t *n = realloc(w->pauses, (size_t)(w->npauses + 1) * sizeof(*n));
+        if (!n) {
+            pause_req_put(m->pause, true); /* cannot pause here: do not hold the caller */
+            return;
+        }
+        w->pauses = n;
+        e = &w->pauses[w->npauses++];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->tenant, sizeof(e->tenant), "%s", m->tenant);
+        snprintf(e->cluster, sizeof(e->cluster), "%s", m->cluster);
+    }
+    if (e->req)
+        pause_req_put(e->req, true); /* superseded by this request */
+    e->req = m->pause;
+    e->since_ms = w->now_ms;
+    dbp_info("proxy_paused", "worker=%d tenant=%s cluster=%s", w->idx, e->tenant, e->cluster);
+    px_pools_set_paused(w, e->tenant, e->cluster, true);
+    px_pause_check(w);
+}
+
+static void worker_resume(px_worker_t *w, const char *tenant, const char *cluster,
+                          const char *why)
+{
+    px_pause_t *e = pause_find(w, tenant, cluster);
+    if (!e)
+        return;
+    char t[64], c[64];
+    snprintf(t, sizeof(t), "%s", e->tenant);
+    snprintf(c, sizeof(c), "%s", e->cluster);
+    int64_t held = w->now_ms - e->since_ms;
+    if (e->req)
+        pause_req_put(e->req, true);
+    *e = w->pauses[--w->npauses];
+    dbp_log(strcmp(why, "resume") == 0 ? DBP_LOG_INFO : DBP_LOG_WARN, "proxy_resumed",
+            "worker=%d tenant=%s cluster=%s paused_ms=%lld reason=%s", w->idx, t, c,
+            (long long)held, why);
+    px_pools_set_paused(w, t, c, false);
+}
+
 static void inbox_cb(evutil_socket_t fd, short what, void *arg)
 {
     px_worker_t *w = arg;
@@ -543,6 +630,12 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
             }
             break;
         }
+        case PX_MSG_PAUSE:
+            worker_pause(w, m);
+            break;
+        case PX_MSG_RESUME:
+            worker_resume(w, m->tenant, m->cluster, "resume");
+            break;
         case PX_MSG_STOP:
             w->stopping = true;
             worker_close_all(w);
@@ -559,6 +652,18 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     w->now_ms = px_now_ms();
     px_client_tick(w);
     px_pools_tick(w);
+    for (int i = 0; i < w->npauses;) {
+        if (w->now_ms - w->pauses[i].since_ms > PROXY_PAUSE_MAX_MS) {
+            char t[64], c[64];
+            snprintf(t, sizeof(t), "%s", w->pauses[i].tenant);
+            snprintf(c, sizeof(c), "%s", w->pauses[i].cluster);
+            worker_resume(w, t, c, "pause_max_exceeded");
+            continue;
+        }
+        i++;
+    }
+    if (w->npauses)
+        px_pause_check(w);
 }
 
 static void worker_close_all(px_worker_t *w)
@@ -594,6 +699,12 @@ static void *worker_main(void *arg)
 
 static void worker_free(px_worker_t *w)
 {
+    for (int i = 0; i < w->npauses; i++)
+        if (w->pauses[i].req)
+            pause_req_put(w->pauses[i].req, true);
+    free(w->pauses);
+    w->pauses = NULL;
+    w->npauses = 0;
     px_stmt_reg_free(&w->stmts);
     if (w->istr_tab) {
         for (int i = 0; i < ISTR_TAB; i++)
@@ -841,6 +952,106 @@ json_t *proxy_stats_json(proxy_t *p)
     json_object_set_new(out, "per_worker", workers ? workers : json_array());
     pthread_mutex_unlock(&p->mu);
     return out;
+}
+
+/* Whether the current snapshot has (tenant, cluster). Called under p->mu. */
+static bool cfg_has_cluster(const px_cfg_t *cfg, const char *tenant, const char *cluster)
+{
+    for (int i = 0; cfg && i < cfg->nclusters; i++)
+        if (strcmp(cfg->clusters[i].c.name, cluster) == 0 &&
+            strcmp(cfg->clusters[i].c.tenant, tenant) == 0)
+            return true;
+    return false;
+}
+
+int proxy_pause(proxy_t *p, const char *tenant, const char *cluster, int timeout_ms,
+                dbp_err_t *err)
+{
+    if (!p || !tenant || !cluster || strlen(tenant) >= 64 || strlen(cluster) >= 64)
+        return dbp_err_set(err, DBP_EINVAL, "proxy_pause: bad arguments");
+    pthread_mutex_lock(&p->mu);
+    if (!cfg_has_cluster(p->cfg, tenant, cluster)) {
+        pthread_mutex_unlock(&p->mu);
+        return dbp_err_set(err, DBP_ENOENT, "the proxy serves no cluster %s/%s", tenant,
+                           cluster);
+    }
+    px_pause_req_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        pthread_mutex_unlock(&p->mu);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->refs = 1;
+    int64_t t0 = px_now_ms();
+    for (int i = 0; i < p->nworkers; i++) {
+        if (!p->workers[i].started)
+            continue;
+        px_msg_t *m = calloc(1, sizeof(*m));
+        if (!m)
+            continue;
+        m->kind = PX_MSG_PAUSE;
+        m->pause = r;
+        snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+        snprintf(m->cluster, sizeof(m->cluster), "%s", cluster);
+        pthread_mutex_lock(&r->mu);
+        r->remaining++;
+        r->refs++;
+        pthread_mutex_unlock(&r->mu);
+        if (px_worker_post(&p->workers[i], m) != 0) {
+            pthread_mutex_lock(&r->mu);
+            r->remaining--;
+            r->refs--;
+            pthread_mutex_unlock(&r->mu);
+            free(m);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    int64_t ns = dl.tv_nsec + (int64_t)(timeout_ms > 0 ? timeout_ms % 1000 : 0) * 1000000;
+    dl.tv_sec += (timeout_ms > 0 ? timeout_ms / 1000 : 0) + ns / 1000000000;
+    dl.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&r->mu);
+    while (r->remaining > 0)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0)
+            break;
+    int left = r->remaining;
+    pthread_mutex_unlock(&r->mu);
+    pause_req_put(r, false);
+    dbp_info("proxy_pause", "tenant=%s cluster=%s drained=%s wait_ms=%lld", tenant, cluster,
+             left == 0 ? "yes" : "no", (long long)(px_now_ms() - t0));
+    if (left > 0)
+        return dbp_err_set(err, DBP_EBUSY,
+                           "cluster %s/%s: transactions still running after %d ms (paused)",
+                           tenant, cluster, timeout_ms);
+    return 0;
+}
+
+int proxy_resume(proxy_t *p, const char *tenant, const char *cluster, dbp_err_t *err)
+{
+    if (!p || !tenant || !cluster || strlen(tenant) >= 64 || strlen(cluster) >= 64)
+        return dbp_err_set(err, DBP_EINVAL, "proxy_resume: bad arguments");
+    int rc = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->nworkers; i++) {
+        if (!p->workers[i].started)
+            continue;
+        px_msg_t *m = calloc(1, sizeof(*m));
+        if (!m) {
+            rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
+            continue;
+        }
+        m->kind = PX_MSG_RESUME;
+        snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+        snprintf(m->cluster, sizeof(m->cluster), "%s", cluster);
+        if (px_worker_post(&p->workers[i], m) != 0) {
+            free(m);
+            rc = dbp_err_set(err, DBP_EIO, "worker %d: inbox write failed", i);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
 }
 
 void proxy_stop(proxy_t *p)

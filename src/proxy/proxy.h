@@ -91,6 +91,29 @@ int proxy_start(proxy_t **out, const proxy_config_t *cfg, dbp_err_t *err)
 int proxy_update(proxy_t *p, const proxy_config_t *cfg, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* Pauses a cluster's endpoints for a switchover, with PgBouncer's PAUSE semantics: from
+ * now on no new transaction of the cluster's pools (read-write and read-only) gets a server
+ * connection — clients that send one wait in the pool's queue, with no error and no
+ * query_wait_timeout — and session-pooled clients are held at their next transaction
+ * boundary. Returns 0 once no server connection of the cluster is in a transaction (or a
+ * session reset) any more, or DBP_EBUSY when timeout_ms (ms) passed first: the cluster
+ * stays paused either way. DBP_ENOENT when the proxy has no such cluster (nothing is
+ * paused). Blocks the caller up to timeout_ms; thread-safe. A pause that is never
+ * resumed is lifted after PROXY_PAUSE_MAX_MS as a safety net (logged). */
+int proxy_pause(proxy_t *p, const char *tenant, const char *cluster, int timeout_ms,
+                dbp_err_t *err) __attribute__((warn_unused_result));
+
+#define PROXY_PAUSE_MAX_MS 60000
+
+/* Lifts proxy_pause: the queued clients proceed, in order. Push the new topology with
+ * proxy_update first: the workers apply messages in order, so held transactions then go
+ * to the new primary, and server connections to the old one are closed, not reused.
+ * Idempotent (a cluster that is not paused is left alone). Returns 0, or DBP_ENOMEM/DBP_EIO
+ * when a worker could not be told (it then resumes after PROXY_PAUSE_MAX_MS). Thread-safe;
+ * does not block. */
+int proxy_resume(proxy_t *p, const char *tenant, const char *cluster, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 /* Pools, clients, servers and counters (queries, transactions, bytes, wait time) as an
  * owned JSON document (json_decref). Thread-safe. */
 json_t *proxy_stats_json(proxy_t *p);

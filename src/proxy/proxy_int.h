@@ -274,6 +274,7 @@ typedef struct px_pool {
     int64_t last_fail_ms;        /* last server connect/login failure (monotonic ms) */
     char last_error[160];
     uint64_t queries, transactions, wait_us;
+    bool paused;                 /* its cluster is paused (proxy_pause): hand out no server */
 } px_pool_t;
 
 /* A server connection. */
@@ -343,6 +344,22 @@ typedef struct px_wlistener {
     bool seen; /* scratch for reconciliation */
 } px_wlistener_t;
 
+/* A proxy_pause request: each worker signals once the cluster's transactions drained. */
+typedef struct px_pause_req {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int remaining;               /* workers not drained yet */
+    int refs;                    /* caller + each worker still holding it */
+} px_pause_req_t;
+
+/* A cluster paused on one worker. */
+typedef struct px_pause {
+    char tenant[64];
+    char cluster[64];
+    px_pause_req_t *req;         /* pending drain notification (reference held), or NULL */
+    int64_t since_ms;            /* monotonic ms of the pause (safety resume) */
+} px_pause_t;
+
 /* A worker: one thread, one event base, everything it owns. */
 typedef struct px_worker {
     struct proxy *p;
@@ -369,6 +386,8 @@ typedef struct px_worker {
     px_stats_t stats;
     int64_t now_ms;
     int nclients, nservers;
+    px_pause_t *pauses;          /* paused clusters (usually none) */
+    int npauses;
     bool stopping;
 } px_worker_t;
 
@@ -387,7 +406,14 @@ struct proxy {
 };
 
 /* Inbox messages (a pointer written to the worker's pipe; the worker frees it). */
-typedef enum px_msg_kind { PX_MSG_CFG, PX_MSG_CANCEL, PX_MSG_STATS, PX_MSG_STOP } px_msg_kind_t;
+typedef enum px_msg_kind {
+    PX_MSG_CFG,
+    PX_MSG_CANCEL,
+    PX_MSG_STATS,
+    PX_MSG_STOP,
+    PX_MSG_PAUSE,
+    PX_MSG_RESUME,
+} px_msg_kind_t;
 typedef struct px_stats_req {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -400,12 +426,20 @@ typedef struct px_msg {
     px_cfg_t *cfg;               /* CFG: a reference for the worker */
     uint32_t pid, key;           /* CANCEL */
     px_stats_req_t *req;         /* STATS */
+    px_pause_req_t *pause;       /* PAUSE: a reference for the worker */
+    char tenant[64], cluster[64]; /* PAUSE, RESUME */
 } px_msg_t;
 
 /* Sends a message to worker w; takes ownership of m. Returns 0 or -1. */
 int px_worker_post(px_worker_t *w, px_msg_t *m) __attribute__((warn_unused_result));
 /* Current monotonic time in ms (cached per worker event). */
 int64_t px_now_ms(void);
+
+/* pause (proxy.c): true when (tenant, cluster) is paused on w. */
+bool px_worker_paused(px_worker_t *w, const char *tenant, const char *cluster);
+/* Signals the pending proxy_pause requests of w whose clusters have drained. Cheap when
+ * nothing is paused; called when a server of a paused pool goes idle or closes. */
+void px_pause_check(px_worker_t *w);
 
 /* interned strings (proxy.c) */
 px_istr_t *px_istr_get(px_worker_t *w, const char *s, size_t len); /* +1 ref; NULL on OOM */
@@ -475,6 +509,11 @@ void px_cancel_free(px_cancel_t *k);
  * output queue (as an injected query). Returns 0 or -1. */
 int px_server_sync_params(px_server_t *s, px_client_t *c) __attribute__((warn_unused_result));
 json_t *px_pool_json(px_pool_t *pool);
+/* Marks the pools of (tenant, cluster) paused or not; un-pausing hands servers to the
+ * waiting clients and releases held session clients. */
+void px_pools_set_paused(px_worker_t *w, const char *tenant, const char *cluster, bool on);
+/* True while a server of (tenant, cluster) is in a transaction, a request or a reset. */
+bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster);
 void px_schedule_reap(px_worker_t *w);
 
 /* tls.c: the server-side TLS context (certificate from paths, or a self-signed one

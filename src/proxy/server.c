@@ -37,6 +37,7 @@ static void server_cb(sbuf_t *sb, sbuf_event_t ev);
 static void server_close(px_server_t *s, const char *reason, bool login_error);
 static void pool_launch(px_pool_t *pool);
 static void pool_server_idle(px_server_t *s);
+static void session_demoted(px_server_t *s);
 
 int px_queue_push(px_queue_t *q, char kind, px_stmt_t *st)
 {
@@ -119,6 +120,7 @@ px_pool_t *px_pool_get(px_worker_t *w, const char *cluster, bool ro, const char 
     w->pool_tab[b] = p;
     px_list_add_tail(&w->pools, &p->link);
     pool_resolve(p);
+    p->paused = p->cl && px_worker_paused(w, p->cl->c.tenant, p->cluster);
     return p;
 }
 
@@ -193,6 +195,13 @@ static bool server_valid(px_server_t *s)
     return false;
 }
 
+/* True when s (linked) has nothing in flight and no open transaction. */
+static bool server_at_boundary(const px_server_t *s)
+{
+    return s->txstatus == 'I' && s->q.count == 0 && !s->in_batch && !s->pass_left &&
+           (!s->client || !s->client->pass_left);
+}
+
 /* Per-worker share of the pool size: ceil(pool_size / workers), at least 1. */
 static int pool_cap(px_pool_t *pool)
 {
@@ -223,6 +232,8 @@ void px_pool_kick(px_pool_t *pool)
 
 static void pool_fill(px_pool_t *pool)
 {
+    if (pool->paused)
+        return;
     int want = pool->n_waiting + (!pool->welcome && !px_list_empty(&pool->welcome_clients) ? 1 : 0);
     for (int guard = 0; guard < 64 && pool->n_login < want && pool->n_servers < pool_cap(pool);
          guard++) {
@@ -265,7 +276,7 @@ bool px_pool_acquire(px_pool_t *pool, px_client_t *c)
 {
     if (c->server)
         return true;
-    while (!px_list_empty(&pool->idle_servers)) {
+    while (!pool->paused && !px_list_empty(&pool->idle_servers)) {
         px_server_t *s = px_container(pool->idle_servers.next, px_server_t, link);
         if (!server_valid(s)) {
             server_close(s, "stale backend", false);
@@ -421,6 +432,8 @@ static void server_close_ex(px_server_t *s, const char *reason, bool login_error
     } else if (!w->stopping) {
         pool_fill(pool);
     }
+    if (pool->paused)
+        px_pause_check(w);
 }
 
 static void server_close(px_server_t *s, const char *reason, bool login_error)
@@ -754,7 +767,7 @@ static void server_pump(px_server_t *s)
     size_t avail;
     uint8_t *p = sbuf_data(&s->sb, &avail);
     size_t off = 0, vstart = 0, vlen = 0;
-    bool release = false, stmt_violation = false;
+    bool release = false, stmt_violation = false, demoted = false;
 #define FLUSH_VERB()                                                        \
     do {                                                                    \
         if (vlen) {                                                         \
@@ -891,6 +904,13 @@ static void server_pump(px_server_t *s)
                         release = true;
                     else if (pool->cl->c.pool_mode == PROXY_POOL_STATEMENT && fk != PX_Q_INJ_QUERY)
                         stmt_violation = true;
+                } else if (st == 'I') {
+                    /* Session mode, between transactions: a session on a server that is
+                     * no longer the primary ends here; a paused cluster may be drained. */
+                    if (!pool->ro && !server_valid(s))
+                        demoted = true;
+                    else if (pool->paused)
+                        px_pause_check(w);
                 }
             }
             break;
@@ -916,7 +936,7 @@ static void server_pump(px_server_t *s)
             s->pass_discard = false;
             off = avail;
         }
-        if (release || stmt_violation)
+        if (release || stmt_violation || demoted)
             break;
     }
     if (px_queue_front(&s->q)) {
@@ -938,6 +958,10 @@ done:
         if (stmt_violation) {
             px_client_close(c, "transaction_in_statement_mode", "08P01",
                             "transaction blocks not allowed in statement pooling mode");
+            return;
+        }
+        if (demoted) {
+            session_demoted(s);
             return;
         }
         if (release) {
@@ -989,11 +1013,30 @@ static void pool_server_idle(px_server_t *s)
         server_close(s, !server_valid(s) ? "stale backend" : "lifetime or stray data", false);
         return;
     }
+    if (pool->paused) {
+        px_pause_check(w);
+        return;
+    }
     if (!px_list_empty(&pool->waiting_clients)) {
         px_client_t *wc = px_container(pool->waiting_clients.next, px_client_t, link);
         link_pair(s, wc);
         px_client_pump(wc);
     }
+}
+
+/* Ends the session of s's client because s no longer serves its pool's endpoint (the
+ * primary changed: switchover or failover). PgBouncer closes a session whose server goes
+ * away the same way: the client gets FATAL 57P01 and reconnects — to the new primary —
+ * instead of writing to a demoted server. Then the server connection is closed, never
+ * reused. */
+static void session_demoted(px_server_t *s)
+{
+    px_client_t *c = s->client;
+    if (c)
+        px_client_close(c, "primary_changed", "57P01",
+                        "terminating connection because the cluster's primary changed "
+                        "(switchover or failover); reconnect");
+    server_close(s, "primary changed", false);
 }
 
 void px_server_client_gone(px_server_t *s)
@@ -1140,6 +1183,80 @@ void px_pools_refresh(px_worker_t *w)
             if (!server_valid(s))
                 s->close_on_release = true;
         }
+        /* Session mode: sessions on a stale primary that sit between transactions end
+         * now; those in a transaction end at its ReadyForQuery (server_pump). */
+        if (!pool->ro && pool->cl && pool->cl->c.pool_mode == PROXY_POOL_SESSION) {
+            for (int guard = 0; guard < 100000; guard++) {
+                px_server_t *victim = NULL;
+                for (px_link_t *it = pool->active_servers.next; it != &pool->active_servers;
+                     it = it->next) {
+                    px_server_t *s = px_container(it, px_server_t, link);
+                    if (s->close_on_release && s->state == PX_SV_ACTIVE && s->client &&
+                        server_at_boundary(s)) {
+                        victim = s;
+                        break;
+                    }
+                }
+                if (!victim)
+                    break;
+                session_demoted(victim);
+            }
+        }
+        pool_fill(pool);
+    }
+}
+
+static bool pool_of(const px_pool_t *pool, const char *tenant, const char *cluster)
+{
+    return pool->cl && strcmp(pool->cluster, cluster) == 0 &&
+           strcmp(pool->cl->c.tenant, tenant) == 0;
+}
+
+/* True while a server of the pool is in a transaction, a request or a reset. */
+static bool pool_busy(px_pool_t *pool)
+{
+    if (!pool->cl || pool->cl->c.pool_mode != PROXY_POOL_SESSION)
+        return pool->n_active_sv > 0; /* linked = a request or a transaction in flight */
+    for (px_link_t *it = pool->active_servers.next; it != &pool->active_servers; it = it->next) {
+        px_server_t *s = px_container(it, px_server_t, link);
+        if (s->state != PX_SV_ACTIVE || !server_at_boundary(s))
+            return true;
+    }
+    return false;
+}
+
+bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster)
+{
+    for (px_link_t *l = w->pools.next; l != &w->pools; l = l->next) {
+        px_pool_t *pool = px_container(l, px_pool_t, link);
+        if (pool_of(pool, tenant, cluster) && pool_busy(pool))
+            return true;
+    }
+    return false;
+}
+
+void px_pools_set_paused(px_worker_t *w, const char *tenant, const char *cluster, bool on)
+{
+    for (px_link_t *l = w->pools.next; l != &w->pools; l = l->next) {
+        px_pool_t *pool = px_container(l, px_pool_t, link);
+        if (!pool_of(pool, tenant, cluster) || pool->paused == on)
+            continue;
+        pool->paused = on;
+        if (on)
+            continue;
+        /* Held session clients read again (their buffered input is delivered anew). */
+        for (px_link_t *it = pool->active_clients.next; it != &pool->active_clients;
+             it = it->next)
+            sbuf_resume(&px_container(it, px_client_t, link)->sb);
+        /* Waiting clients take idle servers in order; the rest get new connections. */
+        for (int guard = 0; guard < 100000 && !px_list_empty(&pool->waiting_clients) &&
+                            !px_list_empty(&pool->idle_servers);
+             guard++) {
+            px_client_t *c = px_container(pool->waiting_clients.next, px_client_t, link);
+            if (!px_pool_acquire(pool, c))
+                break;
+            px_client_pump(c);
+        }
         pool_fill(pool);
     }
 }
@@ -1185,7 +1302,7 @@ void px_pools_tick(px_worker_t *w)
                      pool->last_error[0] ? pool->last_error : "timeout");
             px_client_close(c, "server_unavailable", "08006", m);
         }
-        if (qwt > 0) {
+        if (qwt > 0 && !pool->paused) {
             for (int guard = 0; guard < 100000 && !px_list_empty(&pool->waiting_clients); guard++) {
                 px_client_t *c = px_container(pool->waiting_clients.next, px_client_t, link);
                 if (w->now_ms - c->wait_ms <= qwt)
