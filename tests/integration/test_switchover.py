@@ -63,7 +63,7 @@ class Writer(threading.Thread):
                 n += 1
                 try:
                     port = c.execute("INSERT INTO ledger (writer, n) VALUES (%s, %s) "
-                                     "RETURNING inet_server_port()", (self.idx, n),
+                                     "RETURNING current_setting('port')::int", (self.idx, n),
                                      prepare=False).fetchone()[0]
                     self.acked.append(n)
                     self.times.append(time.monotonic())
@@ -97,7 +97,8 @@ def test_switchover_pauses_writers_without_errors(daemon, tmp_path):
     out = json.loads(d.cli("switchover", "pg-sw", "-o", "json").stdout)
     t1 = time.monotonic()
     # Let the writers run on the new primary for a moment.
-    wait_until(lambda: all(w.times and w.times[-1] > t1 + 0.5 for w in writers), timeout=30,
+    wait_until(lambda: all(not w.is_alive() or (w.times and w.times[-1] > t1 + 0.5)
+                           for w in writers), timeout=30,
                what="writers to continue after the switchover")
     stop.set()
     for w in writers:
@@ -119,7 +120,7 @@ def test_switchover_pauses_writers_without_errors(daemon, tmp_path):
     assert gap < 3.0, f"writers stalled {gap:.2f}s"  # target 1 s; margin for a loaded CI box
     # Every acknowledged write is on the new primary.
     with psycopg.connect(dsn, autocommit=True) as c:
-        assert c.execute("SELECT inet_server_port()").fetchone()[0] == new_port
+        assert c.execute("SELECT current_setting('port')::int").fetchone()[0] == new_port
         rows = set(c.execute("SELECT writer, n FROM ledger").fetchall())
     for w in writers:
         missing = [n for n in w.acked if (w.idx, n) not in rows]
