@@ -636,6 +636,9 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
         case PX_MSG_RESUME:
             worker_resume(w, m->tenant, m->cluster, "resume");
             break;
+        case PX_MSG_EVICT:
+            (void)px_pools_evict_user(w, m->tenant, m->cluster, m->user, NULL);
+            break;
         case PX_MSG_STOP:
             w->stopping = true;
             worker_close_all(w);

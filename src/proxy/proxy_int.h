@@ -272,6 +272,7 @@ typedef struct px_pool {
     int scram_iter;
     uint8_t scram_salted[32];
     int64_t last_fail_ms;        /* last server connect/login failure (monotonic ms) */
+    int64_t last_evict_ms;       /* last request to other workers to free a user slot */
     char last_error[160];
     uint64_t queries, transactions, wait_us;
     bool paused;                 /* its cluster is paused (proxy_pause): hand out no server */
@@ -413,6 +414,7 @@ typedef enum px_msg_kind {
     PX_MSG_STOP,
     PX_MSG_PAUSE,
     PX_MSG_RESUME,
+    PX_MSG_EVICT,
 } px_msg_kind_t;
 typedef struct px_stats_req {
     pthread_mutex_t mu;
@@ -427,7 +429,8 @@ typedef struct px_msg {
     uint32_t pid, key;           /* CANCEL */
     px_stats_req_t *req;         /* STATS */
     px_pause_req_t *pause;       /* PAUSE: a reference for the worker */
-    char tenant[64], cluster[64]; /* PAUSE, RESUME */
+    char tenant[64], cluster[64]; /* PAUSE, RESUME, EVICT */
+    char user[64];               /* EVICT */
 } px_msg_t;
 
 /* Sends a message to worker w; takes ownership of m. Returns 0 or -1. */
@@ -512,6 +515,11 @@ json_t *px_pool_json(px_pool_t *pool);
 /* Marks the pools of (tenant, cluster) paused or not; un-pausing hands servers to the
  * waiting clients and releases held session clients. */
 void px_pools_set_paused(px_worker_t *w, const char *tenant, const char *cluster, bool on);
+/* Closes the least recently used idle server of (tenant, cluster, user) in a pool other
+ * than `except` (may be NULL), freeing a unit of the user's max_connections for a pool
+ * whose clients wait (PgBouncer's evict_user_connection). True when one was closed. */
+bool px_pools_evict_user(px_worker_t *w, const char *tenant, const char *cluster,
+                         const char *user, const px_pool_t *except);
 /* True while a server of (tenant, cluster) is in a transaction, a request or a reset. */
 bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster);
 void px_schedule_reap(px_worker_t *w);

@@ -313,6 +313,36 @@ static void server_account_remove(px_server_t *s)
     s->w->nservers--;
 }
 
+/* The user's max_connections is reached while clients of `pool` wait (for a server or
+ * for their welcome): free a unit held
+ * by an idle server of the same user in another pool (another database or endpoint) —
+ * here if this worker has one (true), else by asking the other workers, at most every
+ * 100 ms (the unit is then taken at a later pool_fill; false). */
+static bool user_cap_evict(px_pool_t *pool)
+{
+    px_worker_t *w = pool->w;
+    const char *tenant = pool->cl->c.tenant;
+    if (px_pools_evict_user(w, tenant, pool->cluster, pool->user, pool))
+        return true;
+    if (w->now_ms - pool->last_evict_ms < PX_TICK_MS)
+        return false;
+    pool->last_evict_ms = w->now_ms;
+    for (int i = 0; i < w->p->nworkers; i++) {
+        if (i == w->idx)
+            continue;
+        px_msg_t *m = calloc(1, sizeof(*m));
+        if (!m)
+            continue;
+        m->kind = PX_MSG_EVICT;
+        snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+        snprintf(m->cluster, sizeof(m->cluster), "%s", pool->cluster);
+        snprintf(m->user, sizeof(m->user), "%s", pool->user);
+        if (px_worker_post(&w->p->workers[i], m) != 0)
+            free(m);
+    }
+    return false;
+}
+
 static void pool_launch(px_pool_t *pool)
 {
     px_worker_t *w = pool->w;
@@ -324,10 +354,18 @@ static void pool_launch(px_pool_t *pool)
     px_user_t *u = pool->u;
     bool counted = false;
     if (u->max_connections >= 0) {
+        /* The cap is exact across workers: one shared counter, taken before connecting. */
         int n = atomic_fetch_add(u->server_count, 1);
         if (n >= u->max_connections) {
             atomic_fetch_sub(u->server_count, 1);
-            return;
+            if ((pool->n_waiting == 0 && px_list_empty(&pool->welcome_clients)) ||
+                !user_cap_evict(pool))
+                return;
+            n = atomic_fetch_add(u->server_count, 1);
+            if (n >= u->max_connections) {
+                atomic_fetch_sub(u->server_count, 1);
+                return;
+            }
         }
         counted = true;
     }
@@ -1231,6 +1269,24 @@ bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster)
         px_pool_t *pool = px_container(l, px_pool_t, link);
         if (pool_of(pool, tenant, cluster) && pool_busy(pool))
             return true;
+    }
+    return false;
+}
+
+bool px_pools_evict_user(px_worker_t *w, const char *tenant, const char *cluster,
+                         const char *user, const px_pool_t *except)
+{
+    for (px_link_t *l = w->pools.next; l != &w->pools; l = l->next) {
+        px_pool_t *pool = px_container(l, px_pool_t, link);
+        if (pool == except || pool->paused || !pool_of(pool, tenant, cluster) ||
+            strcmp(pool->user, user) != 0 || px_list_empty(&pool->idle_servers))
+            continue;
+        /* Idle servers are kept most recently used first: the tail is the oldest. */
+        px_server_t *s = px_container(pool->idle_servers.prev, px_server_t, link);
+        if (!s->counted_user)
+            continue;
+        server_close(s, "evicted: the user's max_connections is needed by another pool", false);
+        return true;
     }
     return false;
 }

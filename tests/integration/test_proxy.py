@@ -109,6 +109,8 @@ class Proxy:
         self.workers = workers
         self.cluster = dict(name="pg", rw_port=self.port, pool_mode="transaction", pool_size=4,
                             epoch=1, client_login_timeout_ms=3000, query_wait_timeout_ms=20000)
+        self.users = cluster.pop("users", [{"username": "app", "password": PW},
+                                           {"username": "postgres", "password": PW}])
         self.cluster.update(cluster)
         self.set_backend(backend, 1)
 
@@ -120,8 +122,7 @@ class Proxy:
 
     def write(self):
         doc = {"workers": self.workers, "tls_dir": str(self.dir / "tls"), "log_level": "info",
-               "clusters": [dict(self.cluster, users=[{"username": "app", "password": PW},
-                                                      {"username": "postgres", "password": PW}])]}
+               "clusters": [dict(self.cluster, users=self.users)]}
         tmp = self.cfg_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -466,3 +467,93 @@ def test_config_file_must_be_0600(env):
                        timeout=30)
     assert p.returncode != 0
     assert "0600" in p.stderr
+
+
+def test_session_on_demoted_primary_is_closed(env):
+    """Session pooling: after a topology change a session must not go on writing to the old
+    primary. Idle sessions end at once, one in a transaction at its end (the COMMIT still
+    succeeds), with FATAL 57P01; a new connection lands on the new primary."""
+    a, b = env["a"], env["b"]
+    pxs = Proxy(env["base"], "pxs", 1, a, pool_mode="session", pool_size=4).start()
+    try:
+        idle = pxs.connect()
+        notices = []
+        idle.add_notice_handler(lambda d: notices.append(d.message_primary))
+        in_tx = pxs.connect()
+        assert idle.execute("select current_setting('port')::int").fetchone()[0] == a.port
+        in_tx.execute("BEGIN")
+        assert in_tx.execute("select current_setting('port')::int").fetchone()[0] == a.port
+        pxs.set_backend(b, 2)
+        pxs.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reason=primary_changed" in pxs.log(), timeout=5,
+                   what="the idle session to be ended")
+        with pytest.raises(psycopg.OperationalError):
+            idle.execute("select 1")
+        # The open transaction finishes on the old server, then the session ends.
+        in_tx.execute("COMMIT")
+        with pytest.raises(psycopg.OperationalError):
+            in_tx.execute("select 1")
+        assert pxs.log().count("reason=primary_changed") >= 2
+        with pxs.connect() as fresh:
+            assert fresh.execute("select current_setting('port')::int").fetchone()[0] == b.port
+        idle.close()
+        in_tx.close()
+    finally:
+        code = pxs.stop()
+    assert code == 0, pxs.log()[-3000:]
+    assert not any(m in pxs.log() for m in SANITIZER_MARKERS)
+
+
+def test_user_server_connection_cap_is_exact_and_shared(env):
+    """User.maxUserConnections caps the user's server connections across databases and
+    workers exactly; a database whose clients wait gets a slot held by an idle server of
+    the same user in another database (evicted), instead of waiting for it to time out."""
+    a = env["a"]
+    # A login of its own, so that the other proxies' servers are not counted.
+    a.sql("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'capped') THEN "
+          f"CREATE ROLE capped LOGIN PASSWORD '{PW}'; END IF; END$$")
+    pxc = Proxy(env["base"], "pxc", 2, a, pool_size=8, query_wait_timeout_ms=20000,
+                users=[{"username": "capped", "password": PW, "max_connections": 2}]).start()
+
+    def app_servers():
+        return a.sql("select count(*) from pg_stat_activity where usename = 'capped' "
+                     "and backend_type = 'client backend'")[0][0]
+    try:
+        peak, errors, stop = [0], [], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], app_servers())
+                time.sleep(0.02)
+
+        def client():
+            try:
+                with pxc.connect(user="capped") as c:
+                    for _ in range(3):
+                        c.execute("BEGIN")
+                        c.execute("select pg_sleep(0.1)")
+                        c.execute("COMMIT")
+            except psycopg.Error as e:
+                errors.append(str(e))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        ts = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        stop.set()
+        sampler.join(10)
+        assert not errors, errors
+        assert peak[0] == 2, f"{peak[0]} server connections for a user capped at 2"
+        # Both slots are now idle servers of database "app"; database "postgres" needs one.
+        t0 = time.monotonic()
+        for _ in range(4):
+            with pxc.connect(db="postgres", user="capped") as c:
+                assert c.execute("select current_database()").fetchone()[0] == "postgres"
+        assert time.monotonic() - t0 < 5, "waited for a slot instead of evicting an idle server"
+        assert app_servers() <= 2
+        assert "evicted" in pxc.log()
+    finally:
+        code = pxc.stop()
+    assert code == 0, pxc.log()[-3000:]
