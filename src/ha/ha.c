@@ -198,7 +198,7 @@ static int switch_paused(const ha_cluster_t *c, int candidate, const ha_hooks_t 
                                "%s did not reach %s's final position within %d ms", cand->name,
                                old->name, wait_ms);
         }
-        struct timespec ts = {0, 50 * 1000 * 1000};
+        struct timespec ts = {0, 20 * 1000 * 1000}; /* new transactions are held meanwhile */
         nanosleep(&ts, NULL);
     }
     rc = take_over(c, candidate, h, new_epoch, &t, t0, err);

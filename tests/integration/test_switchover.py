@@ -114,7 +114,8 @@ def test_switchover_pauses_writers_without_errors(daemon, tmp_path):
     # The longest time a writer waited for an acknowledgement, around the switchover.
     gap = max(b - a for w in writers for a, b in zip(w.times, w.times[1:])
               if b >= t0 and a <= t1)
-    print(f"\nswitchover: paused_ms={out['paused_ms']} total_ms={out['total_ms']} "
+    print(f"\nswitchover: paused_ms={out['paused_ms']} fenced_ms={out['fenced_ms']} "
+          f"promoted_ms={out['promoted_ms']} total_ms={out['total_ms']} "
           f"max_client_gap_ms={gap * 1000:.0f} acked={sum(len(w.acked) for w in writers)}")
     assert out["paused_ms"] > 0
     assert gap < 3.0, f"writers stalled {gap:.2f}s"  # target 1 s; margin for a loaded CI box
