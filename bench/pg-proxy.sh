@@ -10,9 +10,18 @@
 # prepared-statement support in transaction mode: its failure is reported), and 5000 idle
 # logged-in clients (RSS per client connection of each pooler).
 #
+# CPU: besides the per-scenario CPU time per transaction, a "cpu" table re-runs
+# select-only (50 and 200 clients) and tpcb-like for both poolers in the same run and
+# prints utime+stime per transaction and the ratio. Callgrind: each pooler is started once
+# more under `valgrind --tool=callgrind` on its own port; after a warm-up (logins, pool
+# filled) its counters are zeroed (`callgrind_control -z`, i.e. start-up subtracted), then
+# `pgbench -S -M simple -c 10 -t CG_T` runs and the counters are dumped: user-space
+# instructions (Ir) per transaction of each pooler and the ratio dbplane/PgBouncer.
+#
 # Usage: bench/pg-proxy.sh [-T seconds] [-s scale] [-r repetitions] [-w proxy-workers]
 #        env DBPLANE_BIN (default build/dbplane), POOL (20), IDLE (5000), SKIP_IDLE=1,
-#        ONLY_IDLE=1
+#        ONLY_IDLE=1, SKIP_CALLGRIND=1, ONLY_CPU=1 (CPU table + callgrind only), CG_T (1000
+#        transactions per client under callgrind)
 # Run as root (PostgreSQL and PgBouncer run as the `dbplane` user) or as that user.
 # Loopback only; every run is bounded by pgbench -T and `timeout`.
 set -euo pipefail
@@ -120,7 +129,7 @@ run() {
   echo "$tps $n $(( (c1 - c0) * 10000 / n )) ok"
 }
 
-printf "\n%-26s %12s %12s %8s %14s %14s %8s\n" scenario "pgbouncer" "dbplane" "ratio" "pgb cpu us/tx" "dbp cpu us/tx" "cpu r."
+[ "${ONLY_CPU:-0}" = 1 ] || printf "\n%-26s %12s %12s %8s %14s %14s %8s\n" scenario "pgbouncer" "dbplane" "ratio" "pgb cpu us/tx" "dbp cpu us/tx" "cpu r."
 scenario() {
   local name=$1; shift
   local bt=() dt=() bc=() dc=() bnote="" dnote=""
@@ -146,7 +155,7 @@ scenario() {
   return 0
 }
 
-if [ "${ONLY_IDLE:-0}" != 1 ]; then
+if [ "${ONLY_IDLE:-0}" != 1 ] && [ "${ONLY_CPU:-0}" != 1 ]; then
   scenario "select-only 50 cl" -S -M simple -c 50
   scenario "select-only 200 cl" -S -M simple -c 200
   scenario "tpcb-like 50 cl" -M simple -c 50
@@ -154,7 +163,78 @@ if [ "${ONLY_IDLE:-0}" != 1 ]; then
   scenario "-M prepared sel-only 50" -S -M prepared -c 50
 fi
 
-if [ "${SKIP_IDLE:-0}" != 1 ]; then
+# ---- CPU time per transaction and callgrind instructions per transaction ----
+if [ "${ONLY_IDLE:-0}" != 1 ]; then
+  echo
+  echo "== CPU time per transaction (utime+stime of the pooler / transactions), same run"
+  printf "%-26s %14s %14s %8s\n" scenario "pgb cpu us/tx" "dbp cpu us/tx" "ratio"
+  cpu_row() {
+    local name=$1; shift
+    local bc=() dc=()
+    for r in $(seq "$REPS"); do
+      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bc+=("$c")
+      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dc+=("$c")
+    done
+    local b d
+    b=$(printf "%s\n" "${bc[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    d=$(printf "%s\n" "${dc[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    printf "%-26s %14s %14s %8s\n" "$name" "$b" "$d" \
+      "$(awk -v b="$b" -v d="$d" 'BEGIN { if (b > 0) printf "%.2f", d / b; else print "n/a" }')"
+  }
+  cpu_row "select-only 50 cl" -S -M simple -c 50
+  cpu_row "select-only 200 cl" -S -M simple -c 200
+  cpu_row "tpcb-like 50 cl" -M simple -c 50
+fi
+
+if [ "${ONLY_IDLE:-0}" != 1 ] && [ "${SKIP_CALLGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then
+  CG_T=${CG_T:-1000}
+  BOUNCER_CG_PORT=56453; DBP_CG_PORT=56454
+  echo
+  echo "== callgrind: user-space instructions per transaction (pgbench -S -M simple -c 10 -t $CG_T, start-up and warm-up zeroed)"
+  sed -e "s/^listen_port = .*/listen_port = $BOUNCER_CG_PORT/" -e "s|pgbouncer.pid|pgbouncer-cg.pid|" \
+      -e "s|pgbouncer.log|pgbouncer-cg.log|" "$W/pgbouncer.ini" > "$W/pgbouncer-cg.ini"
+  sed -e "s/\"rw_port\": $DBP_PORT/\"rw_port\": $DBP_CG_PORT/" "$W/dbplane.json" > "$W/dbplane-cg.json"
+  chmod 600 "$W/dbplane-cg.json"
+  [ "$(id -u)" = 0 ] && chown dbplane "$W/pgbouncer-cg.ini"
+  # cg_measure PORT PID OUTPREFIX [RUNAS...] → instructions per transaction. callgrind_control
+  # runs as the pooler's user: vgdb finds the process by its user's FIFO names.
+  cg_measure() {
+    local port=$1 pid=$2 out=$3 ok=""; shift 3
+    local as=("$@")
+    for _ in $(seq 300); do
+      psql -XAtq -h 127.0.0.1 -p "$port" -U bench -c "select 1" bench >/dev/null 2>&1 && { ok=1; break; }
+      sleep 0.2
+    done
+    [ -n "$ok" ] || { echo "n/a"; return; }
+    timeout 300 pgbench -n -S -M simple -c 10 -j 2 -t 50 -h 127.0.0.1 -p "$port" -U bench bench >/dev/null 2>&1 || true
+    "${as[@]}" callgrind_control -z "$pid" >/dev/null 2>&1 || { echo "n/a"; return; }
+    local res n
+    res=$(timeout 900 pgbench -n -S -M simple -c 10 -j 2 -t "$CG_T" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || true
+    n=$(echo "$res" | awk -F'[:/ ]+' '/actually processed/ {print $6; exit}')
+    "${as[@]}" callgrind_control -d "$pid" >/dev/null 2>&1 || { echo "n/a"; return; }
+    local f ir
+    f=$(ls -t "$out".* 2>/dev/null | head -1)
+    ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$f" 2>/dev/null)
+    if [ -z "$ir" ] || [ -z "$n" ] || [ "$n" = 0 ]; then echo "n/a"; return; fi
+    awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.0f", i / n }'
+  }
+  "${RUNAS[@]}" sh -c "ulimit -n 20000 && exec valgrind --tool=callgrind --callgrind-out-file='$W/cg.pgb' pgbouncer '$W/pgbouncer-cg.ini'" >/dev/null 2>&1 &
+  CGB_WRAP=$!
+  for _ in $(seq 300); do [ -s "$W/pgbouncer-cg.pid" ] && break; sleep 0.2; done
+  CGB_PID=$(cat "$W/pgbouncer-cg.pid" 2>/dev/null || echo 0)
+  IB=$(cg_measure $BOUNCER_CG_PORT "$CGB_PID" "$W/cg.pgb" "${RUNAS[@]}")
+  kill "$CGB_PID" 2>/dev/null || true; wait "$CGB_WRAP" 2>/dev/null || true
+  valgrind --tool=callgrind --callgrind-out-file="$W/cg.dbp" "$BIN" proxy-run --config "$W/dbplane-cg.json" >/dev/null 2>&1 &
+  CGD_PID=$!
+  ID=$(cg_measure $DBP_CG_PORT "$CGD_PID" "$W/cg.dbp")
+  kill -INT "$CGD_PID" 2>/dev/null || true; wait "$CGD_PID" 2>/dev/null || true
+  printf "%-12s %18s\n" pooler "instructions/tx"
+  printf "%-12s %18s\n" pgbouncer "$IB"
+  printf "%-12s %18s\n" dbplane "$ID"
+  awk -v b="$IB" -v d="$ID" 'BEGIN { if (b + 0 > 0 && d + 0 > 0) printf "ratio dbplane/pgbouncer instructions per transaction: %.2f\n", d / b }'
+fi
+
+if [ "${SKIP_IDLE:-0}" != 1 ] && [ "${ONLY_CPU:-0}" != 1 ]; then
   echo
   echo "== $IDLE idle logged-in clients (RSS per client connection)"
   idle_rss() {
