@@ -292,6 +292,14 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
             dbp_err_set(err, DBP_EINVAL, "cluster %s: bad ports or backend count", src->name);
             goto fail;
         }
+        if ((int)src->server_tls < PROXY_SERVER_TLS_DISABLE ||
+            src->server_tls > PROXY_SERVER_TLS_VERIFY_FULL ||
+            (src->server_tls == PROXY_SERVER_TLS_VERIFY_FULL && !p->tls_client_verify)) {
+            dbp_err_set(err, DBP_EINVAL,
+                        "cluster %s: bad server_tls (verify-full needs the CA bundle at start)",
+                        src->name);
+            goto fail;
+        }
         const px_cluster_t *old = NULL;
         for (int j = 0; prev && j < prev->nclusters; j++)
             if (strcmp(prev->clusters[j].c.name, src->name) == 0 &&
@@ -791,6 +799,22 @@ int proxy_start(proxy_t **out, const proxy_config_t *cfg, dbp_err_t *err)
         proxy_stop(p);
         return dbp_err_set(err, e2.code, "%s", e2.msg);
     }
+    p->tls_client = px_tls_client_context(false, NULL, &e2);
+    if (!p->tls_client) {
+        proxy_stop(p);
+        return dbp_err_set(err, e2.code, "%s", e2.msg);
+    }
+    bool want_verify = false;
+    for (int i = 0; i < cfg->nclusters; i++)
+        if (cfg->clusters[i].server_tls == PROXY_SERVER_TLS_VERIFY_FULL)
+            want_verify = true;
+    if (want_verify || cfg->server_tls_ca_path) {
+        p->tls_client_verify = px_tls_client_context(true, cfg->server_tls_ca_path, &e2);
+        if (!p->tls_client_verify) {
+            proxy_stop(p);
+            return dbp_err_set(err, e2.code, "%s", e2.msg);
+        }
+    }
     p->cfg = cfg_build(p, cfg, NULL, err);
     if (!p->cfg) {
         int code = err ? err->code : DBP_EINVAL;
@@ -1093,6 +1117,10 @@ void proxy_stop(proxy_t *p)
     }
     if (p->tls)
         SSL_CTX_free(p->tls);
+    if (p->tls_client)
+        SSL_CTX_free(p->tls_client);
+    if (p->tls_client_verify)
+        SSL_CTX_free(p->tls_client_verify);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }

@@ -44,6 +44,16 @@ typedef enum proxy_pool_mode {
     PROXY_POOL_STATEMENT,
 } proxy_pool_mode_t;
 
+/* TLS from the proxy to the servers (libpq's sslmode names). Unix-socket connections never
+ * use TLS (PostgreSQL offers it only over TCP), whatever the mode. */
+typedef enum proxy_server_tls {
+    PROXY_SERVER_TLS_DISABLE = 0, /* plaintext (default) */
+    PROXY_SERVER_TLS_PREFER,      /* TLS when the server offers it, else plaintext */
+    PROXY_SERVER_TLS_REQUIRE,     /* TLS or no connection; the certificate is not checked */
+    PROXY_SERVER_TLS_VERIFY_FULL, /* TLS, certificate chain checked against the CA bundle
+                                     and its name/IP against the backend's host */
+} proxy_server_tls_t;
+
 /* One cluster's endpoints, pools and topology. */
 typedef struct proxy_cluster {
     char tenant[64];
@@ -62,6 +72,7 @@ typedef struct proxy_cluster {
     int64_t server_idle_timeout_ms;
     int64_t server_lifetime_ms;
     int64_t client_login_timeout_ms;
+    proxy_server_tls_t server_tls; /* TLS towards this cluster's servers */
     int64_t epoch;            /* topology epoch of `backends` */
     proxy_backend_t backends[PROXY_MAX_BACKENDS];
     int nbackends;
@@ -77,6 +88,8 @@ typedef struct proxy_config {
     const char *tls_cert_path; /* PEM; NULL = generate a self-signed one in tls_dir */
     const char *tls_key_path;
     const char *tls_dir;      /* where a generated certificate is kept */
+    const char *server_tls_ca_path; /* PEM CA bundle for server_tls verify-full; NULL = the
+                                       system's default paths. Read by proxy_start only. */
 } proxy_config_t;
 
 typedef struct proxy proxy_t;

@@ -401,6 +401,8 @@ struct proxy {
     px_lsock_t **lsocks;
     int nlsocks;
     SSL_CTX *tls;
+    SSL_CTX *tls_client;         /* towards servers, no verification (prefer, require) */
+    SSL_CTX *tls_client_verify;  /* towards servers, chain verified (verify-full) */
     /* Counters that outlive snapshots, per cluster (clients) and per (cluster, user):
      * a list of px_counter_node_t (proxy.c). */
     void *counters;
@@ -527,5 +529,9 @@ void px_schedule_reap(px_worker_t *w);
 /* tls.c: the server-side TLS context (certificate from paths, or a self-signed one
  * generated into dir). Returns owned SSL_CTX or NULL with err filled. */
 SSL_CTX *px_tls_context(const char *cert, const char *key, const char *dir, dbp_err_t *err);
+/* tls.c: a client-side TLS context (TLS 1.2+) for server connections; with `verify` the
+ * peer's chain is checked against ca_path (NULL: the system's default paths). Returns
+ * owned SSL_CTX or NULL with err filled. */
+SSL_CTX *px_tls_client_context(bool verify, const char *ca_path, dbp_err_t *err);
 
 #endif

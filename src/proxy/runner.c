@@ -3,13 +3,14 @@
  * bench/pg-proxy.sh and tests/integration/test_proxy.py. The file is one JSON object:
  *
  *   { "workers": 2, "tls_dir": "/path", "tls_cert": null, "tls_key": null,
+ *     "server_tls_ca": null,
  *     "log_level": "info",
  *     "clusters": [ { "tenant": "default", "name": "pg", "address": "127.0.0.1",
  *        "rw_port": 6432, "ro_port": 0, "pool_mode": "transaction", "pool_size": 20,
  *        "min_pool_size": 0, "reserve_pool_size": 0, "max_client_connections": 10000,
  *        "query_wait_timeout_ms": 120000, "idle_in_transaction_timeout_ms": 0,
  *        "server_idle_timeout_ms": 600000, "server_lifetime_ms": 3600000,
- *        "client_login_timeout_ms": 60000, "epoch": 1,
+ *        "client_login_timeout_ms": 60000, "epoch": 1, "server_tls": "disable",
  *        "backends": [ { "name": "pg-0", "host": "127.0.0.1", "port": 5432,
  *                        "sock_dir": "", "primary": true, "healthy": true } ],
  *        "users": [ { "username": "app", "password": "...", "max_connections": -1 } ] } ] }
@@ -108,6 +109,7 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
     c->tls_cert_path = jstr(out->doc, "tls_cert", NULL);
     c->tls_key_path = jstr(out->doc, "tls_key", NULL);
     c->tls_dir = jstr(out->doc, "tls_dir", NULL);
+    c->server_tls_ca_path = jstr(out->doc, "server_tls_ca", NULL);
     c->clusters = out->clusters;
     c->nclusters = (int)ncl;
     size_t ui = 0;
@@ -136,6 +138,19 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
             proxy_run_cfg_free(out);
             return dbp_err_set(err, DBP_EINVAL, "cluster %zu: bad pool_mode %s", i, mode);
         }
+        static const char *const tls_modes[] = {"disable", "prefer", "require", "verify-full"};
+        const char *tm = jstr(o, "server_tls", "disable");
+        int ti = -1;
+        for (int k = 0; k < 4; k++)
+            if (strcmp(tm, tls_modes[k]) == 0)
+                ti = k;
+        if (ti < 0) {
+            proxy_run_cfg_free(out);
+            return dbp_err_set(err, DBP_EINVAL,
+                               "cluster %zu: bad server_tls %s (disable, prefer, require, "
+                               "verify-full)", i, tm);
+        }
+        cl->server_tls = (proxy_server_tls_t)ti;
         cl->pool_size = (int)jint(o, "pool_size", 20);
         cl->min_pool_size = (int)jint(o, "min_pool_size", 0);
         cl->reserve_pool_size = (int)jint(o, "reserve_pool_size", 0);

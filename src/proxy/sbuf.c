@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 void sbuf_ctx_init(sbuf_ctx_t *ctx, struct event_base *base)
 {
@@ -210,6 +211,27 @@ int sbuf_start_tls(sbuf_t *sb, SSL_CTX *tls)
     return 0;
 }
 
+int sbuf_start_tls_client(sbuf_t *sb, SSL_CTX *tls, const char *host, bool verify_name)
+{
+    sb->ssl = SSL_new(tls);
+    if (!sb->ssl || SSL_set_fd(sb->ssl, sb->fd) != 1)
+        return -1;
+    SSL_set_connect_state(sb->ssl);
+    SSL_set_mode(sb->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    unsigned char addr[16];
+    bool ip = host && (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1);
+    if (host && *host && !ip && SSL_set_tlsext_host_name(sb->ssl, host) != 1)
+        return -1;
+    if (verify_name && host && *host) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(sb->ssl);
+        if (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1 : SSL_set1_host(sb->ssl, host) != 1)
+            return -1;
+    }
+    sb->handshaking = true;
+    arm_write(sb); /* the ClientHello goes out from on_write, outside the caller's callback */
+    return 0;
+}
+
 /* Drives the TLS handshake; true when it finished now. */
 static bool do_handshake(sbuf_t *sb)
 {
@@ -226,7 +248,10 @@ static bool do_handshake(sbuf_t *sb)
         arm_write(sb);
         return false;
     }
-    fail(sb, "TLS handshake failed");
+    if (!SSL_is_server(sb->ssl) && SSL_get_verify_result(sb->ssl) != X509_V_OK)
+        fail(sb, "TLS handshake failed: server certificate verification failed");
+    else
+        fail(sb, "TLS handshake failed");
     return false;
 }
 

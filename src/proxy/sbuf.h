@@ -95,6 +95,14 @@ int sbuf_connect(sbuf_t *sb, sbuf_ctx_t *ctx, const char *host, int port, const 
  * done. Borrows ctx. Returns 0 or -1. */
 int sbuf_start_tls(sbuf_t *sb, SSL_CTX *tls) __attribute__((warn_unused_result));
 
+/* Starts a client-side TLS handshake on a connected sbuf (after the peer agreed to TLS).
+ * Output queued meanwhile is sent once the handshake is done. With verify_name, the
+ * peer certificate must name `host` (DNS name or IP address); the chain check itself is
+ * the context's (SSL_VERIFY_PEER). A failed handshake ends in SBUF_EV_EOF. Borrows tls
+ * and host. Returns 0 or -1. */
+int sbuf_start_tls_client(sbuf_t *sb, SSL_CTX *tls, const char *host, bool verify_name)
+    __attribute__((warn_unused_result));
+
 /* View of the buffered input: *len bytes at the returned pointer (NULL when empty). Valid
  * until the next sbuf call on sb. */
 static inline uint8_t *sbuf_data(sbuf_t *sb, size_t *len)

@@ -31,6 +31,7 @@ typedef struct sv_login {
     uint8_t *params; /* collected ParameterStatus messages */
     size_t params_len, params_cap;
     int64_t started_ms;
+    bool tls_wait;   /* SSLRequest sent, waiting for the server's 'S' or 'N' */
 } sv_login_t;
 
 static void server_cb(sbuf_t *sb, sbuf_event_t ev);
@@ -1169,17 +1170,77 @@ int px_server_sync_params(px_server_t *s, px_client_t *c)
     return 0;
 }
 
+/* The TLS mode towards s's server: the cluster's server_tls over TCP, never over a Unix
+ * socket. */
+static proxy_server_tls_t server_tls_mode(const px_server_t *s)
+{
+    px_cluster_t *cl = s->pool->cl;
+    if (!cl || s->sock_dir[0])
+        return PROXY_SERVER_TLS_DISABLE;
+    return cl->c.server_tls;
+}
+
+/* The one-byte answer to our SSLRequest: 'S' starts the TLS handshake (the start-up packet
+ * waits in the output queue until it is done), 'N' continues in plaintext unless TLS is
+ * required. Bytes after the answer, before the handshake, are refused (they could not have
+ * come through TLS: CVE-2021-23222). */
+static void server_tls_answer(px_server_t *s)
+{
+    sv_login_t *lg = s->login;
+    size_t avail;
+    uint8_t *p = sbuf_data(&s->sb, &avail);
+    if (avail == 0)
+        return;
+    proxy_server_tls_t mode = server_tls_mode(s);
+    if (p[0] == 'S' && avail == 1) {
+        sbuf_consume(&s->sb, 1);
+        lg->tls_wait = false;
+        px_worker_t *w = s->w;
+        bool verify = mode == PROXY_SERVER_TLS_VERIFY_FULL;
+        SSL_CTX *ctx = verify ? w->p->tls_client_verify : w->p->tls_client;
+        if (!ctx || sbuf_start_tls_client(&s->sb, ctx, s->host, verify) != 0 ||
+            send_startup(s) != 0)
+            server_close(s, "TLS setup failed", true);
+        return;
+    }
+    if (p[0] == 'N' && avail == 1 && mode == PROXY_SERVER_TLS_PREFER) {
+        sbuf_consume(&s->sb, 1);
+        lg->tls_wait = false;
+        if (send_startup(s) != 0)
+            server_close(s, "write failed", true);
+        return;
+    }
+    if (p[0] == 'N') {
+        server_close(s, "the server does not support TLS (server_tls requires it)", true);
+        return;
+    }
+    server_close(s, p[0] == 'S' ? "unencrypted data after the server's TLS answer"
+                                : "unexpected answer to SSLRequest", true);
+}
+
 static void server_cb(sbuf_t *sb, sbuf_event_t ev)
 {
     px_server_t *s = px_container(sb, px_server_t, sb);
     s->w->now_ms = px_now_ms();
     switch (ev) {
     case SBUF_EV_CONNECTED:
-        if (send_startup(s) != 0)
+        if (server_tls_mode(s) != PROXY_SERVER_TLS_DISABLE) {
+            uint8_t req[8];
+            pg_wbuf_t wb;
+            pg_wbuf_init(&wb, req, sizeof(req));
+            pg_w_u32(&wb, 8);
+            pg_w_u32(&wb, PG_CODE_SSL);
+            ((sv_login_t *)s->login)->tls_wait = true;
+            if (wb.failed || sbuf_send(&s->sb, req, wb.len) != 0)
+                server_close(s, "write failed", true);
+        } else if (send_startup(s) != 0) {
             server_close(s, "write failed", true);
+        }
         break;
     case SBUF_EV_DATA:
-        if (s->state == PX_SV_LOGIN)
+        if (s->state == PX_SV_LOGIN && ((sv_login_t *)s->login)->tls_wait)
+            server_tls_answer(s);
+        else if (s->state == PX_SV_LOGIN)
             server_login_data(s);
         else
             server_pump(s);

@@ -2,7 +2,8 @@
  * tls.c: the proxy's server-side TLS context. With a configured certificate and key they
  * are loaded as they are; otherwise a self-signed P-256 certificate (CN "dbplane-proxy",
  * ten years) is generated once into tls_dir (proxy.crt, and proxy.key with mode 0600) and
- * reused on later starts. TLS 1.2 is the minimum version.
+ * reused on later starts. TLS 1.2 is the minimum version. It also builds the client-side
+ * contexts for TLS towards the servers (proxy_cluster_t.server_tls).
  */
 #include "proxy/proxy_int.h"
 
@@ -101,5 +102,30 @@ SSL_CTX *px_tls_context(const char *cert, const char *key, const char *dir, dbp_
         SSL_CTX_free(ctx);
         return NULL;
     }
+    return ctx;
+}
+
+SSL_CTX *px_tls_client_context(bool verify, const char *ca_path, dbp_err_t *err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        dbp_err_set(err, DBP_ECRYPTO, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    if (!verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        return ctx;
+    }
+    int ok = ca_path && *ca_path ? SSL_CTX_load_verify_locations(ctx, ca_path, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        dbp_err_set(err, DBP_ECRYPTO, "load server CA bundle %s failed",
+                    ca_path && *ca_path ? ca_path : "(system default)");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     return ctx;
 }

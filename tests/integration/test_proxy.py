@@ -109,6 +109,7 @@ class Proxy:
         self.workers = workers
         self.cluster = dict(name="pg", rw_port=self.port, pool_mode="transaction", pool_size=4,
                             epoch=1, client_login_timeout_ms=3000, query_wait_timeout_ms=20000)
+        self.top = {"server_tls_ca": cluster.pop("server_tls_ca")} if "server_tls_ca" in cluster else {}
         self.users = cluster.pop("users", [{"username": "app", "password": PW},
                                            {"username": "postgres", "password": PW}])
         self.cluster.update(cluster)
@@ -122,7 +123,7 @@ class Proxy:
 
     def write(self):
         doc = {"workers": self.workers, "tls_dir": str(self.dir / "tls"), "log_level": "info",
-               "clusters": [dict(self.cluster, users=self.users)]}
+               "clusters": [dict(self.cluster, users=self.users)], **self.top}
         tmp = self.cfg_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -557,3 +558,57 @@ def test_user_server_connection_cap_is_exact_and_shared(env):
     finally:
         code = pxc.stop()
     assert code == 0, pxc.log()[-3000:]
+
+
+def test_tls_to_the_server(env):
+    """server_tls: the proxy reaches a server that refuses plaintext (pg_hba hostnossl reject)
+    over TLS — `require` without, `verify-full` with a certificate check against a CA bundle
+    and the backend's IP — and a certificate from another CA is refused with a clear error."""
+    base = env["base"]
+    t = PgServer(base, "tlsdb").start()
+    certs = base / "tlscerts"
+    certs.mkdir()
+    for name in ("server", "other"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(certs / f"{name}.key"),
+                        "-out", str(certs / f"{name}.crt"), "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+    for f in ("server.crt", "server.key"):
+        shutil.copy(certs / f, t.data / f)
+        if os.geteuid() == 0:
+            shutil.chown(t.data / f, "dbplane")
+        os.chmod(t.data / f, 0o600)
+    with open(t.data / "postgresql.conf", "a") as f:
+        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    hba = (t.data / "pg_hba.conf").read_text()
+    (t.data / "pg_hba.conf").write_text("hostnossl all all all reject\n" + hba)
+    subprocess.run(as_pg_user([str(PGBIN / "pg_ctl"), "-D", str(t.data), "reload"]), check=True,
+                   capture_output=True, timeout=60)
+    wait_until(lambda: subprocess.run(["psql", t.dsn(), "-XAtc", "select 1"],
+                                      capture_output=True, timeout=30).returncode != 0,
+               timeout=10, what="the server to refuse plaintext")
+    proxies = []
+    try:
+        req = Proxy(base, "px-tls-req", 1, t, server_tls="require").start()
+        ver = Proxy(base, "px-tls-ver", 1, t, server_tls="verify-full",
+                    server_tls_ca=str(certs / "server.crt")).start()
+        bad = Proxy(base, "px-tls-bad", 1, t, server_tls="verify-full",
+                    server_tls_ca=str(certs / "other.crt")).start()
+        plain = Proxy(base, "px-tls-off", 1, t).start()
+        proxies = [req, ver, bad, plain]
+        for px in (req, ver):
+            with px.connect() as c:
+                assert c.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+                                 ).fetchone()[0] is True
+                assert c.execute("select current_setting('port')::int").fetchone()[0] == t.port
+        with pytest.raises(psycopg.OperationalError, match="certificate verification failed"):
+            bad.connect()
+        with pytest.raises(psycopg.OperationalError, match="server login failed"):
+            plain.connect()
+    finally:
+        codes = [px.stop() for px in proxies]
+        logs = "".join(px.log() for px in proxies)
+        t.stop()
+    assert all(c == 0 for c in codes), logs[-3000:]
+    assert not any(m in logs for m in SANITIZER_MARKERS)
