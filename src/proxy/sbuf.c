@@ -469,8 +469,15 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (sb->handshaking) {
-        if (do_handshake(sb) && !sb->closed)
+        if (do_handshake(sb) && !sb->closed) {
+            /* Output queued during the handshake (a client's start-up packet) goes now:
+             * on_read flushes it only when it finishes the handshake itself. */
+            if (sb->out && flush_out(sb, NULL, 0) != 0) {
+                fail(sb, "write failed");
+                return;
+            }
             event_active(sb->rev, EV_READ, 0);
+        }
         return;
     }
     bool had = sbuf_blocked(sb);
