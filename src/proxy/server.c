@@ -1492,6 +1492,7 @@ json_t *px_pool_json(px_pool_t *pool)
     json_object_set_new(o, "queries", json_integer((json_int_t)pool->queries));
     json_object_set_new(o, "transactions", json_integer((json_int_t)pool->transactions));
     json_object_set_new(o, "wait_us", json_integer((json_int_t)pool->wait_us));
+    json_object_set_new(o, "paused", json_boolean(pool->paused));
     if (pool->last_error[0])
         json_object_set_new(o, "last_error", json_string(pool->last_error));
     return o;
