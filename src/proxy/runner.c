@@ -15,7 +15,8 @@
  *                        "sock_dir": "", "primary": true, "healthy": true } ],
  *        "users": [ { "username": "app", "password": "...", "max_connections": -1 } ] } ] }
  *
- * Signals are taken synchronously with sigwait in the main thread (blocked before the
+ * SIGHUP reloads the file, SIGUSR1 prints stats, SIGUSR2 toggles PAUSE/RESUME of every
+ * cluster (toggle_pause). Signals are taken synchronously with sigwait in the main thread (blocked before the
  * workers start, so they never see them).
  */
 #include "proxy/runner.h"
@@ -213,6 +214,39 @@ static void print_stats(proxy_t *p)
     json_decref(s);
 }
 
+/* SIGUSR2, PgBouncer's PAUSE/RESUME for the standalone proxy: the first signal pauses every
+ * cluster of the config file (waiting up to 10 s for running transactions; logged as
+ * proxy_run_paused drained=yes|no), the next one reloads the file — a new topology, as a
+ * switchover would push — and resumes. Returns the new paused state. */
+static bool toggle_pause(proxy_t *p, const char *path, bool paused)
+{
+    proxy_run_cfg_t rc;
+    dbp_err_t err = {0};
+    if (proxy_run_cfg_load(path, &rc, &err) != 0) {
+        dbp_error("proxy_pause_failed", "reason=%s", dbp_log_q(err.msg));
+        return paused;
+    }
+    if (paused && proxy_update(p, &rc.cfg, &err) != 0)
+        dbp_error("proxy_reload_failed", "reason=%s", dbp_log_q(err.msg));
+    for (int i = 0; i < rc.cfg.nclusters; i++) {
+        const proxy_cluster_t *c = &rc.cfg.clusters[i];
+        dbp_err_t e2 = {0};
+        if (paused) {
+            if (proxy_resume(p, c->tenant, c->name, &e2) != 0)
+                dbp_error("proxy_resume_failed", "cluster=%s reason=%s", c->name,
+                          dbp_log_q(e2.msg));
+            else
+                dbp_info("proxy_run_resumed", "cluster=%s", c->name);
+        } else {
+            int rc2 = proxy_pause(p, c->tenant, c->name, 10000, &e2);
+            dbp_info("proxy_run_paused", "cluster=%s drained=%s", c->name,
+                     rc2 == 0 ? "yes" : "no");
+        }
+    }
+    proxy_run_cfg_free(&rc);
+    return !paused;
+}
+
 int proxy_run_main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -248,7 +282,9 @@ int proxy_run_main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    bool paused = false;
     proxy_t *p = NULL;
     int st = proxy_start(&p, &rc.cfg, &err);
     proxy_run_cfg_free(&rc);
@@ -263,6 +299,8 @@ int proxy_run_main(int argc, char **argv)
             continue;
         if (sig == SIGUSR1) {
             print_stats(p);
+        } else if (sig == SIGUSR2) {
+            paused = toggle_pause(p, path, paused);
         } else if (sig == SIGHUP) {
             proxy_run_cfg_t nrc;
             dbp_err_t e2 = {0};

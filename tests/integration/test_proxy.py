@@ -612,3 +612,51 @@ def test_tls_to_the_server(env):
         t.stop()
     assert all(c == 0 for c in codes), logs[-3000:]
     assert not any(m in logs for m in SANITIZER_MARKERS)
+
+
+def test_pause_holds_new_transactions_and_resume_moves_them(env):
+    """PAUSE (SIGUSR2 of proxy-run, proxy_pause underneath): a transaction in flight runs
+    to its end, a new one waits — no error — and the pause reports drained only after the
+    COMMIT; RESUME after a topology change sends the held transaction to the new primary."""
+    a, b = env["a"], env["b"]
+    pxp = Proxy(env["base"], "pxp", 2, a, pool_size=2)
+    pxp.start()
+    try:
+        busy, held = pxp.connect(), pxp.connect()
+        busy.execute("BEGIN")
+        assert busy.execute("select current_setting('port')::int").fetchone()[0] == a.port
+        pxp.proc.send_signal(signal.SIGUSR2)
+        wait_until(lambda: "msg=proxy_paused" in pxp.log(), timeout=5, what="the pause")
+        result, errors = [], []
+
+        def run():
+            try:
+                result.append(held.execute("select current_setting('port')::int").fetchone()[0])
+            except psycopg.Error as e:
+                errors.append(str(e))
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        assert not result and not errors, "a new transaction ran during the pause"
+        assert "msg=proxy_run_paused" not in pxp.log(), "drained with a transaction open"
+        # The open transaction still works and ends; then the pause has drained.
+        busy.execute("select 1")
+        busy.execute("COMMIT")
+        wait_until(lambda: "msg=proxy_run_paused cluster=pg drained=yes" in pxp.log(),
+                   timeout=5, what="the drain")
+        assert t.is_alive() and not result
+        # A switchover's order: the new topology first, then resume.
+        pxp.set_backend(b, 2)
+        t0 = time.monotonic()
+        pxp.proc.send_signal(signal.SIGUSR2)
+        t.join(10)
+        assert not errors, errors
+        assert result == [b.port], "the held transaction did not go to the new primary"
+        assert time.monotonic() - t0 < 2
+        assert busy.execute("select current_setting('port')::int").fetchone()[0] == b.port
+        busy.close()
+        held.close()
+    finally:
+        code = pxp.stop()
+    assert code == 0, pxp.log()[-3000:]
+    assert not any(m in pxp.log() for m in SANITIZER_MARKERS)
