@@ -499,6 +499,39 @@ static void worker_apply_cfg(px_worker_t *w, px_cfg_t *cfg)
     px_cfg_unref(old);
 }
 
+static int list_len(const px_link_t *h)
+{
+    int n = 0;
+    for (const px_link_t *l = h->next; l != h && n < 10000000; l = l->next)
+        n++;
+    return n;
+}
+
+json_t *px_pool_json(px_pool_t *pool)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "cluster", json_string(pool->cluster));
+    json_object_set_new(o, "endpoint", json_string(pool->ro ? "ro" : "rw"));
+    json_object_set_new(o, "database", json_string(pool->db));
+    json_object_set_new(o, "user", json_string(pool->user));
+    json_object_set_new(o, "cl_active", json_integer(list_len(&pool->active_clients)));
+    json_object_set_new(o, "cl_waiting", json_integer(pool->n_waiting));
+    json_object_set_new(o, "cl_idle", json_integer(list_len(&pool->idle_clients)));
+    json_object_set_new(o, "cl_login", json_integer(list_len(&pool->welcome_clients)));
+    json_object_set_new(o, "sv_active", json_integer(pool->n_active_sv));
+    json_object_set_new(o, "sv_idle", json_integer(pool->n_idle));
+    json_object_set_new(o, "sv_login", json_integer(pool->n_login));
+    json_object_set_new(o, "queries", json_integer((json_int_t)pool->queries));
+    json_object_set_new(o, "transactions", json_integer((json_int_t)pool->transactions));
+    json_object_set_new(o, "wait_us", json_integer((json_int_t)pool->wait_us));
+    json_object_set_new(o, "paused", json_boolean(pool->paused));
+    if (pool->last_error[0])
+        json_object_set_new(o, "last_error", json_string(pool->last_error));
+    return o;
+}
+
 static json_t *worker_json(px_worker_t *w)
 {
     json_t *o = json_object();

@@ -507,12 +507,13 @@ void px_pools_free(px_worker_t *w);
 /* Closes every server and pooled client of the worker (shutdown). */
 void px_pools_close_all(px_worker_t *w);
 void px_server_free(px_server_t *s);
-/* Sends a CancelRequest for the query running on s. */
+/* cancel.c: sends a CancelRequest for the query running on s; frees a reaped request. */
 void px_server_cancel(px_server_t *s);
 void px_cancel_free(px_cancel_t *k);
 /* Writes the SET/RESET statements that make s's tracked parameters equal c's into s's
  * output queue (as an injected query). Returns 0 or -1. */
 int px_server_sync_params(px_server_t *s, px_client_t *c) __attribute__((warn_unused_result));
+/* proxy.c: one pool's stats as an owned JSON object. */
 json_t *px_pool_json(px_pool_t *pool);
 /* Marks the pools of (tenant, cluster) paused or not; un-pausing hands servers to the
  * waiting clients and releases held session clients. */
