@@ -276,7 +276,8 @@ void px_client_welcome(px_client_t *c)
 static void login_done(px_client_t *c)
 {
     cl_login_t *lg = c->login;
-    px_pool_t *pool = px_pool_get(c->w, lg->cl->c.name, lg->ro, lg->db, lg->user);
+    px_pool_t *pool = px_pool_get(c->w, lg->cl->c.tenant, lg->cl->c.name, lg->ro, lg->db,
+                                  lg->user);
     if (!pool) {
         px_client_close(c, "out_of_memory", "53200", "out of memory");
         return;

@@ -512,6 +512,7 @@ json_t *px_pool_json(px_pool_t *pool)
     json_t *o = json_object();
     if (!o)
         return NULL;
+    json_object_set_new(o, "tenant", json_string(pool->tenant));
     json_object_set_new(o, "cluster", json_string(pool->cluster));
     json_object_set_new(o, "endpoint", json_string(pool->ro ? "ro" : "rw"));
     json_object_set_new(o, "database", json_string(pool->db));

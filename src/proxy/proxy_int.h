@@ -244,11 +244,12 @@ typedef enum px_cl_state {
     PX_CL_CLOSING,     /* closed, waiting to be freed — worker->reap */
 } px_cl_state_t;
 
-/* One (cluster, endpoint kind, database, user) pool of one worker. */
+/* One (tenant, cluster, endpoint kind, database, user) pool of one worker. */
 typedef struct px_pool {
     struct px_pool *hnext;
     px_link_t link;              /* worker->pools */
     struct px_worker *w;
+    char tenant[64];
     char cluster[64];
     bool ro;
     char db[64];
@@ -488,8 +489,8 @@ void px_client_tick(px_worker_t *w);
 void px_client_free(px_client_t *c);
 
 /* server.c */
-px_pool_t *px_pool_get(px_worker_t *w, const char *cluster, bool ro, const char *db,
-                       const char *user);
+px_pool_t *px_pool_get(px_worker_t *w, const char *tenant, const char *cluster, bool ro,
+                       const char *db, const char *user);
 /* Links an idle server to c or queues c (launching a connection if allowed). True when
  * linked now. */
 bool px_pool_acquire(px_pool_t *pool, px_client_t *c);

@@ -63,11 +63,12 @@ int px_queue_push(px_queue_t *q, char kind, px_stmt_t *st)
 
 /* ---- pools ---- */
 
-static uint64_t pool_hash(const char *cluster, bool ro, const char *db, const char *user)
+static uint64_t pool_hash(const char *tenant, const char *cluster, bool ro, const char *db,
+                          const char *user)
 {
     uint64_t h = 1469598103934665603ull;
-    const char *parts[3] = {cluster, db, user};
-    for (int i = 0; i < 3; i++) {
+    const char *parts[4] = {tenant, cluster, db, user};
+    for (int i = 0; i < 4; i++) {
         for (const char *c = parts[i]; *c; c++)
             h = (h ^ (uint8_t)*c) * 1099511628211ull;
         h = (h ^ 0xff) * 1099511628211ull;
@@ -81,15 +82,16 @@ static void pool_resolve(px_pool_t *pool)
     pool->cl = NULL;
     pool->u = NULL;
     for (int i = 0; cfg && i < cfg->nclusters; i++)
-        if (strcmp(cfg->clusters[i].c.name, pool->cluster) == 0) {
+        if (strcmp(cfg->clusters[i].c.name, pool->cluster) == 0 &&
+            strcmp(cfg->clusters[i].c.tenant, pool->tenant) == 0) {
             pool->cl = &cfg->clusters[i];
             pool->u = px_cluster_user(pool->cl, pool->user, strlen(pool->user));
             break;
         }
 }
 
-px_pool_t *px_pool_get(px_worker_t *w, const char *cluster, bool ro, const char *db,
-                       const char *user)
+px_pool_t *px_pool_get(px_worker_t *w, const char *tenant, const char *cluster, bool ro,
+                       const char *db, const char *user)
 {
     if (!w->pool_tab) {
         w->pool_tab_size = 1024;
@@ -97,15 +99,16 @@ px_pool_t *px_pool_get(px_worker_t *w, const char *cluster, bool ro, const char 
         if (!w->pool_tab)
             return NULL;
     }
-    size_t b = pool_hash(cluster, ro, db, user) & (w->pool_tab_size - 1);
+    size_t b = pool_hash(tenant, cluster, ro, db, user) & (w->pool_tab_size - 1);
     for (px_pool_t *p = w->pool_tab[b]; p; p = p->hnext)
         if (p->ro == ro && strcmp(p->cluster, cluster) == 0 && strcmp(p->db, db) == 0 &&
-            strcmp(p->user, user) == 0)
+            strcmp(p->user, user) == 0 && strcmp(p->tenant, tenant) == 0)
             return p;
     px_pool_t *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->w = w;
+    snprintf(p->tenant, sizeof(p->tenant), "%s", tenant);
     snprintf(p->cluster, sizeof(p->cluster), "%s", cluster);
     snprintf(p->db, sizeof(p->db), "%s", db);
     snprintf(p->user, sizeof(p->user), "%s", user);
@@ -1307,8 +1310,7 @@ void px_pools_refresh(px_worker_t *w)
 
 static bool pool_of(const px_pool_t *pool, const char *tenant, const char *cluster)
 {
-    return pool->cl && strcmp(pool->cluster, cluster) == 0 &&
-           strcmp(pool->cl->c.tenant, tenant) == 0;
+    return pool->cl && strcmp(pool->cluster, cluster) == 0 && strcmp(pool->tenant, tenant) == 0;
 }
 
 /* True while a server of the pool is in a transaction, a request or a reset. */

@@ -449,12 +449,50 @@ def test_topology_change_moves_new_transactions(env):
     c.close()
 
 
+def test_same_cluster_name_in_two_tenants_gets_two_pools(env):
+    """Pools are per (tenant, cluster, endpoint, database, user): tenants t1 and t2 each have
+    a cluster "pg", on their own port and server; neither reaches the other's server."""
+    px = Proxy(env["base"], "px-tenants", 1, env["a"], tenant="t1", pool_size=2)
+    other = dict(px.cluster, tenant="t2", rw_port=free_port(), users=px.users,
+                 backends=[{"name": "pg-b", "host": "127.0.0.1", "port": env["b"].port,
+                            "primary": True, "healthy": True}])
+    px.write = lambda: _write_clusters(px, [dict(px.cluster, users=px.users), other])
+    px.write()
+    px.start()
+    try:
+        for _ in range(3):  # interleaved, so a shared pool would hand one tenant the other's server
+            for port, server in ((px.port, env["a"]), (other["rw_port"], env["b"])):
+                with psycopg.connect(px.dsn().replace(f"port={px.port}", f"port={port}"),
+                                     autocommit=True) as c:
+                    got = c.execute("select current_setting('port')::int").fetchone()[0]
+                    assert got == server.port, f"proxy port {port} reached server {got}"
+        pools = [p for w in px.stats()["per_worker"] for p in w["pools"]]
+        assert {(p["tenant"], p["cluster"]) for p in pools} == {("t1", "pg"), ("t2", "pg")}
+    finally:
+        px.stop()
+
+
+def _write_clusters(px, clusters):
+    doc = {"workers": px.workers, "tls_dir": str(px.dir / "tls"), "log_level": "info",
+           "clusters": clusters, **px.top}
+    fd = os.open(px.cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+
+
 def test_stats_and_logs(env):
     px = env["px"]
+    # Its own successful and failed logins: the test does not rely on the others' order.
+    c = px.connect()
+    assert c.execute("select 1").fetchone() == (1,)
+    c.close()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(px.dsn(password="nope"))
     st = px.stats()
     ct = st["counters"]
     assert ct["logins_ok"] > 0 and ct["transactions"] > 0 and ct["logins_failed"] >= 1
-    assert any(p["database"] == "app" for w in st["per_worker"] for p in w["pools"])
+    assert any(p["database"] == "app" and p["tenant"] for w in st["per_worker"]
+               for p in w["pools"])
     log = px.log()
     assert "msg=proxy_client_login" in log and "msg=proxy_client_disconnect" in log
     assert "reason=auth_failed" in log
