@@ -185,3 +185,68 @@ void dbp_pipe_kill(dbp_pipe_t *p)
         p->pid = 0;
     }
 }
+
+#define DBP_PIPE_PUMP_BUF (256 * 1024)
+
+int dbp_pipe_pump_out(dbp_pipe_t *p, dbp_pipe_sink_fn sink, void *ud, int timeout_ms,
+                      dbp_err_t *err)
+{
+    char *buf = malloc(DBP_PIPE_PUMP_BUF);
+    if (!buf) {
+        dbp_pipe_kill(p);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    int rc = 0;
+    for (;;) {
+        long n = dbp_pipe_read(p, buf, DBP_PIPE_PUMP_BUF, err);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        rc = sink(ud, buf, (size_t)n, err);
+        if (rc)
+            break;
+    }
+    free(buf);
+    if (rc) {
+        dbp_pipe_kill(p);
+        return rc;
+    }
+    return dbp_pipe_finish(p, timeout_ms, err);
+}
+
+int dbp_pipe_pump_in(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, int timeout_ms,
+                     dbp_err_t *err)
+{
+    char *buf = malloc(DBP_PIPE_PUMP_BUF);
+    if (!buf) {
+        dbp_pipe_kill(p);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    int rc = 0;
+    bool child_failed = false;
+    for (;;) {
+        long n = source(ud, buf, DBP_PIPE_PUMP_BUF, err);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (dbp_pipe_write_all(p, buf, (size_t)n, err) != 0) {
+            child_failed = true; /* the child stopped reading: its own message says why */
+            break;
+        }
+    }
+    free(buf);
+    if (rc) {
+        dbp_pipe_kill(p);
+        return rc;
+    }
+    rc = dbp_pipe_finish(p, timeout_ms, err);
+    if (rc == 0 && child_failed)
+        rc = dbp_err_set(err, DBP_EIO, "%s stopped reading its input", p->what);
+    return rc;
+}

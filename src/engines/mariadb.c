@@ -36,9 +36,9 @@
  * SUPER (only READ_ONLY ADMIN, held by dbplane's admin alone, bypasses it), which is what
  * MySQL's super_read_only gives and MariaDB has no separate switch for.
  *
- * The driver is two files around mariadb_int.h: this one (installation, configuration,
- * replication, probe, promote and the ops table) and mariadb_sql.c (connections, accounts,
- * databases, grants, SqlJob).
+ * The driver is three files around mariadb_int.h: this one (installation, configuration,
+ * replication, probe, promote and the ops table), mariadb_sql.c (connections, accounts,
+ * databases, grants, SqlJob) and mariadb_backup.c (backups, restores, inventories).
  */
 #include "engines/mariadb_int.h"
 
@@ -146,7 +146,7 @@ static bool mdb_is_initialized(const engine_instance_t *in)
     return access(p1, F_OK) == 0 && access(p2, F_OK) == 0;
 }
 
-static int mdb_mark_initialized(const engine_instance_t *in, dbp_err_t *err)
+int mdb_mark_initialized(const engine_instance_t *in, dbp_err_t *err)
 {
     char p[PATH_MAX + 32];
     snprintf(p, sizeof(p), "%s/" MDB_INIT_MARKER, in->dir);
@@ -823,6 +823,13 @@ const engine_ops_t engine_mariadb = {
     .stop_signal = SIGTERM,
     .reload_signal = 0, /* SIGHUP flushes logs but does not re-read my.cnf */
     .probe = mdb_probe,
+    .backup_physical = mdb_backup_physical,
+    .backup_logical = mdb_backup_logical,
+    .restore_physical = mdb_restore_physical,
+    .restore_logical = mdb_restore_logical,
+    .inventory = mdb_inventory,
+    .physical_part = "data.mbstream",
+    .logical_ext = ".sql",
     .ensure_internal = mdb_ensure_internal,
     .ensure_user = mdb_ensure_user,
     .ensure_database = mdb_ensure_database,

@@ -1,8 +1,8 @@
 /*
  * mariadb_int.h: what the MariaDB driver's files share (mariadb.c: installation,
  * configuration, replication, probe and promote; mariadb_sql.c: connections, accounts,
- * databases, grants and SqlJob); not for other modules, which use the driver through
- * engine.h only.
+ * databases, grants and SqlJob; mariadb_backup.c: backups, restores and inventories);
+ * not for other modules, which use the driver through engine.h only.
  */
 #ifndef DBP_ENGINES_MARIADB_INT_H
 #define DBP_ENGINES_MARIADB_INT_H
@@ -118,6 +118,14 @@ typedef struct mdb_slave {
 /* Reads SHOW SLAVE STATUS into *s (configured = false when no master is set). */
 int mdb_slave_status(MYSQL *m, mdb_slave_t *s, dbp_err_t *err);
 
+/* True for the accounts dbplane and the server own (root, mariadb.sys, dbplane_repl,
+ * dbplane_monitor, the service and daemon OS users): a User may not take them over, and
+ * logical backups leave them out. */
+bool mdb_reserved_user(const engine_instance_t *in, const char *u);
+
+/* Writes the marker of an initialised instance (<instance dir>/.initialized); mariadb.c. */
+int mdb_mark_initialized(const engine_instance_t *in, dbp_err_t *err);
+
 /* ---- engine operations (see engine_ops_t for their contracts) ----------------------- */
 
 /* mariadb_sql.c */
@@ -131,5 +139,19 @@ int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t *g, db
 int mdb_drop_user(const engine_instance_t *primary, const char *username, dbp_err_t *err);
 int mdb_run_sql(const engine_instance_t *primary, const char *database, const char *username,
                 const char *password, const char *sql, dbp_err_t *err);
+
+/* mariadb_backup.c */
+int mdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
+                        engine_write_fn write, void *ud, dbp_err_t *err);
+int mdb_backup_logical(const engine_instance_t *in, const char *database,
+                       engine_backup_info_t *info, engine_write_fn write, void *ud,
+                       dbp_err_t *err);
+int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
+                         engine_read_fn read, void *ud, dbp_err_t *err);
+int mdb_restore_logical(const engine_instance_t *in, const char *database,
+                        const engine_restore_opts_t *opts, engine_read_fn read, void *ud,
+                        dbp_err_t *err);
+int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
+                  dbp_err_t *err);
 
 #endif

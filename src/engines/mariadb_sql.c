@@ -349,7 +349,7 @@ out:
 }
 
 /* Accounts dbplane owns; a User may not take them over. */
-static bool mdb_reserved_user(const engine_instance_t *in, const char *u)
+bool mdb_reserved_user(const engine_instance_t *in, const char *u)
 {
     return strcmp(u, "root") == 0 || strcmp(u, "mariadb.sys") == 0 ||
            strcmp(u, MDB_REPL_USER) == 0 || strcmp(u, MDB_MONITOR_USER) == 0 ||
