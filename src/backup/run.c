@@ -472,8 +472,7 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     int type = o->type >= 0 ? o->type : b ? b->u.backup.type : SPEC_BACKUP_LOGICAL;
     bool physical = type == SPEC_BACKUP_PHYSICAL;
     if (!ops || !ops->inventory || (physical ? !ops->backup_physical : !ops->backup_logical))
-        return dbp_err_set(err, DBP_EUNSUPPORTED, "%s backups of %s clusters are not supported "
-                                                  "in this build",
+        return dbp_err_set(err, DBP_EUNSUPPORTED, "%s backups of %s clusters are not supported",
                            physical ? "physical" : "logical",
                            spec_engine_str((spec_engine_t)c->u.cluster.engine));
     const char *store_name = o->store ? o->store : b ? b->u.backup.store.v : only_store(ctx, tenant);
