@@ -153,7 +153,12 @@ def env():
     spec = work / "engines.yaml"
     spec.write_text(SPEC.format(store=work / "store", s3port=s3.port))
     d = Daemon(work / "data", work / "data.log")
-    d.start(spec, timeout=120)
+    try:
+        d.start(spec, timeout=120)
+    except BaseException:
+        d.stop()
+        s3.stop()
+        raise
     d.work, d.s3, d.store = work, s3, work / "store"
     d.env = dict(os.environ, DBPLANE_S3_MAX_ATTEMPTS="3", DBPLANE_S3_RETRY_BASE_MS="100")
     with mdb(d) as c:
