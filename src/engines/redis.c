@@ -990,12 +990,19 @@ static int rd_apply_running(redisContext *c, const engine_instance_t *in,
  * loaded the RDB and rewritten its AOF, the declared appendonly applies again. */
 static void rd_restore_first_start(const engine_instance_t *in, rd_conf_t *cf)
 {
-    for (int i = 0; i < cf->n; i++)
-        if (strcasecmp(cf->kv[i].key, "appendonly") == 0) {
-            if (rdb_restore_pending(in, strcasecmp(cf->kv[i].value, "yes") == 0))
-                rd_conf_set(cf, "appendonly", "no", cf->kv[i].from);
-            return;
+    for (int i = 0; i < cf->n; i++) {
+        if (strcasecmp(cf->kv[i].key, "appendonly") != 0)
+            continue;
+        rdb_restore_state_t st = rdb_restore_pending(in, strcasecmp(cf->kv[i].value, "yes") == 0);
+        if (st == RDB_RESTORE_FIRST_START) {
+            rd_conf_set(cf, "appendonly", "no", cf->kv[i].from);
+        } else if (st == RDB_RESTORE_TO_AOF) {
+            /* AOF was turned on at run time: no CONFIG SET of this pass may undo it. */
+            memmove(&cf->kv[i], &cf->kv[i + 1], sizeof(cf->kv[0]) * (size_t)(cf->n - i - 1));
+            cf->n--;
         }
+        return;
+    }
 }
 
 static int rd_render_config(const engine_instance_t *in, const engine_instance_t *primary,

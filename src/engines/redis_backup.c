@@ -354,22 +354,22 @@ int rdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
     return rc;
 }
 
-bool rdb_restore_pending(const engine_instance_t *in, bool want_aof)
+rdb_restore_state_t rdb_restore_pending(const engine_instance_t *in, bool want_aof)
 {
     char marker[PATH_MAX + 32];
     snprintf(marker, sizeof(marker), "%s/" RDB_RESTORE_MARKER, in->data_dir);
     if (access(marker, F_OK) != 0)
-        return false;
+        return RDB_RESTORE_NONE;
     if (!want_aof) {
         if (unlink(marker) != 0 && errno != ENOENT)
             dbp_warn("unlink_failed", "path=%s error=%s", dbp_log_q(marker), strerror(errno));
-        return false;
+        return RDB_RESTORE_NONE;
     }
     dbp_err_t err;
     redisContext *c = rd_connect(in, 1000, NULL, &err);
     if (!c)
-        return true; /* not started yet: the first start runs without AOF */
-    bool pending = true;
+        return RDB_RESTORE_FIRST_START; /* not started yet: the first start is without AOF */
+    rdb_restore_state_t st = RDB_RESTORE_FIRST_START;
     char *inf = rd_info_all(c, &err);
     if (inf && rd_info_i64(inf, "loading", 1) == 0) {
         char status[16] = "";
@@ -378,6 +378,7 @@ bool rdb_restore_pending(const engine_instance_t *in, bool want_aof)
             redisReply *r = rd_cmd(c, &err, "CONFIG", "SET", "appendonly", "yes", NULL);
             if (r) {
                 freeReplyObject(r);
+                st = RDB_RESTORE_TO_AOF;
                 dbp_info("redis_restore_aof_rewrite", "instance=%s", in->name);
             } else {
                 dbp_warn("redis_restore_aof_failed", "instance=%s error=%s", in->name,
@@ -387,14 +388,18 @@ bool rdb_restore_pending(const engine_instance_t *in, bool want_aof)
                    rd_info_i64(inf, "aof_rewrite_scheduled", 1) == 0 &&
                    strcmp(status, "ok") == 0) {
             if (unlink(marker) == 0 || errno == ENOENT) {
-                pending = false;
+                st = RDB_RESTORE_NONE;
                 dbp_info("redis_restore_complete", "instance=%s", in->name);
+            } else {
+                st = RDB_RESTORE_TO_AOF;
             }
+        } else {
+            st = RDB_RESTORE_TO_AOF;
         }
     }
     free(inf);
     redisFree(c);
-    return pending;
+    return st;
 }
 
 /* ---- inventory ---------------------------------------------------------------------- */

@@ -57,12 +57,22 @@ int rdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
 int rdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
                   dbp_err_t *err);
 
-/* True while the instance's data dir holds a restored RDB that its server has not yet
- * turned into an AOF: render_config then writes `appendonly no`. With `want_aof` (the
- * cluster's class persists with AOF), each call on a running server moves the hand-over
- * on: CONFIG SET appendonly yes once the RDB is loaded (Redis rewrites the AOF from
- * memory), and the marker is removed when that rewrite has succeeded. Without `want_aof`
- * the marker is simply removed. Errors only delay the hand-over (logged). */
-bool rdb_restore_pending(const engine_instance_t *in, bool want_aof);
+/* Where the hand-over of a restored RDB stands (rdb_restore_pending). */
+typedef enum rdb_restore_state {
+    RDB_RESTORE_NONE = 0,    /* no restored RDB pending: render the declared appendonly */
+    RDB_RESTORE_FIRST_START, /* not started or still loading: render `appendonly no` */
+    RDB_RESTORE_TO_AOF,      /* loaded; dbplane turned AOF on and the rewrite runs: leave
+                                appendonly out of the rendered config (no CONFIG SET may
+                                turn it off again) */
+} rdb_restore_state_t;
+
+/* The hand-over of a data dir restored from an RDB (marker .dbplane-restored-rdb) to
+ * the cluster's AOF, moved on by each call (render_config calls it every pass): while the
+ * server is not running or still loading, FIRST_START; once it has loaded the RDB and
+ * `want_aof` (the class persists with AOF), CONFIG SET appendonly yes (Redis rewrites the
+ * AOF from memory) and TO_AOF until that rewrite has succeeded; then the marker is removed
+ * and NONE. Without `want_aof` the marker is removed at once. Errors only delay the
+ * hand-over (logged). */
+rdb_restore_state_t rdb_restore_pending(const engine_instance_t *in, bool want_aof);
 
 #endif

@@ -541,3 +541,38 @@ def test_redis_logical_backup_is_refused_by_validation_and_the_cli(env):
     p = bk(d, "backup", "rds", "--type", "logical", "--store", "local", check=False)
     assert p.returncode == 1 and "logical backups of redis clusters are not supported" in p.stderr
     assert set(catalog(d, "rds")) == before, "no run is recorded"
+
+
+def test_redis_restore_into_an_aof_instance_loads_the_rdb_then_hands_over_to_aof(env):
+    """A restored RDB in the data dir of a session-class (AOF) primary: the first start runs
+    without AOF so the RDB is loaded, then dbplane turns AOF on (Redis rewrites it from
+    memory) and the declared config returns; after another restart the keys come from the
+    AOF. Runs last: it restarts the module's daemon."""
+    d = env
+    before = rds_snapshot(rds(d))
+    row, _ = run_backup(d, "rds", "--backup", "rds-phys", "--no-verify")
+    rds(d).set("after-backup", "not restored")
+    assert d.stop() == 0
+    data = instance_dir(d, "rds", "rds-0") / "data"
+    shutil.rmtree(data)
+    bk(d, "restore", row["id"], "--to", str(data))
+    assert (data / ".dbplane-restored-rdb").exists()
+    d.start(d.work / "engines.yaml", timeout=120)
+
+    def handed_over():
+        try:
+            info = rds(d).info("persistence")
+        except (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError):
+            return False
+        return (info["aof_enabled"] == 1 and info["aof_rewrite_in_progress"] == 0
+                and not (data / ".dbplane-restored-rdb").exists()
+                and "\nappendonly yes\n" in (data / "redis.conf").read_text())
+    wait_until(handed_over, timeout=90, what="the restored primary to move to AOF")
+    assert rds_snapshot(rds(d)) == before
+    assert any((data / "appendonlydir").glob("*.base.*"))
+    assert "redis_restore_complete instance=rds-0" in d.log_text()
+    # Restarted again, the server now loads its AOF: the keys are still there.
+    assert d.stop() == 0
+    d.start(d.work / "engines.yaml", timeout=120)
+    wait_until(lambda: rds(d).dbsize() == len(before), timeout=60, what="the keys after restart")
+    assert rds_snapshot(rds(d)) == before
