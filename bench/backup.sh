@@ -37,15 +37,19 @@ now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
 # Runs "$@" (a dbplane command) and prints "<seconds> <peak RSS KiB>" of that process.
+# VmHWM is the kernel's own peak counter, so sampling it every 0.2 s with shell builtins
+# loses nothing but the last interval, and forks nothing that would compete for the CPU
+# with what is being timed (an awk every 50 ms cost dbplane ~1 s on a busy 2-core box).
 timed_rss() {
-  local t0 t1 pid peak=0 hwm
+  local t0 t1 pid peak=0 k v _
   t0=$(now)
   "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
-    sleep 0.05
+    { while read -r k v _; do
+        [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
+      done < "/proc/$pid/status"; } 2>/dev/null || true
+    sleep 0.2
   done
   wait "$pid" || { cat "$WORK/last.err" >&2; return 1; }
   t1=$(now)
@@ -87,7 +91,9 @@ EOF
   mdbsize=$(du -sm "$inst/data" | cut -f1)
 
   # Each measurement REPS times (default 2), dbplane and the anchors alternating so
-  # neither always runs on a warmer page cache; the table shows the fastest of each.
+  # neither always runs on a warmer page cache, each after a `sync` so none pays for the
+  # write-back of the one before (the target-dir copy dirties the whole data set); the
+  # table shows the fastest of each.
   local mb=(runuser -u dbplane -- mariadb-backup --defaults-file="$cnf" --user=dbplane
             --socket="$sock")
   install -d -o dbplane -g dbplane "$WORK/mb"
@@ -96,11 +102,13 @@ EOF
   for rep in $(seq 1 "${REPS:-2}"); do
     echo "# [$rep] mariadb-backup --backup --target-dir" >&2
     rm -rf "$WORK/mb/dir"
+    sync
     t0=$(now)
     "${mb[@]}" --backup --target-dir="$WORK/mb/dir" > "$WORK/mb.log" 2>&1
     a_dir=$(fastest "$a_dir" "$(secs "$t0" "$(now)")")
 
     echo "# [$rep] dbplane physical backup (MariaDB)" >&2
+    sync
     read -r x rss < <(timed_rss "$BIN" backup mbench --type physical --no-verify \
       --store local -o json --data-dir "$data")
     m_bk=$(fastest "$m_bk" "$x")
@@ -108,6 +116,7 @@ EOF
     m_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
 
     echo "# [$rep] mariadb-backup --backup --stream=mbstream | zstd -$LEVEL" >&2
+    sync
     t0=$(now)
     "${mb[@]}" --backup --stream=mbstream 2>> "$WORK/mb.log" | zstd -q -"$LEVEL" > "$WORK/mb/stream.zst"
     a_stream=$(fastest "$a_stream" "$(secs "$t0" "$(now)")")
@@ -115,6 +124,7 @@ EOF
     echo "# [$rep] zstd -d | mbstream -x + mariadb-backup --prepare" >&2
     rm -rf "$WORK/mb/restore"
     install -d -m 700 -o dbplane -g dbplane "$WORK/mb/restore"
+    sync
     t0=$(now)
     zstd -dc "$WORK/mb/stream.zst" | runuser -u dbplane -- mbstream -x -C "$WORK/mb/restore"
     runuser -u dbplane -- mariadb-backup --prepare --target-dir="$WORK/mb/restore" >> "$WORK/mb.log" 2>&1
@@ -122,6 +132,7 @@ EOF
 
     echo "# [$rep] dbplane physical restore (MariaDB)" >&2
     rm -rf "$WORK/mrestore-dbplane"
+    sync
     read -r x _ < <(timed_rss "$BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
     m_rest=$(fastest "$m_rest" "$x")
   done
