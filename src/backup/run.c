@@ -251,7 +251,8 @@ void bk_instance_creds(backup_ctx_t *ctx, const char *tenant, const char *cluste
 {
     struct bk_creds *cr = NULL;
     for (int i = 0; i < ctx->ncreds && !cr; i++)
-        if (strcmp(ctx->creds[i].tenant, tenant) == 0 && strcmp(ctx->creds[i].cluster, cluster) == 0)
+        if (strcmp(ctx->creds[i].tenant, tenant) == 0 &&
+            strcmp(ctx->creds[i].cluster, cluster) == 0)
             cr = &ctx->creds[i];
     if (!cr && ctx->ncreds < (int)(sizeof(ctx->creds) / sizeof(ctx->creds[0]))) {
         cr = &ctx->creds[ctx->ncreds++];

@@ -61,8 +61,7 @@ static long mdbb_file_size(const char *path)
 
 /* Copies the GTID list that follows `marker` in text (digits, '-' and ',') into buf;
  * the last occurrence wins. False when there is none. */
-static bool mdbb_find_gtid(const char *text, size_t len, const char *marker, char *buf,
-                           size_t cap)
+static bool mdbb_find_gtid(const char *text, size_t len, const char *marker, char *buf, size_t cap)
 {
     size_t ml = strlen(marker);
     bool found = false;
@@ -84,8 +83,7 @@ static bool mdbb_find_gtid(const char *text, size_t len, const char *marker, cha
 }
 
 /* The server's version into info->version. */
-static int mdbb_source_info(const engine_instance_t *in, engine_backup_info_t *info,
-                            dbp_err_t *err)
+static int mdbb_source_info(const engine_instance_t *in, engine_backup_info_t *info, dbp_err_t *err)
 {
     memset(info, 0, sizeof(*info));
     MYSQL *m = mdb_connect(in, false, err);
@@ -104,8 +102,7 @@ int mdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
     int rc = mdbb_source_info(in, info, err);
     if (rc)
         return rc;
-    char cnf[PATH_MAX], sock[PATH_MAX], defaults[PATH_MAX + 32], socket[PATH_MAX + 16],
-        user[128];
+    char cnf[PATH_MAX], sock[PATH_MAX], defaults[PATH_MAX + 32], socket[PATH_MAX + 16], user[128];
     mdb_cnf(in, cnf, sizeof(cnf));
     mdb_sock(in, sock, sizeof(sock));
     snprintf(defaults, sizeof(defaults), "--defaults-file=%s", cnf);
@@ -154,8 +151,8 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
         return rc;
     char *xargv[] = {MDB_MBSTREAM, "-x", "-C", (char *)in->data_dir, NULL};
     dbp_pipe_t p;
-    rc = dbp_pipe_spawn(xargv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
-                        err);
+    rc =
+        dbp_pipe_spawn(xargv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p, err);
     if (!rc && (rc = dbp_pipe_pump_in(&p, read, ud, MDBB_TOOL_TIMEOUT_MS, err)))
         dbp_err_prefix(err, "mbstream -x: ");
     char path[PATH_MAX + 64];
@@ -170,8 +167,7 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
         char target[PATH_MAX + 16];
         snprintf(target, sizeof(target), "--target-dir=%s", in->data_dir);
         char *prepare[] = {MDB_BACKUP, "--prepare", target, NULL};
-        rc = dbp_proc_run(prepare, NULL, in->runas, in->tool_log_path, MDBB_TOOL_TIMEOUT_MS,
-                          err);
+        rc = dbp_proc_run(prepare, NULL, in->runas, in->tool_log_path, MDBB_TOOL_TIMEOUT_MS, err);
         if (rc)
             dbp_err_prefix(err, "mariadb-backup --prepare: ");
     }
@@ -227,8 +223,8 @@ static int mdbb_tail_write(void *ud, const void *buf, size_t len, dbp_err_t *err
 /* Appends the statements that re-create one account or role: CREATE ... IF NOT EXISTS
  * and its grants, without the authentication clause SHOW GRANTS repeats on the global
  * line (a restore keeps an existing account's password). */
-static int mdbb_account_sql(MYSQL *m, const char *user, const char *host, bool role,
-                            dbp_sb_t *out, dbp_err_t *err)
+static int mdbb_account_sql(MYSQL *m, const char *user, const char *host, bool role, dbp_sb_t *out,
+                            dbp_err_t *err)
 {
     dbp_sb_t q = {0};
     MYSQL_RES *r = NULL;
@@ -326,8 +322,7 @@ out:
 }
 
 int mdb_backup_logical(const engine_instance_t *in, const char *database,
-                       engine_backup_info_t *info, engine_write_fn write, void *ud,
-                       dbp_err_t *err)
+                       engine_backup_info_t *info, engine_write_fn write, void *ud, dbp_err_t *err)
 {
     int rc = mdbb_source_info(in, info, err);
     if (rc)
@@ -344,10 +339,10 @@ int mdb_backup_logical(const engine_instance_t *in, const char *database,
     snprintf(user, sizeof(user), "--user=%s", in->runas->daemon_name);
     /* --master-data=2 with --gtid: the snapshot's GTID as a comment at the end; with
      * --single-transaction InnoDB tables are read in one consistent snapshot. */
-    char *argv[] = {MDB_DUMP,         "--no-defaults", socket,       user,
-                    "--single-transaction", "--master-data=2", "--gtid", "--routines",
-                    "--events",       "--triggers",    "--hex-blob", "--databases",
-                    (char *)database, NULL};
+    char *argv[] = {
+        MDB_DUMP,          "--no-defaults", socket,           user,       "--single-transaction",
+        "--master-data=2", "--gtid",        "--routines",     "--events", "--triggers",
+        "--hex-blob",      "--databases",   (char *)database, NULL};
     dbp_runas_t self;
     mdbb_self(in, &self);
     mdbb_tail_t *tail = calloc(1, sizeof(*tail));
@@ -356,8 +351,7 @@ int mdb_backup_logical(const engine_instance_t *in, const char *database,
     tail->write = write;
     tail->ud = ud;
     dbp_pipe_t p;
-    rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
-                        err);
+    rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p, err);
     if (!rc)
         rc = dbp_pipe_pump_out(&p, mdbb_tail_write, tail, MDBB_TOOL_TIMEOUT_MS, err);
     if (rc)
@@ -408,8 +402,7 @@ int mdb_restore_logical(const engine_instance_t *in, const char *database,
     dbp_runas_t self;
     mdbb_self(in, &self);
     dbp_pipe_t p;
-    int rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
-                            err);
+    int rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p, err);
     if (!rc)
         rc = dbp_pipe_pump_in(&p, read, ud, MDBB_TOOL_TIMEOUT_MS, err);
     if (rc)
@@ -455,8 +448,7 @@ static int mdbb_read_db(MYSQL *m, engine_db_inventory_t *db, dbp_err_t *err)
             if (strcasecmp(type, "error") == 0 ||
                 (strcasecmp(type, "status") == 0 && strcasecmp(text, "OK") != 0 &&
                  strcasecmp(text, "Table is already up to date") != 0))
-                rc = dbp_err_set(err, DBP_EENGINE, "CHECK TABLE %s: %s: %s", name.buf, type,
-                                 text);
+                rc = dbp_err_set(err, DBP_EENGINE, "CHECK TABLE %s: %s: %s", name.buf, type, text);
         }
         if (r)
             mysql_free_result(r);
@@ -490,9 +482,10 @@ int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_
         goto out;
     out->in_recovery = strcmp(ro, "1") == 0; /* a replica, or a server not yet writable */
     MYSQL_RES *r = mdb_query(m,
-                             "SELECT s.SCHEMA_NAME, (SELECT COUNT(*) FROM information_schema.TABLES t"
-                             " WHERE t.TABLE_SCHEMA = s.SCHEMA_NAME"
-                             " AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED'))"
+                             "SELECT s.SCHEMA_NAME, (SELECT COUNT(*)"
+                             " FROM information_schema.TABLES t"
+                             " WHERE t.TABLE_SCHEMA = s.SCHEMA_NAME AND t.TABLE_TYPE IN ('BASE "
+                             "TABLE', 'SYSTEM VERSIONED'))"
                              " FROM information_schema.SCHEMATA s WHERE s.SCHEMA_NAME NOT IN"
                              " ('mysql', 'information_schema', 'performance_schema', 'sys')"
                              " ORDER BY 1",

@@ -67,9 +67,9 @@ void mdb_cnf(const engine_instance_t *in, char *buf, size_t len);
  * (unix_socket). The login must complete within `connect_ms`; each later read or write
  * within `rw_s` seconds. Returns an owned connection (mysql_close), or NULL with err
  * filled on time-out or refusal. */
-MYSQL *mdb_open(const char *what, const char *sock, const char *host, int port,
-                const char *user, const char *pw, const char *db, int connect_ms,
-                unsigned rw_s, unsigned long flags, dbp_err_t *err);
+MYSQL *mdb_open(const char *what, const char *sock, const char *host, int port, const char *user,
+                const char *pw, const char *db, int connect_ms, unsigned rw_s, unsigned long flags,
+                dbp_err_t *err);
 
 /* The probe time-out of an instance in ms (engine_instance_t.probe_timeout_ms). */
 int mdb_probe_ms(const engine_instance_t *in);
@@ -131,8 +131,8 @@ int mdb_mark_initialized(const engine_instance_t *in, dbp_err_t *err);
 /* mariadb_sql.c */
 int mdb_ensure_internal(const engine_instance_t *primary, const engine_instance_t *replicas,
                         int nreplicas, dbp_err_t *err);
-int mdb_ensure_user(const engine_instance_t *primary, const spec_user_t *user,
-                    const char *password, dbp_err_t *err);
+int mdb_ensure_user(const engine_instance_t *primary, const spec_user_t *user, const char *password,
+                    dbp_err_t *err);
 int mdb_ensure_database(const engine_instance_t *primary, const spec_database_t *db,
                         dbp_err_t *err);
 int mdb_ensure_grant(const engine_instance_t *primary, const spec_grant_t *g, dbp_err_t *err);
@@ -144,8 +144,7 @@ int mdb_run_sql(const engine_instance_t *primary, const char *database, const ch
 int mdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                         engine_write_fn write, void *ud, dbp_err_t *err);
 int mdb_backup_logical(const engine_instance_t *in, const char *database,
-                       engine_backup_info_t *info, engine_write_fn write, void *ud,
-                       dbp_err_t *err);
+                       engine_backup_info_t *info, engine_write_fn write, void *ud, dbp_err_t *err);
 int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
                          engine_read_fn read, void *ud, dbp_err_t *err);
 int mdb_restore_logical(const engine_instance_t *in, const char *database,

@@ -332,8 +332,7 @@ int rdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
     if (!rc) {
         /* The structure and CRC64 of the RDB, before any server starts from it. */
         char *argv[] = {RD_CHECK_RDB_BIN, path, NULL};
-        if ((rc = dbp_proc_run(argv, NULL, in->runas, in->tool_log_path, RDB_TOOL_TIMEOUT_MS,
-                               err)))
+        if ((rc = dbp_proc_run(argv, NULL, in->runas, in->tool_log_path, RDB_TOOL_TIMEOUT_MS, err)))
             dbp_err_prefix(err, "redis-check-rdb: ");
     }
     if (!rc) {
@@ -385,8 +384,7 @@ rdb_restore_state_t rdb_restore_pending(const engine_instance_t *in, bool want_a
                          dbp_log_q(err.msg));
             }
         } else if (rd_info_i64(inf, "aof_rewrite_in_progress", 1) == 0 &&
-                   rd_info_i64(inf, "aof_rewrite_scheduled", 1) == 0 &&
-                   strcmp(status, "ok") == 0) {
+                   rd_info_i64(inf, "aof_rewrite_scheduled", 1) == 0 && strcmp(status, "ok") == 0) {
             if (unlink(marker) == 0 || errno == ENOENT) {
                 st = RDB_RESTORE_NONE;
                 dbp_info("redis_restore_complete", "instance=%s", in->name);
