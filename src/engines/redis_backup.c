@@ -208,6 +208,32 @@ static int rdb_payload(rdb_reader_t *r, const char *hdr, engine_write_fn write, 
     return 0;
 }
 
+int rdb_read_transfer(int fd, engine_backup_info_t *info, engine_write_fn write, void *ud,
+                      dbp_err_t *err)
+{
+    rdb_reader_t r = {.fd = fd, .buf = malloc(RDB_BUF)};
+    if (!r.buf)
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    char line[256], replid[48] = "";
+    long long offset = -1;
+    int rc = rdb_header(&r, line, sizeof(line), err);
+    if (!rc && line[0] == '-')
+        rc = dbp_err_set(err, DBP_EENGINE, "PSYNC refused: %s", line + 1);
+    if (!rc && sscanf(line, "+FULLRESYNC %47s %lld", replid, &offset) != 2)
+        rc = dbp_err_set(err, DBP_EIO, "unexpected reply to PSYNC");
+    if (!rc) {
+        snprintf(info->timeline, sizeof(info->timeline), "%s", replid);
+        snprintf(info->start_position, sizeof(info->start_position), "%lld", offset);
+        rc = rdb_header(&r, line, sizeof(line), err);
+    }
+    if (!rc && line[0] == '-')
+        rc = dbp_err_set(err, DBP_EENGINE, "snapshot failed: %s", line + 1);
+    if (!rc)
+        rc = rdb_payload(&r, line, write, ud, err);
+    free(r.buf);
+    return rc;
+}
+
 int rdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                         engine_write_fn write, void *ud, dbp_err_t *err)
 {
@@ -215,14 +241,9 @@ int rdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
     redisContext *c = rd_connect(in, 10000, NULL, err);
     if (!c)
         return DBP_EENGINE;
-    rdb_reader_t r = {.fd = c->fd, .buf = malloc(RDB_BUF)};
     int rc = 0;
     char *inf = NULL;
     redisReply *rep = NULL;
-    if (!r.buf) {
-        rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
-        goto out;
-    }
     if (!(inf = rd_info_all(c, err))) {
         rc = DBP_EENGINE;
         goto out;
@@ -242,32 +263,11 @@ int rdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
      * reply above was read whole). */
     if ((rc = rdb_send(c->fd, "PSYNC ? -1\r\n", err)))
         goto out;
-    char line[256], replid[48] = "";
-    long long offset = -1;
-    if ((rc = rdb_header(&r, line, sizeof(line), err)))
-        goto out;
-    if (line[0] == '-') {
-        rc = dbp_err_set(err, DBP_EENGINE, "PSYNC refused: %s", line + 1);
-        goto out;
-    }
-    if (sscanf(line, "+FULLRESYNC %47s %lld", replid, &offset) != 2) {
-        rc = dbp_err_set(err, DBP_EIO, "unexpected reply to PSYNC");
-        goto out;
-    }
-    snprintf(info->timeline, sizeof(info->timeline), "%s", replid);
-    snprintf(info->start_position, sizeof(info->start_position), "%lld", offset);
-    if ((rc = rdb_header(&r, line, sizeof(line), err)))
-        goto out;
-    if (line[0] == '-') {
-        rc = dbp_err_set(err, DBP_EENGINE, "snapshot failed: %s", line + 1);
-        goto out;
-    }
-    rc = rdb_payload(&r, line, write, ud, err);
+    rc = rdb_read_transfer(c->fd, info, write, ud, err);
 out:
     if (rc)
         dbp_err_prefix(err, "RDB snapshot of %s: ", in->name);
     free(inf);
-    free(r.buf);
     redisFree(c);
     return rc;
 }

@@ -50,6 +50,15 @@ char *rd_info_all(redisContext *c, dbp_err_t *err);
 
 /* ---- backups (redis_backup.c; see engine_ops_t for the contracts) ------------------ */
 
+/* Reads a full-resync reply from `fd` (the raw socket after `PSYNC ? -1` was sent):
+ * keepalive newlines, `+FULLRESYNC <replid> <offset>` (into info->timeline and
+ * info->start_position), then the RDB announced as `$<length>` or `$EOF:<40-byte mark>`,
+ * streamed into `write` 256 KiB at a time (the mark itself is not written). Returns 0,
+ * DBP_EENGINE for an error reply (its text in err), DBP_EIO for a protocol violation, a
+ * closed connection or 120 s without data, or write's error. Never writes past the RDB. */
+int rdb_read_transfer(int fd, engine_backup_info_t *info, engine_write_fn write, void *ud,
+                      dbp_err_t *err);
+
 int rdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                         engine_write_fn write, void *ud, dbp_err_t *err);
 int rdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
