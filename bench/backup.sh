@@ -4,15 +4,22 @@
 # one process each), logical backup vs `pg_dump -Fc`, and the peak RSS of the dbplane
 # process during its backups (sampled from /proc/PID/status VmHWM).
 #
+# MariaDB (ONLY=mariadb runs just that part): physical backup and restore vs
+# `mariadb-backup --backup` itself (into a target dir, and streamed through zstd at the
+# same level), on MDB_ROWS rows (default 1,000,000, ~250 MB).
+#
 # Bounded for a shared 2-core machine: pgbench scale 20 (~300 MB) by default; set
 # SCALE=100 for the issue's ~1.5 GB. Needs root (dbplane's servers run as the `dbplane`
-# service user), PostgreSQL 15, pgbackrest and a built dbplane (DBPLANE_BIN, default
-# build/dbplane). Prints a Markdown table for docs/benchmarks.md.
+# service user), PostgreSQL 15, pgbackrest, MariaDB 10.11 with mariadb-backup and a built
+# dbplane (DBPLANE_BIN, default build/dbplane). Prints Markdown tables for
+# docs/benchmarks.md.
 set -euo pipefail
 
 BIN=${DBPLANE_BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/dbplane}
 SCALE=${SCALE:-20}
 LEVEL=${LEVEL:-3}
+ONLY=${ONLY:-all}
+MDB_ROWS=${MDB_ROWS:-1000000}
 PGBIN=/usr/lib/postgresql/15/bin
 WORK=$(mktemp -d /tmp/dbplane-bench-backup-XXXXXX)
 chmod 755 "$WORK"
@@ -21,9 +28,136 @@ export DBPLANE_BACKUP_ZSTD_LEVEL=$LEVEL
 
 cleanup() {
   [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+  [ -n "${MPID:-}" ] && kill "$MPID" 2>/dev/null && wait "$MPID" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
+
+# Runs "$@" (a dbplane command) and prints "<seconds> <peak RSS KiB>" of that process.
+# VmHWM is the kernel's own peak counter, so sampling it every 0.2 s with shell builtins
+# loses nothing but the last interval, and forks nothing that would compete for the CPU
+# with what is being timed (an awk every 50 ms cost dbplane ~1 s on a busy 2-core box).
+timed_rss() {
+  local t0 t1 pid peak=0 k v _
+  t0=$(now)
+  "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    { while read -r k v _; do
+        [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
+      done < "/proc/$pid/status"; } 2>/dev/null || true
+    sleep 0.2
+  done
+  wait "$pid" || { cat "$WORK/last.err" >&2; return 1; }
+  t1=$(now)
+  echo "$(secs "$t0" "$t1") $peak"
+}
+
+# ---- MariaDB: dbplane physical backup/restore vs mariadb-backup, same data, same run ----
+bench_mariadb() {
+  local data=$WORK/mdata inst
+  inst=$data/clusters/default/mbench/mbench-0
+  cat > "$WORK/mbench.yaml" <<EOF
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {name: local}
+spec:
+  posix: {path: $WORK/mstore}
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: mbench}
+spec:
+  engine: mariadb
+  version: "10.11"
+  instances: 1
+  memory: 512Mi
+EOF
+  "$BIN" up -f "$WORK/mbench.yaml" --data-dir "$data" > "$WORK/mdaemon.log" 2>&1 &
+  MPID=$!
+  "$BIN" wait --data-dir "$data" --timeout 180s > /dev/null
+  local sock cnf=$inst/my.cnf
+  sock=$(sed -n 's/^socket = //p' "$cnf")
+  local sql=(mariadb --no-defaults -S "$sock" -u root)
+  echo "# MariaDB: $MDB_ROWS rows" >&2
+  "${sql[@]}" -e "CREATE DATABASE bench; CREATE TABLE bench.t (id INT PRIMARY KEY,
+    k INT NOT NULL, c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL, KEY k (k)) ENGINE=InnoDB;
+    INSERT INTO bench.t SELECT seq, seq * 7 % 100000, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2)),
+      MD5(seq * 3) FROM bench.seq_1_to_${MDB_ROWS};"
+  local mdbsize
+  mdbsize=$(du -sm "$inst/data" | cut -f1)
+
+  # Each measurement REPS times (default 2), dbplane and the anchors alternating so
+  # neither always runs on a warmer page cache, each after a `sync` so none pays for the
+  # write-back of the one before (the target-dir copy dirties the whole data set); the
+  # table shows the fastest of each.
+  local mb=(runuser -u dbplane -- mariadb-backup --defaults-file="$cnf" --user=dbplane
+            --socket="$sock")
+  install -d -o dbplane -g dbplane "$WORK/mb"
+  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_prep= a_size rss
+  fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
+  for rep in $(seq 1 "${REPS:-2}"); do
+    echo "# [$rep] mariadb-backup --backup --target-dir" >&2
+    rm -rf "$WORK/mb/dir"
+    sync
+    t0=$(now)
+    "${mb[@]}" --backup --target-dir="$WORK/mb/dir" > "$WORK/mb.log" 2>&1
+    a_dir=$(fastest "$a_dir" "$(secs "$t0" "$(now)")")
+
+    echo "# [$rep] dbplane physical backup (MariaDB)" >&2
+    sync
+    read -r x rss < <(timed_rss "$BIN" backup mbench --type physical --no-verify \
+      --store local -o json --data-dir "$data")
+    m_bk=$(fastest "$m_bk" "$x")
+    [ "$rss" -gt "$m_rss" ] && m_rss=$rss
+    m_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
+
+    echo "# [$rep] mariadb-backup --backup --stream=mbstream | zstd -$LEVEL" >&2
+    sync
+    t0=$(now)
+    "${mb[@]}" --backup --stream=mbstream 2>> "$WORK/mb.log" | zstd -q -"$LEVEL" > "$WORK/mb/stream.zst"
+    a_stream=$(fastest "$a_stream" "$(secs "$t0" "$(now)")")
+
+    echo "# [$rep] zstd -d | mbstream -x + mariadb-backup --prepare" >&2
+    rm -rf "$WORK/mb/restore"
+    install -d -m 700 -o dbplane -g dbplane "$WORK/mb/restore"
+    sync
+    t0=$(now)
+    zstd -dc "$WORK/mb/stream.zst" | runuser -u dbplane -- mbstream -x -C "$WORK/mb/restore"
+    runuser -u dbplane -- mariadb-backup --prepare --target-dir="$WORK/mb/restore" >> "$WORK/mb.log" 2>&1
+    a_prep=$(fastest "$a_prep" "$(secs "$t0" "$(now)")")
+
+    echo "# [$rep] dbplane physical restore (MariaDB)" >&2
+    rm -rf "$WORK/mrestore-dbplane"
+    sync
+    read -r x _ < <(timed_rss "$BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
+    m_rest=$(fastest "$m_rest" "$x")
+  done
+  m_size=$(du -sb "$WORK/mstore/default/mbench/$m_id" | cut -f1)
+  a_size=$(stat -c %s "$WORK/mb/stream.zst")
+  kill "$MPID" 2>/dev/null && wait "$MPID" 2>/dev/null || true
+  MPID=
+
+  cat <<EOF
+
+| MariaDB $MDB_ROWS rows (${mdbsize} MB data dir), zstd level $LEVEL, fastest of ${REPS:-2} | dbplane | anchor | ratio |
+|---|---|---|---|
+| physical backup (s) | $m_bk | \`mariadb-backup --backup --target-dir\` $a_dir | $(python3 -c "print(f'{$m_bk/$a_dir:.2f}x')") |
+| physical backup (s) | $m_bk | \`mariadb-backup --backup --stream \| zstd -$LEVEL\` $a_stream | $(python3 -c "print(f'{$m_bk/$a_stream:.2f}x')") |
+| physical restore (s) | $m_rest | \`zstd -d \| mbstream -x\` + \`--prepare\` $a_prep | $(python3 -c "print(f'{$m_rest/$a_prep:.2f}x')") |
+| physical backup size (MB) | $((m_size / 1000000)) | stream \| zstd $((a_size / 1000000)) | |
+| peak RSS of dbplane, physical backup (MiB) | $((m_rss / 1024)) | | limit 64 |
+EOF
+}
+
+if [ "$ONLY" = mariadb ]; then
+  bench_mariadb
+  exit 0
+fi
+
 
 cat > "$WORK/bench.yaml" <<EOF
 apiVersion: dbplane/v1
@@ -63,25 +197,6 @@ psql -qX "host=$SOCK port=$PORT user=dbplane_admin dbname=postgres" -c "CREATE D
 psql -qX "host=$SOCK port=$PORT user=dbplane_admin dbname=postgres" -c "CHECKPOINT"
 DBSIZE=$(psql -AtX "host=$SOCK port=$PORT user=dbplane_admin dbname=postgres" \
   -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
-
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
-
-# Runs "$@" (a dbplane command) and prints "<seconds> <peak RSS KiB>" of that process.
-timed_rss() {
-  local t0 t1 pid peak=0 hwm
-  t0=$(now)
-  "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
-    sleep 0.05
-  done
-  wait "$pid" || { cat "$WORK/last.err" >&2; return 1; }
-  t1=$(now)
-  echo "$(secs "$t0" "$t1") $peak"
-}
 
 echo "# dbplane physical backup" >&2
 read -r DB_PHYS DB_PHYS_RSS < <(timed_rss "$BIN" backup bench --type physical --no-verify \
@@ -138,3 +253,7 @@ cat <<EOF
 | peak RSS of dbplane, physical backup (MiB) | $((DB_PHYS_RSS / 1024)) | | limit 64 |
 | peak RSS of dbplane, logical backup (MiB) | $((DB_LOG_RSS / 1024)) | | limit 64 |
 EOF
+
+if [ "$ONLY" = all ]; then
+  bench_mariadb
+fi

@@ -28,6 +28,14 @@ struct backup_ctx {
     backup_progress_fn progress;
     void *progress_ud;
     int64_t progress_ms;      /* monotonic ms of the last progress report */
+    /* Internal credentials (Secret "dbplane-internal-<cluster>": admin, replication) of
+     * the clusters whose instances this context described, for engines that log in with
+     * them (Redis). Owned (secrets_free_value on close); instances borrow them. */
+    struct bk_creds {
+        char tenant[64], cluster[64];
+        char *admin, *repl;
+    } creds[8];
+    int ncreds;
 };
 
 /* Finds a resource of the context's set; NULL when absent. */
@@ -49,9 +57,16 @@ int bk_instances(backup_ctx_t *ctx, const char *tenant, const char *cluster,
                  store_instance_t *recs, int *n, char primary[96], dbp_err_t *err)
     __attribute__((warn_unused_result));
 
-/* Describes instance `rec` of cluster resource `c` the way the reconciler lays it out. */
+/* Describes instance `rec` of cluster resource `c` the way the reconciler lays it out,
+ * with the cluster's internal credentials (borrowed from the context; NULL when the
+ * cluster has none stored). */
 void bk_fill_instance(backup_ctx_t *ctx, const spec_resource_t *c, const store_instance_t *rec,
                       engine_instance_t *in);
+
+/* Points in->admin_password / in->repl_password at the internal credentials of
+ * cluster `cluster` of `tenant` (read once per context; NULL when absent). */
+void bk_instance_creds(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                       engine_instance_t *in);
 
 /* The running primary of a cluster as an engine instance. DBP_EBUSY when none runs. */
 int bk_primary(backup_ctx_t *ctx, const spec_resource_t *c, engine_instance_t *in,

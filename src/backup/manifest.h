@@ -60,7 +60,7 @@ typedef struct backup_manifest {
     char source[96];
     char start_position[128];
     char end_position[128];
-    char timeline[16];
+    char timeline[48];       /* PG timeline (decimal), Redis replication ID */
     int64_t started_ms, finished_ms;
     char compression[8];     /* "zstd" | "gzip" | "none" */
     bool encrypted;

@@ -118,6 +118,7 @@ typedef struct scratch {
     char version[16];
     char root[PATH_MAX];
     pid_t pid;
+    int stop_signal;       /* the engine's clean shutdown signal (engine_ops_t) */
 } scratch_t;
 
 static bool port_free(int port)
@@ -186,6 +187,9 @@ static int scratch_prepare(backup_ctx_t *ctx, const backup_manifest_t *m, scratc
     in->port = port;
     in->spec = &s->spec;
     in->runas = &ctx->runas;
+    /* The cluster's internal credentials, for engines whose admin login needs them
+     * (Redis renders its dbplane-admin ACL user from them). */
+    bk_instance_creds(ctx, m->tenant, m->cluster, in);
     return dbp_mkdir_p(in->sock_dir, 0700, &ctx->runas, err);
 }
 
@@ -193,7 +197,7 @@ static void scratch_stop(scratch_t *s)
 {
     if (s->pid <= 0)
         return;
-    kill(s->pid, SIGINT);
+    kill(s->pid, s->stop_signal > 0 ? s->stop_signal : SIGINT);
     int64_t deadline = dbp_now_ms() + 60000;
     int status;
     for (;;) {
@@ -227,6 +231,7 @@ static void scratch_remove(scratch_t *s)
 /* Renders the configuration, starts the server and waits until it accepts writes. */
 static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
 {
+    s->stop_signal = ops->stop_signal;
     int rc = ops->render_config(&s->in, NULL, err);
     if (rc < 0)
         return rc;
@@ -344,14 +349,15 @@ static int verify_run(backup_ctx_t *ctx, const store_backup_t *row, char *summar
                                                 ? SPEC_ENGINE_POSTGRESQL
                                             : strcmp(m->engine, "mariadb") == 0 ? SPEC_ENGINE_MARIADB
                                                                                 : SPEC_ENGINE_REDIS);
-    if (!ops || !ops->inventory || !ops->restore_physical || !ops->restore_logical) {
+    bool physical = strcmp(m->type, "physical") == 0;
+    if (!ops || !ops->inventory || (physical ? !ops->restore_physical : !ops->restore_logical)) {
         rc = dbp_err_set(err, DBP_EUNSUPPORTED, "verification of %s runs is not supported",
                          m->engine);
         goto out;
     }
     if ((rc = run_key(ctx, m, &key, err)) || (rc = scratch_prepare(ctx, m, s, err)))
         goto out;
-    if (strcmp(m->type, "physical") == 0) {
+    if (physical) {
         backup_rstream_t *rs;
         if ((rc = open_part(bs, row->path, m, &m->parts[0], key, &rs, err)))
             goto out;

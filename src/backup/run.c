@@ -81,6 +81,10 @@ void backup_ctx_close(backup_ctx_t *ctx)
 {
     if (!ctx)
         return;
+    for (int i = 0; i < ctx->ncreds; i++) {
+        secrets_free_value(ctx->creds[i].admin);
+        secrets_free_value(ctx->creds[i].repl);
+    }
     secrets_close(ctx->secrets);
     store_close(ctx->store);
     spec_set_free(&ctx->set);
@@ -239,6 +243,31 @@ void bk_fill_instance(backup_ctx_t *ctx, const spec_resource_t *c, const store_i
                       engine_instance_t *in)
 {
     ctl_instance_layout(in, ctx->data_dir, ctx->run_dir, c, rec, &ctx->runas);
+    bk_instance_creds(ctx, c->tenant.v, c->name.v, in);
+}
+
+void bk_instance_creds(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                       engine_instance_t *in)
+{
+    struct bk_creds *cr = NULL;
+    for (int i = 0; i < ctx->ncreds && !cr; i++)
+        if (strcmp(ctx->creds[i].tenant, tenant) == 0 &&
+            strcmp(ctx->creds[i].cluster, cluster) == 0)
+            cr = &ctx->creds[i];
+    if (!cr && ctx->ncreds < (int)(sizeof(ctx->creds) / sizeof(ctx->creds[0]))) {
+        cr = &ctx->creds[ctx->ncreds++];
+        snprintf(cr->tenant, sizeof(cr->tenant), "%s", tenant);
+        snprintf(cr->cluster, sizeof(cr->cluster), "%s", cluster);
+        char secret[128];
+        snprintf(secret, sizeof(secret), "dbplane-internal-%s", cluster);
+        dbp_err_t e;
+        if (secrets_get(ctx->secrets, tenant, secret, "admin", &cr->admin, &e) != 0)
+            cr->admin = NULL;
+        if (secrets_get(ctx->secrets, tenant, secret, "replication", &cr->repl, &e) != 0)
+            cr->repl = NULL;
+    }
+    in->admin_password = cr ? cr->admin : NULL;
+    in->repl_password = cr ? cr->repl : NULL;
 }
 
 int bk_primary(backup_ctx_t *ctx, const spec_resource_t *c, engine_instance_t *in,
@@ -444,8 +473,7 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     int type = o->type >= 0 ? o->type : b ? b->u.backup.type : SPEC_BACKUP_LOGICAL;
     bool physical = type == SPEC_BACKUP_PHYSICAL;
     if (!ops || !ops->inventory || (physical ? !ops->backup_physical : !ops->backup_logical))
-        return dbp_err_set(err, DBP_EUNSUPPORTED, "%s backups of %s clusters are not supported "
-                                                  "in this build",
+        return dbp_err_set(err, DBP_EUNSUPPORTED, "%s backups of %s clusters are not supported",
                            physical ? "physical" : "logical",
                            spec_engine_str((spec_engine_t)c->u.cluster.engine));
     const char *store_name = o->store ? o->store : b ? b->u.backup.store.v : only_store(ctx, tenant);
@@ -527,7 +555,9 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     const char *enc = key ? ".enc" : "";
     if (physical) {
         backup_part_t *p = &m->parts[m->nparts];
-        snprintf(p->name, sizeof(p->name), "data.tar%s%s", backup_codec_suffix(co.codec), enc);
+        snprintf(p->name, sizeof(p->name), "%s%s%s",
+                 ops->physical_part ? ops->physical_part : "data.tar",
+                 backup_codec_suffix(co.codec), enc);
         snprintf(p->kind, sizeof(p->kind), "data");
         char okey[700];
         snprintf(okey, sizeof(okey), "%s/%s", row.path, p->name);
@@ -563,7 +593,8 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
             }
             backup_part_t *p = &m->parts[m->nparts];
             if (db)
-                snprintf(p->name, sizeof(p->name), "db-%d.dump%s%s", m->nparts - 1,
+                snprintf(p->name, sizeof(p->name), "db-%d%s%s%s", m->nparts - 1,
+                         ops->logical_ext ? ops->logical_ext : ".dump",
                          backup_codec_suffix(co.codec), enc);
             else
                 snprintf(p->name, sizeof(p->name), "globals.sql%s%s",

@@ -17,6 +17,7 @@
 
 #define ST_IO_BUF (256 * 1024)
 #define ST_ZSTD_WINDOW_LOG_MAX 23 /* 8 MiB: enough for levels <= 19 of our own writer */
+#define ST_ZSTD_JOB_SIZE (2 << 20) /* bytes per job of the compression worker (memory bound) */
 
 const char *backup_codec_str(backup_codec_t c)
 {
@@ -159,6 +160,11 @@ int backup_wstream_open(backup_wstream_t **out, backup_obj_writer_t *w,
             ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_checksumFlag, 1)) ||
             ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_windowLog, 0)))
             rc = dbp_err_set(err, DBP_ENOMEM, "zstd: cannot create a compression context");
+        /* One compression worker thread, as the zstd command line uses by default: the
+         * pipe from the engine's tool is read while the previous block compresses. A
+         * libzstd built without threads refuses it and compresses inline. */
+        if (!rc && !ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_nbWorkers, 1)))
+            (void)ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_jobSize, ST_ZSTD_JOB_SIZE);
         /* Keep the window within what the reader accepts whatever the level. */
         if (!rc && level > 3 &&
             ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_windowLog, ST_ZSTD_WINDOW_LOG_MAX)))

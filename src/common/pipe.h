@@ -66,4 +66,27 @@ void dbp_pipe_kill(dbp_pipe_t *p);
  * buf; empty when none. */
 void dbp_pipe_last_log_line(const char *path, char *buf, size_t len);
 
+/* Receives the next `len` bytes read from a child (a view valid during the call);
+ * returns 0, or a negative DBP_E* code (with err filled) that stops the pump. The same
+ * shape as engine.h's engine_write_fn. */
+typedef int (*dbp_pipe_sink_fn)(void *ud, const void *buf, size_t len, dbp_err_t *err);
+
+/* Supplies up to `cap` bytes for a child's stdin: the count (> 0), 0 at the end, or a
+ * negative DBP_E* code (with err filled). The same shape as engine.h's engine_read_fn. */
+typedef long (*dbp_pipe_source_fn)(void *ud, void *buf, size_t cap, dbp_err_t *err);
+
+/* Pumps a DBP_PIPE_FROM_CHILD child's stdout into `sink`, 256 KiB at a time, until end
+ * of stream, then waits for the child (dbp_pipe_finish with `timeout_ms`). On a sink or
+ * read error the child is killed and that error returned. Returns 0, the sink's error,
+ * DBP_EIO (the child failed: its status and last log line in err) or DBP_ENOMEM. */
+int dbp_pipe_pump_out(dbp_pipe_t *p, dbp_pipe_sink_fn sink, void *ud, int timeout_ms,
+                      dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Pumps `source` into a DBP_PIPE_TO_CHILD child's stdin until the source ends, then
+ * closes it and waits for the child. A source error kills the child and is returned; a
+ * child that stops reading early gives its own exit message, or DBP_EIO "stopped reading
+ * its input" when it exited 0. */
+int dbp_pipe_pump_in(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, int timeout_ms,
+                     dbp_err_t *err) __attribute__((warn_unused_result));
+
 #endif

@@ -438,3 +438,19 @@ int dbp_runtime_dir(const char *data_dir, char *buf, size_t len, dbp_err_t *err)
         return dbp_err_set(err, DBP_EINVAL, "buffer too small");
     return 0;
 }
+
+bool dbp_dir_is_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT;
+    struct dirent *de;
+    bool empty = true;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = false;
+            break;
+        }
+    closedir(d);
+    return empty;
+}

@@ -73,6 +73,9 @@ int dbp_mkdir_p(const char *path, unsigned mode, const dbp_runas_t *ra, dbp_err_
 /* Removes a directory tree (like rm -rf); absent is success. Refuses "/" and "". */
 int dbp_rm_rf(const char *path, dbp_err_t *err) __attribute__((warn_unused_result));
 
+/* True when `dir` does not exist or is an empty directory (a restore target). */
+bool dbp_dir_is_empty(const char *dir);
+
 /* Checks that every parent of `path` can be traversed by the service user (mode o+x, or
  * owned by it): a data dir under a 0700 home or /tmp/pytest-of-root would make the
  * servers fail with a confusing "permission denied". DBP_EINVAL naming the directory. */

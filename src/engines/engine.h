@@ -83,7 +83,8 @@ typedef struct engine_probe {
     char persistence[48];   /* last save status, e.g. "rdb:ok aof:ok", "rdb:ok aof:off" */
 } engine_probe_t;
 
-/* ---- backup and restore (optional; engines/postgresql_backup.c) -------------------- */
+/* ---- backup and restore (optional; engines/postgresql_backup.c, mariadb_backup.c,
+ *      redis_backup.c) ----------------------------------------------------------- */
 
 /* Receives the next `len` bytes of a backup stream produced by the engine's tool (a tar
  * stream, a dump). `buf` is a view valid during the call. Returns 0, or a negative DBP_E*
@@ -97,9 +98,13 @@ typedef long (*engine_read_fn)(void *ud, void *buf, size_t cap, dbp_err_t *err);
 
 /* What the driver learned while taking a backup, for the manifest. */
 typedef struct engine_backup_info {
-    char start_position[128]; /* PG: WAL start LSN of a base backup; current LSN for a dump */
+    char start_position[128]; /* PG: WAL start LSN of a base backup; current LSN for a dump.
+                                 MariaDB: the GTID list of the backup's consistent point
+                                 (mariadb-backup's, or mariadb-dump --master-data's).
+                                 Redis: the replication offset of the RDB snapshot */
     char end_position[128];   /* PG: WAL end LSN of a base backup; "" when unknown */
-    char timeline[16];        /* PG: timeline of the start point, decimal; "" unknown */
+    char timeline[48];        /* PG: timeline of the start point, decimal; Redis: the
+                                 replication ID the offset belongs to; "" unknown */
     char version[64];         /* server_version of the source */
 } engine_backup_info_t;
 
@@ -108,8 +113,9 @@ typedef struct engine_backup_info {
 /* One database as seen by an inventory. */
 typedef struct engine_db_inventory {
     char name[64];
-    int64_t tables; /* user tables (PG: relkind r/p outside pg_catalog, information_schema) */
-    int64_t rows;   /* total rows counted by a full read; -1 when not counted */
+    int64_t tables; /* user tables (PG: relkind r/p outside pg_catalog, information_schema;
+                       MariaDB: base tables outside the system schemas; Redis: 0) */
+    int64_t rows;   /* total rows (Redis: keys) counted by a full read; -1 when not counted */
 } engine_db_inventory_t;
 
 /* The databases of a server, for logical backups and for verification. */
@@ -241,6 +247,13 @@ typedef struct engine_ops {
      * surface) and fills rows. Used for logical backups and verification. */
     int (*inventory)(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
                      dbp_err_t *err);
+
+    /* Object names of backup parts, before the compression and encryption suffixes: the
+     * physical stream (PG "data.tar", MariaDB "data.mbstream", Redis "dump.rdb") and the
+     * extension of one database's logical dump (PG ".dump", MariaDB ".sql"). NULL means
+     * "data.tar" / ".dump". */
+    const char *physical_part;
+    const char *logical_ext;
 } engine_ops_t;
 
 /* The driver for an engine, or NULL when this build has none (the caller reports

@@ -35,7 +35,6 @@
 #define PGB_ADMIN_ROLE "dbplane_admin"
 #define PGB_REPL_ROLE "dbplane_replicator"
 #define PGB_INIT_MARKER ".initialized"
-#define PGB_BUF (256 * 1024)
 #define PGB_TAR "/usr/bin/tar"
 #define PGB_TOOL_TIMEOUT_MS (6 * 3600 * 1000)
 
@@ -71,69 +70,6 @@ static int pgb_source_info(const engine_instance_t *in, engine_backup_info_t *in
     PQclear(r);
     PQfinish(c);
     return 0;
-}
-
-/* Pumps the child's stdout into `write` until EOF; kills the child on a write error. */
-static int pgb_pump_out(dbp_pipe_t *p, engine_write_fn write, void *ud, dbp_err_t *err)
-{
-    char *buf = malloc(PGB_BUF);
-    if (!buf) {
-        dbp_pipe_kill(p);
-        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
-    }
-    int rc = 0;
-    for (;;) {
-        long n = dbp_pipe_read(p, buf, PGB_BUF, err);
-        if (n < 0) {
-            rc = (int)n;
-            break;
-        }
-        if (n == 0)
-            break;
-        rc = write(ud, buf, (size_t)n, err);
-        if (rc)
-            break;
-    }
-    free(buf);
-    if (rc) {
-        dbp_pipe_kill(p);
-        return rc;
-    }
-    return dbp_pipe_finish(p, PGB_TOOL_TIMEOUT_MS, err);
-}
-
-/* Pumps `read` into the child's stdin until the stream ends, then waits for the child. */
-static int pgb_pump_in(dbp_pipe_t *p, engine_read_fn read, void *ud, dbp_err_t *err)
-{
-    char *buf = malloc(PGB_BUF);
-    if (!buf) {
-        dbp_pipe_kill(p);
-        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
-    }
-    int rc = 0;
-    bool child_failed = false;
-    for (;;) {
-        long n = read(ud, buf, PGB_BUF, err);
-        if (n < 0) {
-            rc = (int)n;
-            break;
-        }
-        if (n == 0)
-            break;
-        if (dbp_pipe_write_all(p, buf, (size_t)n, err) != 0) {
-            child_failed = true; /* the child stopped reading: its own message says why */
-            break;
-        }
-    }
-    free(buf);
-    if (rc) {
-        dbp_pipe_kill(p);
-        return rc;
-    }
-    rc = dbp_pipe_finish(p, PGB_TOOL_TIMEOUT_MS, err);
-    if (rc == 0 && child_failed)
-        rc = dbp_err_set(err, DBP_EIO, "%s stopped reading its input", p->what);
-    return rc;
 }
 
 /* Size of a file, 0 when absent (to find the log lines a tool wrote in this run). */
@@ -191,7 +127,7 @@ int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                         err);
     if (rc)
         return rc;
-    rc = pgb_pump_out(&p, write, ud, err);
+    rc = dbp_pipe_pump_out(&p, write, ud, PGB_TOOL_TIMEOUT_MS, err);
     if (rc) {
         dbp_err_prefix(err, "pg_basebackup from %s: ", in->name);
         return rc;
@@ -228,28 +164,11 @@ int pg_backup_logical(const engine_instance_t *in, const char *database,
     }
     if (rc)
         return rc;
-    rc = pgb_pump_out(&p, write, ud, err);
+    rc = dbp_pipe_pump_out(&p, write, ud, PGB_TOOL_TIMEOUT_MS, err);
     if (rc)
         dbp_err_prefix(err, "%s of %s on %s: ", database ? "pg_dump" : "pg_dumpall",
                        database ? database : "globals", in->name);
     return rc;
-}
-
-/* True when `dir` is absent or an empty directory. */
-static bool pgb_dir_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT;
-    struct dirent *de;
-    bool empty = true;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-            empty = false;
-            break;
-        }
-    closedir(d);
-    return empty;
 }
 
 /* Quotes a postgresql.conf value (single quotes doubled, newlines dropped) into buf. */
@@ -311,7 +230,7 @@ static int pgb_write_recovery(const engine_instance_t *in, const engine_restore_
 int pg_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
                         engine_read_fn read, void *ud, dbp_err_t *err)
 {
-    if (!pgb_dir_empty(in->data_dir))
+    if (!dbp_dir_is_empty(in->data_dir))
         return dbp_err_set(err, DBP_EBUSY,
                            "restore into %s refused: the directory is not empty (a restore "
                            "never replaces an existing data directory)",
@@ -328,7 +247,7 @@ int pg_restore_physical(const engine_instance_t *in, const engine_restore_opts_t
     rc = dbp_pipe_spawn(argv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &p,
                         err);
     if (!rc)
-        rc = pgb_pump_in(&p, read, ud, err);
+        rc = dbp_pipe_pump_in(&p, read, ud, PGB_TOOL_TIMEOUT_MS, err);
     if (!rc) {
         char path[PATH_MAX + 32];
         snprintf(path, sizeof(path), "%s/PG_VERSION", in->data_dir);
@@ -429,7 +348,7 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
     }
     if (rc)
         return rc;
-    rc = pgb_pump_in(&p, read, ud, err);
+    rc = dbp_pipe_pump_in(&p, read, ud, PGB_TOOL_TIMEOUT_MS, err);
     if (rc)
         dbp_err_prefix(err, "%s of %s into %s: ", database ? "pg_restore" : "psql",
                        database ? database : "globals", in->name);

@@ -35,7 +35,7 @@
  * an unknown or dbplane-managed directive is an error before anything is written, so a
  * typo never turns into a crash loop.
  */
-#include "engines/engine.h"
+#include "engines/redis_int.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -59,13 +59,6 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 
-#define RD_SERVER_BIN "/usr/bin/redis-server"
-#define RD_ADMIN_USER "dbplane-admin"
-#define RD_REPL_USER "dbplane-repl"
-#define RD_CONF "redis.conf"
-#define RD_ACLFILE "users.acl"
-#define RD_SOCK "redis.sock"
-#define RD_INIT_MARKER ".dbplane-initialized"
 
 /* Application users' permissions: every command except the administrative ones
  * (@admin: CONFIG, ACL, DEBUG, SHUTDOWN, REPLICAOF, MONITOR, CLIENT KILL, ...) and the
@@ -398,8 +391,7 @@ static redisReply *rd_cmdv(redisContext *c, dbp_err_t *err, int argc, const char
 }
 
 /* As rd_cmdv with the arguments as a NULL-terminated list. */
-static redisReply *rd_cmd(redisContext *c, dbp_err_t *err, ...) __attribute__((sentinel));
-static redisReply *rd_cmd(redisContext *c, dbp_err_t *err, ...)
+redisReply *rd_cmd(redisContext *c, dbp_err_t *err, ...)
 {
     const char *argv[32];
     int argc = 0;
@@ -425,8 +417,8 @@ static int rd_do(redisContext *c, dbp_err_t *err, int argc, const char **argv)
 /* Connects to the instance's unix socket and authenticates as dbplane-admin. Returns the
  * context (free with redisFree) or NULL with err filled; *refused (may be NULL) tells a
  * server that is not listening apart from one that answered and failed. */
-static redisContext *rd_connect(const engine_instance_t *in, int timeout_ms, bool *refused,
-                                dbp_err_t *err)
+redisContext *rd_connect(const engine_instance_t *in, int timeout_ms, bool *refused,
+                         dbp_err_t *err)
 {
     if (refused)
         *refused = false;
@@ -467,7 +459,7 @@ static redisContext *rd_connect(const engine_instance_t *in, int timeout_ms, boo
 
 /* Copies the value of `key` from INFO text ("key:value\r\n" lines) into buf; false when
  * absent. */
-static bool rd_info(const char *info, const char *key, char *buf, size_t len)
+bool rd_info(const char *info, const char *key, char *buf, size_t len)
 {
     size_t kl = strlen(key);
     for (const char *p = info; p && *p;) {
@@ -484,14 +476,14 @@ static bool rd_info(const char *info, const char *key, char *buf, size_t len)
     return false;
 }
 
-static int64_t rd_info_i64(const char *info, const char *key, int64_t dflt)
+int64_t rd_info_i64(const char *info, const char *key, int64_t dflt)
 {
     char v[64];
     return rd_info(info, key, v, sizeof(v)) ? strtoll(v, NULL, 10) : dflt;
 }
 
 /* The reply of INFO (all default sections) as an owned string (free with free()). */
-static char *rd_info_all(redisContext *c, dbp_err_t *err)
+char *rd_info_all(redisContext *c, dbp_err_t *err)
 {
     redisReply *r = rd_cmd(c, err, "INFO", NULL);
     if (!r)
@@ -993,6 +985,26 @@ static int rd_apply_running(redisContext *c, const engine_instance_t *in,
     return 0;
 }
 
+/* A data dir restored from an RDB (redis_backup.c) starts without AOF: Redis would
+ * otherwise start from a new, empty AOF and ignore the RDB. Once the running server has
+ * loaded the RDB and rewritten its AOF, the declared appendonly applies again. */
+static void rd_restore_first_start(const engine_instance_t *in, rd_conf_t *cf)
+{
+    for (int i = 0; i < cf->n; i++) {
+        if (strcasecmp(cf->kv[i].key, "appendonly") != 0)
+            continue;
+        rdb_restore_state_t st = rdb_restore_pending(in, strcasecmp(cf->kv[i].value, "yes") == 0);
+        if (st == RDB_RESTORE_FIRST_START) {
+            rd_conf_set(cf, "appendonly", "no", cf->kv[i].from);
+        } else if (st == RDB_RESTORE_TO_AOF) {
+            /* AOF was turned on at run time: no CONFIG SET of this pass may undo it. */
+            memmove(&cf->kv[i], &cf->kv[i + 1], sizeof(cf->kv[0]) * (size_t)(cf->n - i - 1));
+            cf->n--;
+        }
+        return;
+    }
+}
+
 static int rd_render_config(const engine_instance_t *in, const engine_instance_t *primary,
                             dbp_err_t *err)
 {
@@ -1002,8 +1014,10 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
     int rc;
     if (!cf)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
-    if ((rc = rd_conf_build(in->spec, cf, err)) ||
-        (rc = rd_render_conf(in, primary, cf, &conf, err)) ||
+    if ((rc = rd_conf_build(in->spec, cf, err)))
+        goto out;
+    rd_restore_first_start(in, cf);
+    if ((rc = rd_render_conf(in, primary, cf, &conf, err)) ||
         (rc = rd_render_acl(in, primary, &acl, err)))
         goto out;
     for (size_t i = 0; i < acl.n; i++)
@@ -1453,6 +1467,12 @@ const engine_ops_t engine_redis = {
     .stop_signal = SIGTERM,
     .reload_signal = 0,
     .probe = rd_probe,
+    .backup_physical = rdb_backup_physical,
+    .backup_logical = NULL, /* Redis has no logical dump: validation refuses type logical */
+    .restore_physical = rdb_restore_physical,
+    .restore_logical = NULL,
+    .inventory = rdb_inventory,
+    .physical_part = "dump.rdb",
     .ensure_internal = rd_ensure_internal,
     .ensure_user = rd_ensure_user,
     .ensure_database = NULL,
