@@ -226,6 +226,29 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
     in->port = rec->port;
     in->spec = &c->u.cluster;
     in->runas = runas;
+    ctl_wal_spool_path(in->archive_spool, sizeof(in->archive_spool), data_dir, c->tenant.v,
+                       c->name.v);
+}
+
+void ctl_wal_spool_path(char *buf, size_t len, const char *data_dir, const char *tenant,
+                        const char *cluster)
+{
+    snprintf(buf, len, "%s/clusters/%s/%s/wal-spool", data_dir, tenant, cluster);
+}
+
+bool ctl_cluster_archives(const spec_set_t *set, const char *tenant, const char *cluster,
+                          const spec_resource_t **backup)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        const spec_resource_t *r = set->items[i];
+        if (r->kind == SPEC_KIND_BACKUP && r->u.backup.pitr.v && r->u.backup.cluster.v &&
+            strcmp(r->tenant.v, tenant) == 0 && strcmp(r->u.backup.cluster.v, cluster) == 0) {
+            if (backup)
+                *backup = r;
+            return true;
+        }
+    }
+    return false;
 }
 
 static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store_instance_t *rec,
@@ -234,6 +257,12 @@ static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store
     ctl_instance_layout(in, d->data_dir, d->run_dir, c, rec, &d->runas);
     /* A hung server must not stall the whole pass (and with it the HA monitor). */
     in->probe_timeout_ms = 1000;
+}
+
+/* Turns on continuous archiving for the instances of a cluster with a pitr Backup. */
+static void fill_archiving(ctl_daemon_t *d, cluster_rt_t *cr, engine_instance_t *in)
+{
+    in->archive_exe = cr->archives && d->exe[0] ? d->exe : NULL;
 }
 
 static void proc_id(const engine_instance_t *in, char *buf, size_t len)
@@ -252,6 +281,8 @@ static int instance_dirs(ctl_daemon_t *d, const engine_instance_t *in, dbp_err_t
         rc = dbp_mkdir_p(in->dir, 0700, &d->runas, err);
     if (!rc)
         rc = dbp_mkdir_p(in->sock_dir, 0700, &d->runas, err);
+    if (!rc && in->archive_exe)
+        rc = dbp_mkdir_p(in->archive_spool, 0700, &d->runas, err);
     return rc;
 }
 
@@ -391,6 +422,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             return "failed";
         }
         fill_instance(d, c, &rec, &cr->inst[i]);
+        fill_archiving(d, cr, &cr->inst[i]);
         cr->inst[i].admin_password = cr->admin_password;
         cr->inst[i].repl_password = cr->repl_password;
         if (instance_dirs(d, &cr->inst[i], &err) != 0) {
@@ -860,6 +892,7 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         cluster_rt_t *cr = &crs[k++];
         cr->res = r;
         cr->generation = des.generation[i];
+        cr->archives = ctl_cluster_archives(&des.set, r->tenant.v, r->name.v, NULL);
         char msg[512];
         const char *state = cluster_reconcile(d, cr, msg, sizeof(msg));
         set_status(d, r, des.generation[i], state, msg);

@@ -55,6 +55,7 @@ typedef struct cluster_rt {
     int64_t epoch;
     bool primary_ready; /* the topology's primary answers as a primary */
     char *admin_password; /* owned (secrets_free_value); see engine_instance_t */
+    bool archives;        /* a Backup of the cluster asks for continuous archiving (pitr) */
     char *repl_password;
 } cluster_rt_t;
 
@@ -93,6 +94,7 @@ typedef struct ctl_daemon {
     proxy_t *proxy;          /* the proxy for clusters with spec.proxy (may be NULL) */
     unsigned char proxy_digest[32]; /* SHA-256 of the last snapshot pushed */
     bool proxy_synced;
+    char exe[PATH_MAX];      /* the dbplane binary (archive_command runs `<exe> wal-push`) */
 } ctl_daemon_t;
 
 /* Lays out instance `rec` of Cluster `c` (see docs/design.md): its directories under
@@ -102,6 +104,16 @@ typedef struct ctl_daemon {
 void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char *run_dir,
                          const spec_resource_t *c, const store_instance_t *rec,
                          const dbp_runas_t *runas);
+
+/* The WAL / binlog spool directory of a cluster (see engine_instance_t.archive_spool):
+ * "<data_dir>/clusters/<tenant>/<cluster>/wal-spool". */
+void ctl_wal_spool_path(char *buf, size_t len, const char *data_dir, const char *tenant,
+                        const char *cluster);
+
+/* True when a Backup of cluster `cluster` in `tenant` asks for continuous archiving
+ * (spec.pitr) in `set`; *backup (may be NULL) receives that Backup. */
+bool ctl_cluster_archives(const spec_set_t *set, const char *tenant, const char *cluster,
+                          const spec_resource_t **backup);
 
 /* Where a User's password lives: its passwordSecretKeyRef, or "<name>-password"/"password"
  * when it has none (generated on first use). Writes both into the 128-byte buffers. */

@@ -293,6 +293,7 @@ static const sfield_t backup_fields[] = {
     F_LISTF("databases", spec_backup_t, databases, F_NONEMPTY),
     F_BOOLF("verify", spec_backup_t, verify, 0, NULL),
     F_GROUPF("encryption", backup_encryption_fields, 0),
+    F_BOOLF("pitr", spec_backup_t, pitr, 0, "false"),
     F_ENDF,
 };
 
