@@ -458,7 +458,12 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
 
     /* The primary first. */
     engine_instance_t *P = &cr->inst[cr->primary];
-    if (!cr->ops->is_initialized(P)) {
+    if (!cr->ops->is_initialized(P) && cr->restore && !cr->restore_done) {
+        /* A Restore makes this cluster: its primary comes from the backup. */
+        const char *st = ctl_restore_primary(d, cr, P, msg, len);
+        if (st)
+            return st;
+    } else if (!cr->ops->is_initialized(P)) {
         event(d, c->tenant.v, "Instance", P->name, "Normal", "Initializing",
               "creating a new primary data directory");
         if (cr->ops->init_primary(P, &err) != 0) {
@@ -479,6 +484,15 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         return "failed";
     }
     instance_observe(d, cr, cr->primary);
+    if (ctl_restore_recovering(cr, P) && cr->probe[cr->primary].role != ENGINE_ROLE_PRIMARY) {
+        /* Replaying archived WAL to the Restore's point in time: not to be promoted. */
+        char id[160];
+        proc_id(P, id, sizeof(id));
+        const char *st = ctl_restore_check_recovery(d, cr, P, ctl_sup_find(&d->sup, id), msg,
+                                                    len);
+        instance_store(d, cr, cr->primary);
+        return st;
+    }
     if (cr->probe[cr->primary].reachable && cr->probe[cr->primary].role == ENGINE_ROLE_REPLICA &&
         cr->ops->promote) {
         /* Named primary by the topology but still in recovery: a promotion that was
@@ -874,6 +888,9 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         set_status(d, r, des.generation[i], "ready", "values stored encrypted");
     }
 
+    /* Restores declare the clusters they make. */
+    ctl_restore_prepare(d, &des);
+
     /* Clusters. */
     int ncl = 0;
     for (size_t i = 0; i < des.set.n; i++)
@@ -893,10 +910,13 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         cr->res = r;
         cr->generation = des.generation[i];
         cr->archives = ctl_cluster_archives(&des.set, r->tenant.v, r->name.v, NULL);
+        ctl_restore_attach(cr, &des);
         char msg[512];
         const char *state = cluster_reconcile(d, cr, msg, sizeof(msg));
         set_status(d, r, des.generation[i], state, msg);
     }
+
+    ctl_restore_report(d, crs, ncl);
 
     /* Users before the Databases they own, then Grants. */
     const spec_kind_t order[] = {SPEC_KIND_USER, SPEC_KIND_DATABASE, SPEC_KIND_GRANT};
@@ -923,6 +943,7 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         case SPEC_KIND_BACKUP:
             break; /* the backup scheduler (control/scheduler.c) reports these */
         case SPEC_KIND_RESTORE:
+            break; /* control/restorectl.c reports these */
         case SPEC_KIND_CREDENTIAL_ROLE:
             state = "accepted";
             msg = "stored; this build has no controller for this kind yet";

@@ -191,3 +191,67 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
            "--point-in-time", "2020-01-01T00:00:00Z", check=False)
     assert p.returncode == 1 and "finished before the point in time" in p.stderr, p.stderr
     assert not (d.work / "never").exists()
+
+
+RESTORE = """
+apiVersion: dbplane/v1
+kind: Restore
+metadata: {{name: {name}}}
+spec:
+  backup: pitr-base
+  target:
+    cluster: {cluster}
+    spec: {{instances: {instances}}}
+  pointInTime: "{when}"
+"""
+
+
+def status_of(d, kind, name):
+    item = json.loads(d.cli("get", kind, name, "-o", "json").stdout)
+    st = item.get("status") or {}
+    return st.get("state"), st.get("message") or ""
+
+
+def test_restore_resource_makes_a_new_cluster_at_a_point_in_time(env):
+    d = env
+    between = write_a_then_b(d, 3, 4)
+    spec = d.work / "restore.yaml"
+    spec.write_text(RESTORE.format(name="back-in-time", cluster="pitr-copy", instances=2,
+                                   when=between))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    assert status_of(d, "restore", "back-in-time")[0] == "ready"
+    c = d.cluster("pitr-copy")
+    assert len(c["instances"]) == 2 and c["primary"] == "pitr-copy-0"
+    with conn(d, "pitr-copy", "app") as p:
+        assert [r[0] for r in p.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 3]
+        p.execute("INSERT INTO t (id, what) VALUES (100, 'writable')")
+        lsn = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    # The replica was cloned from the restored primary, after its recovery.
+    with conn(d, "pitr-copy", "app", "replica") as r:
+        wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                     (lsn,)).fetchone()[0], timeout=30, what="the replica")
+        assert [x[0] for x in r.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 3, 100]
+    reasons = [e["reason"] for e in d.events() if e["name"] == "back-in-time"]
+    assert "Restored" in reasons and "RestoreCompleted" in reasons
+    # The fetched WAL and the recovery settings are gone once recovery has ended.
+    data = d.data_dir / "clusters" / "default" / "pitr-copy" / "pitr-copy-0" / "data"
+    wait_until(lambda: not (data / "dbplane_wal_restore").exists(), timeout=30,
+               what="the restore's WAL to be removed")
+    assert "recovery_target_time" not in (data / "postgresql.auto.conf").read_text()
+
+
+def test_restore_beyond_the_archive_fails_and_leaves_nothing(env):
+    d = env
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    spec = d.work / "restore-late.yaml"
+    spec.write_text(RESTORE.format(name="too-late", cluster="pitr-late", instances=1,
+                                   when=later.isoformat(timespec="seconds").replace("+00:00", "Z")))
+    d.cli("apply", "-f", str(spec))
+    st = wait_until(lambda: (lambda s: s if s[0] == "failed" else None)(
+        status_of(d, "restore", "too-late")), timeout=120, what="the Restore to fail")
+    assert "recovery" in st[1], st
+    events = [e for e in d.events() if e["name"] == "too-late" and e["reason"] == "RestoreFailed"]
+    assert events, "a RestoreFailed event"
+    data = d.data_dir / "clusters" / "default" / "pitr-late" / "pitr-late-0" / "data"
+    assert not data.exists() or not any(data.iterdir()), "nothing half-made stays"
