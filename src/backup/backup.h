@@ -118,6 +118,18 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
                             const engine_instance_t *target, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* For the reconciler's replica bootstrap (Cluster.spec.bootstrapFrom): makes the data
+ * directory of replica `replica` (not running, data dir absent or empty) from the newest
+ * complete and verified run of physical Backup `backup`, plus the WAL written since (the
+ * Backup's archive and the spool not yet shipped) in the data directory's WAL directory;
+ * the caller renders it as a replica, which replays that WAL and then streams from the
+ * primary. The run's id goes into run_id. DBP_EUNSUPPORTED when the Backup does not
+ * archive WAL (pitr), DBP_ENOENT when it has no verified run, DBP_EIO for an archive
+ * gap; then nothing is left in the data directory and the caller clones the primary. */
+int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
+                             const engine_instance_t *replica, char *run_id, size_t run_id_cap,
+                             dbp_err_t *err) __attribute__((warn_unused_result));
+
 /* Applies the retention of Backup `backup` (spec.retention, spec.retentionCount) to its
  * runs: deletes the selected runs' objects (manifest first) and catalog rows, and the
  * leftovers of failed runs. *deleted (may be NULL) receives the number of runs removed. */

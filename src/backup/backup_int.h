@@ -104,4 +104,11 @@ int bk_wal_prefetch(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
                     const backup_manifest_t *m, const char *key, const char *dir, char *note,
                     size_t note_cap, dbp_err_t *err) __attribute__((warn_unused_result));
 
+/* Copies the WAL segments and timeline histories in the spool of `cluster` (handed over
+ * by its server, not yet shipped) from run m's start on into `dir`, owned by the service
+ * user. */
+int bk_wal_copy_spool(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                      const backup_manifest_t *m, const char *dir, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -421,6 +421,7 @@ int backup_verify(backup_ctx_t *ctx, const char *tenant, const char *id, dbp_err
 typedef struct find_run {
     const backup_restore_opts_t *o;
     int64_t before_ms; /* > 0: only runs finished by then (the base of a PITR) */
+    bool verified;     /* only runs whose verification passed */
     store_backup_t best;
     bool found;
 } find_run_t;
@@ -436,6 +437,8 @@ static int find_cb(const store_backup_t *b, void *ud)
         strcmp(b->type, f->o->type == SPEC_BACKUP_PHYSICAL ? "physical" : "logical") != 0)
         return 0;
     if (f->before_ms > 0 && b->finished_ms > f->before_ms)
+        return 0;
+    if (f->verified && strcmp(b->verified, "ok") != 0)
         return 0;
     if (!f->found || b->started_ms >= f->best.started_ms) {
         f->best = *b;
@@ -775,6 +778,63 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
     rc = restore_physical_into(ctx, bs, row.path, m, target,
                                r->point_in_time.set ? r->point_in_time.v : NULL, err);
 out:
+    free(m);
+    backup_store_close(bs);
+    return rc;
+}
+
+int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
+                             const engine_instance_t *replica, char *run_id, size_t run_id_cap,
+                             dbp_err_t *err)
+{
+    const spec_resource_t *b = bk_find(ctx, SPEC_KIND_BACKUP, tenant, backup);
+    if (!b)
+        return dbp_err_set(err, DBP_ENOENT, "Backup %s not found in tenant %s", backup, tenant);
+    if (!b->u.backup.pitr.v)
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "Backup %s does not archive WAL (pitr: false), so the WAL written "
+                           "since its runs is not kept",
+                           backup);
+    backup_restore_opts_t o = {.tenant = tenant, .backup = backup, .type = SPEC_BACKUP_PHYSICAL};
+    find_run_t f = {.o = &o, .verified = true};
+    int rc = store_backup_list(ctx->store, tenant, b->u.backup.cluster.v, find_cb, &f, err);
+    if (rc)
+        return rc;
+    if (!f.found)
+        return dbp_err_set(err, DBP_ENOENT, "Backup %s has no complete, verified physical run",
+                           backup);
+    store_backup_t *row = &f.best;
+    snprintf(run_id, run_id_cap, "%s", row->id);
+    backup_store_t *bs = NULL;
+    backup_manifest_t *m = calloc(1, sizeof(*m));
+    char *key = NULL;
+    if (!m)
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    if ((rc = bk_open_store(ctx, tenant, row->store, &bs, err)) ||
+        (rc = bk_load_manifest(bs, row->path, m, err)) ||
+        (rc = check_parts(bs, row->path, m, NULL, err)) ||
+        (rc = run_key(ctx, m, &key, err)))
+        goto out;
+    /* The run, then the WAL since it (the archive, then the spool not yet shipped) in
+     * the server's own WAL directory: the new replica replays it at its first start and
+     * streams the rest from the primary. */
+    if ((rc = restore_physical_into(ctx, bs, row->path, m, replica, NULL, err)))
+        goto out;
+    char waldir[PATH_MAX + 16], note[300];
+    snprintf(waldir, sizeof(waldir), "%s/pg_wal", replica->data_dir);
+    rc = bk_wal_prefetch(ctx, bs, row->path, m, key, waldir, note, sizeof(note), err);
+    if (!rc && note[0])
+        rc = dbp_err_set(err, DBP_EIO, "%s", note);
+    if (!rc)
+        rc = bk_wal_copy_spool(ctx, tenant, b->u.backup.cluster.v, m, waldir, err);
+    if (rc) {
+        dbp_err_t ignore;
+        if (dbp_rm_rf(replica->data_dir, &ignore) != 0)
+            dbp_warn("restore_cleanup_failed", "path=%s error=%s",
+                     dbp_log_q(replica->data_dir), dbp_log_q(ignore.msg));
+    }
+out:
+    secrets_free_value(key);
     free(m);
     backup_store_close(bs);
     return rc;

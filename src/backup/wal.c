@@ -696,3 +696,44 @@ int bk_wal_prefetch(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
                  fetched, (unsigned long long)start, (unsigned long long)(next - 1));
     return rc;
 }
+
+int bk_wal_copy_spool(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                      const backup_manifest_t *m, const char *dir, dbp_err_t *err)
+{
+    uint64_t start = backup_wal_lsn_segno(m->start_position);
+    char spool[PATH_MAX];
+    ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, tenant, cluster);
+    DIR *d = opendir(spool);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    int rc = 0, copied = 0;
+    while (!rc && (de = readdir(d))) {
+        wal_kind_t k = de->d_name[0] == '.' ? WAL_NONE : wal_name_kind(de->d_name);
+        if (k != WAL_SEGMENT && k != WAL_HISTORY)
+            continue;
+        if (k == WAL_SEGMENT && wal_segno(de->d_name, NULL) < start)
+            continue;
+        char src[PATH_MAX + 64], dest[PATH_MAX + 64];
+        snprintf(src, sizeof(src), "%s/%s", spool, de->d_name);
+        snprintf(dest, sizeof(dest), "%s/%s", dir, de->d_name);
+        int in = open(src, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+            continue; /* shipped (and so fetched from the archive) meanwhile */
+        int out = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0) {
+            rc = dbp_err_set(err, DBP_EIO, "create %s: %s", dest, strerror(errno));
+        } else {
+            rc = copy_fd(in, out, dest, err);
+            if (!rc && ctx->runas.drop && fchown(out, ctx->runas.uid, ctx->runas.gid) != 0)
+                rc = dbp_err_set(err, DBP_EIO, "chown %s: %s", dest, strerror(errno));
+            close(out);
+            copied += rc == 0;
+        }
+        close(in);
+    }
+    closedir(d);
+    if (!rc)
+        dbp_debug("wal_spool_copied", "cluster=%s files=%d", cluster, copied);
+    return rc;
+}

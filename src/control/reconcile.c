@@ -536,15 +536,17 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                 state = "pending";
                 continue;
             }
-            event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
-                  "cloning the primary into a new replica");
-            if (cr->ops->init_replica(R, P, &err) != 0) {
-                snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
-                state = "failed";
-                continue;
+            if (!ctl_replica_bootstrap(d, cr, R, P)) {
+                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
+                      "cloning the primary into a new replica");
+                if (cr->ops->init_replica(R, P, &err) != 0) {
+                    snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
+                    state = "failed";
+                    continue;
+                }
+                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
+                      "replica data directory cloned from the primary");
             }
-            event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
-                  "replica data directory cloned from the primary");
         }
         char marker[PATH_MAX + 32];
         ctl_rejoin_marker(R, marker, sizeof(marker));

@@ -162,6 +162,14 @@ const char *ctl_restore_check_recovery(ctl_daemon_t *d, cluster_rt_t *cr,
  * with a RestoreCompleted event. */
 void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
 
+/* For a replica R of a cluster with spec.bootstrapFrom: makes its data directory from the
+ * Backup's newest verified physical run plus the archived WAL (backup_bootstrap_replica)
+ * and records a Bootstrapped event; true when done. False when the cluster has no
+ * bootstrapFrom, or with a BootstrapFallback event saying why, when it failed (nothing is
+ * left in the data directory): the caller then clones primary P. */
+bool ctl_replica_bootstrap(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
+                           const engine_instance_t *P);
+
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
 void ctl_reconcile_pass(ctl_daemon_t *d);
 

@@ -192,6 +192,11 @@ static const sfield_t redis_fields[] = {
     F_ENDF,
 };
 
+static const sfield_t cluster_bootstrap_fields[] = {
+    F_STRF("backup", spec_cluster_t, bootstrap_backup, F_REQ | F_NONEMPTY, NULL),
+    F_ENDF,
+};
+
 static const sfield_t cluster_fields[] = {
     F_ENUMF("engine", spec_cluster_t, engine, engine_at, engine_vals, 1, F_REQ, NULL),
     F_STRF("version", spec_cluster_t, version, F_NONEMPTY, NULL),
@@ -205,6 +210,7 @@ static const sfield_t cluster_fields[] = {
     F_ENUMF("updateStrategy", spec_cluster_t, update_strategy, update_strategy_at, update_vals, 0,
             0, "ReplicasFirstPrimaryLast"),
     F_OBJF("redis", spec_cluster_t, redis, redis_fields, 0),
+    F_GROUPF("bootstrapFrom", cluster_bootstrap_fields, 0),
     F_ENDF,
 };
 

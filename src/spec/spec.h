@@ -246,6 +246,9 @@ typedef struct spec_cluster {
     int update_strategy; /* spec_update_strategy_t; `updateStrategy` */
     spec_mark_t update_strategy_at;
     spec_redis_t redis;
+    spec_str_t bootstrap_backup; /* `bootstrapFrom.backup`: new and rebuilt replicas start from
+                                    the newest verified run of this physical Backup plus the
+                                    WAL archive, instead of a clone of the primary */
 } spec_cluster_t;
 
 /* kind: Database */

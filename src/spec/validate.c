@@ -384,6 +384,13 @@ static void check_credential_role(vctx_t *v, const spec_resource_t *r)
 static void check_cluster(vctx_t *v, const spec_resource_t *r)
 {
     const spec_cluster_t *c = &r->u.cluster;
+    const spec_resource_t *bb = resolve(v, r, SPEC_KIND_BACKUP, &c->bootstrap_backup,
+                                        "spec.bootstrapFrom.backup");
+    if (bb && (bb->u.backup.type != SPEC_BACKUP_PHYSICAL ||
+               !same(bb->u.backup.cluster.v, r->name.v)))
+        vreporth(v, r, SPEC_ERROR, c->bootstrap_backup.at, "spec.bootstrapFrom.backup",
+                 "name a Backup with type: physical and cluster: this cluster",
+                 "Backup '%s' is not a physical Backup of cluster '%s'", bb->name.v, r->name.v);
     if (c->engine != SPEC_ENGINE_REDIS)
         return;
     const spec_redis_t *rd = &c->redis;

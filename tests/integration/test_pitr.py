@@ -241,6 +241,69 @@ def test_restore_resource_makes_a_new_cluster_at_a_point_in_time(env):
     assert "recovery_target_time" not in (data / "postgresql.auto.conf").read_text()
 
 
+CLUSTER = """
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: pitr}}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: {instances}
+  bootstrapFrom: {{backup: pitr-base}}
+"""
+
+
+def instance_events(d, name):
+    return [e for e in d.events() if e["kind"] == "Instance" and e["name"] == name]
+
+
+def test_replica_bootstrap_from_a_verified_backup_with_wal_catch_up(env):
+    d = env
+    spec = d.work / "scale.yaml"
+    # No verified run yet: the new replica is cloned from the primary, and an event says why.
+    spec.write_text(CLUSTER.format(instances=2))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    why = [e["message"] for e in instance_events(d, "pitr-1") if e["reason"] == "BootstrapFallback"]
+    assert why and "verified" in why[0], instance_events(d, "pitr-1")
+    assert any(e["reason"] == "Cloned" for e in instance_events(d, "pitr-1"))
+
+    row = json.loads(bk(d, "backup", "pitr", "--backup", "pitr-base", "--verify", "-o", "json"
+                        ).stdout)
+    assert row["verified"] == "ok", row
+    with conn(d, "pitr", "app") as c:
+        c.execute("INSERT INTO t (id, what) SELECT g, 'after' FROM generate_series(1000, 1999) g")
+    switch_and_ship(d)  # archived WAL after the base backup ...
+    with conn(d, "pitr", "app") as c:  # ... and WAL only the primary has
+        c.execute("INSERT INTO t (id, what) SELECT g, 'latest' FROM generate_series(2000, 2099) g")
+        lsn = c.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        want = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        # The primary recycles the WAL of the backup window: only the archive has it now.
+        start = json.loads((d.store / row["path"] / "manifest.json").read_text())["start_position"]
+        first = c.execute("SELECT pg_walfile_name(%s::pg_lsn)", (start,)).fetchone()[0]
+        for _ in range(3):
+            c.execute("SELECT pg_switch_wal()")
+            c.execute("CHECKPOINT")
+        wait_until(lambda: not c.execute("SELECT 1 FROM pg_ls_waldir() WHERE name = %s",
+                                         (first,)).fetchone(), timeout=30,
+                   what=f"the primary to recycle {first}")
+    spec.write_text(CLUSTER.format(instances=3))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    ev = instance_events(d, "pitr-2")
+    boot = [e["message"] for e in ev if e["reason"] == "Bootstrapped"]
+    assert boot and row["id"] in boot[0], ev
+    assert not any(e["reason"] in ("Cloning", "BootstrapFallback") for e in ev), ev
+    inst = next(i for i in d.cluster("pitr")["instances"] if i["name"] == "pitr-2")
+    assert inst["role"] == "replica" and inst["state"] == "running"
+    with psycopg.connect(host=f"{d.runtime_dir()}/s{inst['port']}", port=inst["port"],
+                         user="dbplane_admin", dbname="app", autocommit=True) as r:
+        wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                     (lsn,)).fetchone()[0], timeout=60, what="catch-up")
+        assert r.execute("SELECT count(*) FROM t").fetchone()[0] == want
+        assert r.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()[0] == "streaming"
+
+
 def test_restore_beyond_the_archive_fails_and_leaves_nothing(env):
     d = env
     later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
