@@ -304,6 +304,89 @@ def test_replica_bootstrap_from_a_verified_backup_with_wal_catch_up(env):
         assert r.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()[0] == "streaming"
 
 
+BACKUP_KEEP1 = """
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {name: pitr-base}
+spec: {cluster: pitr, type: physical, store: local, pitr: true, verify: false, retentionCount: 1}
+"""
+
+
+def segno(name):
+    return int(name[8:16], 16) * 256 + int(name[16:24], 16)
+
+
+def test_retention_keeps_the_point_in_time_window(env):
+    d = env
+    runs = lambda: [b for b in json.loads(bk(d, "backups", "pitr", "-o", "json").stdout)["backups"]
+                    if b["backup"] == "pitr-base" and b["status"] == "complete"]
+    assert len(runs()) >= 2
+    newest = max(runs(), key=lambda b: b["started_ms"])
+    start = json.loads((d.store / newest["path"] / "manifest.json").read_text())["start_position"]
+    hi, lo = (int(x, 16) for x in start.split("/"))
+    anchor = ((hi << 32) | lo) // (16 << 20)
+    assert any(segno(n) < anchor for n in archived(d) if len(n) == 28), "older WAL to expire"
+    spec = d.work / "keep1.yaml"
+    spec.write_text(BACKUP_KEEP1)
+    d.cli("apply", "-f", str(spec))
+    bk(d, "backups", "prune", "pitr-base")
+    assert [b["id"] for b in runs()] == [newest["id"]]
+    segs = [n for n in archived(d) if len(n) == 28]
+    assert segs and min(segno(n) for n in segs) == anchor, (anchor, segs[:3])
+    reasons = {e["reason"] for e in d.events() if e["name"] == "pitr-base"}
+    assert {"BackupExpired", "WalExpired"} <= reasons
+    # What is left still restores to a point in time after the kept run.
+    between = write_a_then_b(d, 5, 6)
+    target = d.work / "pitr-after-prune"
+    bk(d, "restore", "--backup", "pitr-base", "--to", str(target), "--point-in-time", between)
+    srv = RestoredServer(target, d.work)
+    try:
+        def promoted():
+            with srv.connect("app") as c:
+                return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        wait_until(promoted, timeout=120, what="the restored server to reach the target")
+        with srv.connect("app") as c:
+            ids = [r[0] for r in c.execute("SELECT id FROM t WHERE id < 100 ORDER BY id")]
+        assert ids == [1, 2, 3, 4, 5]
+    finally:
+        srv.stop()
+
+
+def test_a_segment_lost_from_the_spool_is_reported_as_a_gap(env):
+    d = env
+    spool = d.data_dir / "clusters" / "default" / "pitr" / "wal-spool"
+    spooled = lambda: sorted(p.name for p in spool.iterdir() if not p.name.startswith("."))
+    switch_and_ship(d)
+    wait_until(lambda: not spooled(), timeout=30, what="an empty spool")
+    inst = d.instance("pitr", "primary")
+    dsn = dict(host=f"{d.runtime_dir()}/s{inst['port']}", port=inst["port"],
+               user="dbplane_admin", dbname="app", autocommit=True)
+    d.proc.send_signal(signal.SIGSTOP)  # nothing ships while the daemon is stopped
+    try:
+        lost = None
+        for i in range(2):
+            with psycopg.connect(**dsn) as c:
+                c.execute("INSERT INTO t (id, what) VALUES (%s, 'gap')", (3000 + i,))
+                c.execute("SELECT pg_switch_wal()")
+            name = wait_until(lambda: next((n for n in spooled() if len(n) == 24), None),
+                              timeout=30, what="a segment in the spool")
+            if lost is None:
+                lost = name
+                (spool / name).unlink()  # lost with its server's disk, say
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    gap = wait_until(lambda: [e for e in d.events() if e["reason"] == "WalArchiveGap"],
+                     timeout=60, what="a WalArchiveGap event")
+    assert lost in gap[0]["message"] or "never reached the archive" in gap[0]["message"]
+    assert f"{lost}.zst" not in archived(d)
+    # A restore past the gap is told so.
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    bk(d, "restore", "--backup", "pitr-base", "--to", str(d.work / "pitr-gap"),
+       "--point-in-time", now.replace("+00:00", "Z"))
+    assert any("recovery can reach only the times before the gap" in e["message"]
+               for e in d.events() if e["reason"] == "WalArchiveGap")
+
+
 def test_restore_beyond_the_archive_fails_and_leaves_nothing(env):
     d = env
     later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
