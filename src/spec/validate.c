@@ -322,9 +322,10 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
             vreport(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr",
                     "pitr is available for postgresql clusters only in this build");
         /* One archive per cluster: the server hands each WAL segment over once. */
-        for (size_t i = 0; i < v->nall; i++) {
+        for (size_t i = 0; b->type == SPEC_BACKUP_PHYSICAL && i < v->nall; i++) {
             const spec_resource_t *o = v->all[i];
             if (o == r || o->kind != SPEC_KIND_BACKUP || !o->u.backup.pitr.v ||
+                o->u.backup.type != SPEC_BACKUP_PHYSICAL ||
                 !same(o->tenant.v, r->tenant.v) || !same(o->u.backup.cluster.v, b->cluster.v))
                 continue;
             if (strcmp(o->name.v, r->name.v) < 0)
