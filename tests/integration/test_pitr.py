@@ -19,10 +19,48 @@ import psycopg
 import pytest
 
 from conftest import BIN, Daemon, sanitizer_report, wait_until
+from test_backup import S3RVER, S3Server
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
 SPEC = """
+apiVersion: dbplane/v1
+kind: Secret
+metadata: {{name: s3creds}}
+stringData: {{ak: S3RVER, sk: S3RVER}}
+---
+apiVersion: dbplane/v1
+kind: Secret
+metadata: {{name: backup-key}}
+generate: {{keys: [key]}}
+---
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {{name: s3}}
+spec:
+  s3:
+    endpoint: http://127.0.0.1:{s3port}
+    bucket: bk
+    prefix: pitr
+    accessKeyIdSecretKeyRef: {{name: s3creds, key: ak}}
+    secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: pitrs3}}
+spec: {{engine: postgresql, version: "15", instances: 1}}
+---
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {{name: pitr-s3}}
+spec:
+  cluster: pitrs3
+  type: physical
+  store: s3
+  pitr: true
+  verify: false
+  encryption: {{secretKeyRef: {{name: backup-key, key: key}}}}
+---
 apiVersion: dbplane/v1
 kind: BackupStore
 metadata: {{name: local}}
@@ -54,9 +92,14 @@ def free_port():
 def env():
     work = Path(tempfile.mkdtemp(prefix="dbplane-pitr-"))
     work.chmod(0o755)
+    if not S3RVER:
+        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
+    s3 = S3Server(work / "s3")
+    s3.start()
     spec = work / "pitr.yaml"
-    spec.write_text(SPEC.format(store=work / "store"))
+    spec.write_text(SPEC.format(store=work / "store", s3port=s3.port))
     d = Daemon(work / "data", work / "data.log")
+    d.s3 = s3
     d.start(spec, timeout=180)
     d.work, d.store, d.spec = work, work / "store", spec
     d.wal = d.store / "default" / "pitr" / "wal"
@@ -66,6 +109,7 @@ def env():
         c.execute("CREATE TABLE t (id int PRIMARY KEY, what text, at timestamptz DEFAULT now())")
     yield d
     rc = d.stop()
+    s3.stop()
     text = d.log_text()
     rep = sanitizer_report(text)
     shutil.rmtree(work, ignore_errors=True)
@@ -94,20 +138,24 @@ def archived(d):
     return sorted(p.name for p in d.wal.iterdir()) if d.wal.exists() else []
 
 
+def in_s3(d, seg):
+    return any(p.parent.name == "wal" for p in d.s3.root.rglob(f"{seg}.zst.enc*_object"))
+
+
 def switch_and_ship(d, cluster="pitr"):
     """Closes the current WAL segment and waits until the daemon has shipped it."""
     with conn(d, cluster, "postgres") as c:
         seg = c.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         c.execute("SELECT pg_switch_wal()")
-    wait_until(lambda: f"{seg}.zst" in archived(d), timeout=60,
-               what=f"segment {seg} in the archive")
+    shipped = (lambda: f"{seg}.zst" in archived(d)) if cluster == "pitr" else (lambda: in_s3(d, seg))
+    wait_until(shipped, timeout=60, what=f"segment {seg} in the archive")
     return seg
 
 
-def write_a_then_b(d, a, b):
+def write_a_then_b(d, a, b, cluster="pitr"):
     """Commits row a, returns a point in time strictly between a's and b's commits, then
     commits row b and ships the WAL holding both."""
-    with conn(d, "pitr", "app") as c:
+    with conn(d, cluster, "app") as c:
         c.execute("INSERT INTO t (id, what) VALUES (%s, 'A')", (a,))
         time.sleep(0.6)
         between = datetime.datetime.now(datetime.timezone.utc)
@@ -115,7 +163,7 @@ def write_a_then_b(d, a, b):
         c.execute("INSERT INTO t (id, what) VALUES (%s, 'B')", (b,))
         ta, tb = (c.execute("SELECT at FROM t WHERE id = %s", (i,)).fetchone()[0] for i in (a, b))
     assert ta < between < tb
-    switch_and_ship(d)
+    switch_and_ship(d, cluster)
     return between.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -191,6 +239,29 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
            "--point-in-time", "2020-01-01T00:00:00Z", check=False)
     assert p.returncode == 1 and "finished before the point in time" in p.stderr, p.stderr
     assert not (d.work / "never").exists()
+
+
+def test_restore_to_a_point_in_time_from_s3_encrypted(env):
+    d = env
+    with conn(d, "pitrs3", "postgres") as c:
+        c.execute("CREATE DATABASE app")
+    with conn(d, "pitrs3", "app") as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, what text, at timestamptz DEFAULT now())")
+    row = json.loads(bk(d, "backup", "pitrs3", "--backup", "pitr-s3", "-o", "json").stdout)
+    assert row["status"] == "complete"
+    between = write_a_then_b(d, 1, 2, cluster="pitrs3")
+    target = d.work / "pitr-s3-restored"
+    bk(d, "restore", "--backup", "pitr-s3", "--to", str(target), "--point-in-time", between)
+    srv = RestoredServer(target, d.work)
+    try:
+        def promoted():
+            with srv.connect("app") as c:
+                return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        wait_until(promoted, timeout=120, what="the restored server to reach the target")
+        with srv.connect("app") as c:
+            assert c.execute("SELECT id, what FROM t ORDER BY id").fetchall() == [(1, "A")]
+    finally:
+        srv.stop()
 
 
 RESTORE = """
