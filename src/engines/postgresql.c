@@ -223,6 +223,10 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     for (size_t i = 0; i < c->config.n; i++)
         if (strcmp(c->config.v[i].key, "archive_timeout") == 0)
             has_at = true;
+    /* archive_mode needs a restart, archive_command only a reload: archiving is always on,
+     * with a command that lets segments go unless a pitr Backup wants them, so turning
+     * PITR on or off never restarts a server. */
+    dbp_sb_printf(&conf, "archive_mode = on\narchive_command = ");
     if (in->archive_exe) {
         /* Continuous archiving (a pitr Backup): each finished segment goes to the cluster's
          * spool through `dbplane wal-push`; the daemon ships the spool to the store. A
@@ -232,12 +236,13 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
             rc = dbp_err_set(err, DBP_EINVAL, "archive paths must not contain quotes");
             goto out;
         }
-        dbp_sb_printf(&conf, "archive_mode = on\narchive_command = ");
         char cmd[2 * PATH_MAX + 64];
         snprintf(cmd, sizeof(cmd), "'%s' wal-push --spool '%s' %%p %%f", in->archive_exe,
                  in->archive_spool);
         sb_conf_value(&conf, cmd);
         dbp_sb_printf(&conf, "\n%s", has_at ? "" : "archive_timeout = '60s'\n");
+    } else {
+        dbp_sb_printf(&conf, "'/bin/true'\n");
     }
     for (size_t i = 0; i < c->config.n; i++) {
         if (pg_key_managed(c->config.v[i].key))

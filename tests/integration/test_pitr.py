@@ -51,17 +51,6 @@ metadata: {{name: pitrs3}}
 spec: {{engine: postgresql, version: "15", instances: 1}}
 ---
 apiVersion: dbplane/v1
-kind: Backup
-metadata: {{name: pitr-s3}}
-spec:
-  cluster: pitrs3
-  type: physical
-  store: s3
-  pitr: true
-  verify: false
-  encryption: {{secretKeyRef: {{name: backup-key, key: key}}}}
----
-apiVersion: dbplane/v1
 kind: BackupStore
 metadata: {{name: local}}
 spec:
@@ -241,8 +230,34 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
     assert not (d.work / "never").exists()
 
 
+BACKUP_S3 = """
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {name: pitr-s3}
+spec:
+  cluster: pitrs3
+  type: physical
+  store: s3
+  pitr: true
+  verify: false
+  encryption: {secretKeyRef: {name: backup-key, key: key}}
+"""
+
+
 def test_restore_to_a_point_in_time_from_s3_encrypted(env):
     d = env
+    # Archiving is turned on for a running cluster by a reload, without a restart.
+    pid = d.server_pid("default", "pitrs3", "pitrs3-0")
+    spec = d.work / "backup-s3.yaml"
+    spec.write_text(BACKUP_S3)
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=120)
+
+    def archiving():
+        with conn(d, "pitrs3", "postgres") as c:
+            return "wal-push" in c.execute("SHOW archive_command").fetchone()[0]
+    wait_until(archiving, timeout=30, what="archive_command after the reload")
+    assert d.server_pid("default", "pitrs3", "pitrs3-0") == pid
     with conn(d, "pitrs3", "postgres") as c:
         c.execute("CREATE DATABASE app")
     with conn(d, "pitrs3", "app") as c:
