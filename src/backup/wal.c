@@ -282,6 +282,12 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* The archive's key prefix for the runs under `run_path` ("[prefix/]t/c/<run id>"):
  * "[prefix/]t/c/wal". */
 static void wal_prefix_of_run(const char *run_path, char *buf, size_t len)
@@ -351,7 +357,7 @@ static int list_archive(backup_store_t *bs, const char *prefix, name_list_t *out
         return dbp_err_set(err, rc, "listing the WAL archive %s: too many objects or out of "
                                     "memory",
                            prefix);
-    if (!rc)
+    if (!rc && out->n)
         qsort(out->v, out->n, sizeof(*out->v), cmp_str);
     return rc;
 }
@@ -630,7 +636,12 @@ int bk_wal_prefetch(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
         return rc;
     /* Which segment numbers the archive has from the base backup's start on: recovery
      * can use the WAL up to the first one missing. */
-    uint64_t next = start, last_seen = 0;
+    uint64_t *segs = keys.n ? malloc(keys.n * sizeof(*segs)) : NULL;
+    size_t nsegs = 0;
+    if (keys.n && !segs) {
+        names_free(&keys);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
     for (size_t i = 0; i < keys.n; i++) {
         char name[128];
         backup_codec_t codec;
@@ -638,23 +649,16 @@ int bk_wal_prefetch(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
         parse_archived(keys.v[i], name, sizeof(name), &codec, &enc);
         unsigned tli;
         if (wal_name_kind(name) == WAL_SEGMENT && wal_segno(name, &tli) >= start &&
-            tli >= base_tli && wal_segno(name, NULL) > last_seen)
-            last_seen = wal_segno(name, NULL);
+            tli >= base_tli)
+            segs[nsegs++] = wal_segno(name, NULL);
     }
-    for (bool found = true; found && next <= last_seen;) {
-        found = false;
-        for (size_t i = 0; i < keys.n && !found; i++) {
-            char name[128];
-            backup_codec_t codec;
-            bool enc;
-            parse_archived(keys.v[i], name, sizeof(name), &codec, &enc);
-            unsigned tli;
-            found = wal_name_kind(name) == WAL_SEGMENT && wal_segno(name, &tli) == next &&
-                    tli >= base_tli;
-        }
-        if (found)
+    if (nsegs)
+        qsort(segs, nsegs, sizeof(*segs), cmp_u64);
+    uint64_t next = start, last_seen = nsegs ? segs[nsegs - 1] : 0;
+    for (size_t i = 0; i < nsegs && segs[i] <= next; i++)
+        if (segs[i] == next)
             next++;
-    }
+    free(segs);
     if (next <= last_seen)
         snprintf(note, note_cap,
                  "the WAL archive has a gap: segment number %llu is missing (archived up to "
