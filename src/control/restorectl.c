@@ -181,7 +181,11 @@ void ctl_restore_prepare(ctl_daemon_t *d, desired_t *des)
         if (r->kind != SPEC_KIND_RESTORE || restore_done(des, i))
             continue;
         const spec_restore_t *rs = &r->u.restore;
+        bool failed = des->state[i] && strcmp(des->state[i], "failed") == 0 &&
+                      des->observed[i] == des->generation[i];
         if (rs->in_place.v) {
+            if (failed)
+                continue; /* reported at this generation already */
             rstatus(d, r, des->generation[i], "failed",
                     "inPlace restores are not done by the controller: use `dbplane restore "
                     "--force` (it takes a safety backup first)");
@@ -194,7 +198,10 @@ void ctl_restore_prepare(ctl_daemon_t *d, desired_t *des)
         if (make_cluster(d, &des->set, r, &err) != 0) {
             snprintf(msg, sizeof(msg), "cannot make cluster %s: %s", rs->target_cluster.v,
                      err.msg);
-            rstatus(d, r, des->generation[i], "failed", msg);
+            if (!failed) {
+                revent(d, r, "Warning", "RestoreFailed", msg);
+                rstatus(d, r, des->generation[i], "failed", msg);
+            }
             continue;
         }
         snprintf(msg, sizeof(msg), "cluster %s declared from the source cluster's spec",
