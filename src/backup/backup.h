@@ -169,4 +169,19 @@ int backup_wal_fetch(const char *from, const char *name, const char *dest, dbp_e
 int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, int *shipped,
                     dbp_err_t *err) __attribute__((warn_unused_result));
 
+/* The WAL archive of one pitr Backup, as `dbplane backups` shows it. Views valid during
+ * the callback. */
+typedef struct backup_wal_state {
+    const char *tenant;
+    const char *cluster;
+    const char *backup;
+    char last_shipped[64]; /* newest segment stored in the archive; "" none yet */
+    int spooled;           /* files handed over by the server, not shipped yet */
+} backup_wal_state_t;
+typedef int (*backup_wal_status_fn)(const backup_wal_state_t *st, void *ud);
+
+/* Calls cb for each Backup with pitr of `tenant` (NULL: every tenant). A non-zero return
+ * from cb stops the walk and is returned. */
+int backup_wal_status(backup_ctx_t *ctx, const char *tenant, backup_wal_status_fn cb, void *ud);
+
 #endif

@@ -741,3 +741,32 @@ int bk_wal_copy_spool(backup_ctx_t *ctx, const char *tenant, const char *cluster
         dbp_debug("wal_spool_copied", "cluster=%s files=%d", cluster, copied);
     return rc;
 }
+
+int backup_wal_status(backup_ctx_t *ctx, const char *tenant, backup_wal_status_fn cb, void *ud)
+{
+    for (size_t i = 0; i < ctx->set.n; i++) {
+        const spec_resource_t *b = ctx->set.items[i];
+        if (b->kind != SPEC_KIND_BACKUP || !b->u.backup.pitr.v || !b->u.backup.cluster.v ||
+            (tenant && strcmp(b->tenant.v, tenant) != 0))
+            continue;
+        backup_wal_state_t st;
+        memset(&st, 0, sizeof(st));
+        st.tenant = b->tenant.v;
+        st.cluster = b->u.backup.cluster.v;
+        st.backup = b->name.v;
+        char spool[PATH_MAX], state[PATH_MAX + 8];
+        ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, st.tenant, st.cluster);
+        snprintf(state, sizeof(state), "%s.last", spool);
+        last_shipped(state, st.last_shipped, sizeof(st.last_shipped));
+        DIR *d = opendir(spool);
+        struct dirent *de;
+        while (d && (de = readdir(d)))
+            st.spooled += de->d_name[0] != '.' && backup_wal_name_valid(de->d_name);
+        if (d)
+            closedir(d);
+        int rc = cb(&st, ud);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

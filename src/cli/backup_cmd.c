@@ -300,6 +300,29 @@ static int list_cb(const store_backup_t *b, void *ud)
     return j && json_array_append_new(l->items, j) == 0 ? 0 : DBP_ENOMEM;
 }
 
+typedef struct wal_list {
+    json_t *items;
+    bool table;
+    const char *cluster; /* NULL: all */
+} wal_list_t;
+
+static int wal_cb(const backup_wal_state_t *st, void *ud)
+{
+    wal_list_t *l = ud;
+    if (l->cluster && strcmp(l->cluster, st->cluster) != 0)
+        return 0;
+    if (l->table) {
+        printf("WAL archive of %s (Backup %s): last shipped %s, %d file%s waiting in the spool\n",
+               st->cluster, st->backup, st->last_shipped[0] ? st->last_shipped : "none yet",
+               st->spooled, st->spooled == 1 ? "" : "s");
+        return 0;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i}", "tenant", st->tenant, "cluster",
+                          st->cluster, "backup", st->backup, "last_shipped", st->last_shipped,
+                          "spooled", st->spooled);
+    return j && json_array_append_new(l->items, j) == 0 ? 0 : DBP_ENOMEM;
+}
+
 /* ---- commands ------------------------------------------------------------------------ */
 
 static int open_ctx(const bargs_t *a, backup_ctx_t **ctx, progress_t *p)
@@ -402,15 +425,20 @@ static int cmd_backups(const bargs_t *a)
                "STARTED", "DURATION", "SIZE", "VERIFIED");
     const char *tenant = a->all_tenants ? NULL : a->tenant ? a->tenant : "default";
     int rc = store_backup_list(st, tenant, a->npos ? a->pos[0] : NULL, list_cb, &l, &err);
+    wal_list_t wl = {.items = json_array(), .table = !a->json,
+                     .cluster = a->npos ? a->pos[0] : NULL};
+    if (!rc)
+        rc = backup_wal_status(ctx, tenant, wal_cb, &wl);
     if (rc)
         fprintf(stderr, "dbplane backups: %s\n", rc == DBP_ENOMEM ? "out of memory" : err.msg);
     else if (a->json) {
-        json_t *doc = json_pack("{s:O}", "backups", l.items);
+        json_t *doc = json_pack("{s:O, s:O}", "backups", l.items, "wal", wl.items);
         if (doc)
             print_json(doc);
         json_decref(doc);
     }
     json_decref(l.items);
+    json_decref(wl.items);
     backup_ctx_close(ctx);
     return rc ? 1 : 0;
 }

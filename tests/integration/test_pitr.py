@@ -198,6 +198,9 @@ def test_archive_command_ships_wal_to_the_store(env):
         last, failed = c.execute("SELECT last_archived_wal, failed_count FROM pg_stat_archiver"
                                  ).fetchone()
     assert last == seg and failed == 0
+    wal = json.loads(bk(d, "backups", "pitr", "-o", "json").stdout)["wal"]
+    assert wal == [{"tenant": "default", "cluster": "pitr", "backup": "pitr-base",
+                    "last_shipped": seg, "spooled": 0}]
     # The archived segment decodes to the server's own file.
     raw = subprocess.run(["zstd", "-dc", str(d.wal / f"{seg}.zst")], capture_output=True,
                          check=True).stdout
