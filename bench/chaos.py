@@ -523,7 +523,9 @@ class Harness:
             time.sleep(0.1)
         time.sleep(1)
         with self.lock:
-            times = [t for (_, t) in self.acked if t0 - 2 <= t <= t0 + 90]
+            before = [t for (_, t) in self.acked if t <= t0]
+            times = before[-1:] + [t for (_, t) in self.acked if t0 < t <= t0 + 90]
+        # From the last acknowledgement before the fault through every one after it.
         gaps = [b - a for a, b in zip(times, times[1:])]
         outage = max(gaps) if gaps else float("inf")
         rejoined = self.sut.settled()

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "control/daemon.h"
 
 void ctl_rejoin_marker(const engine_instance_t *in, char *buf, size_t len)
 {
@@ -148,6 +149,7 @@ typedef struct mon_request {
     int primary;
     int64_t first_failure_ms;              /* monotonic ms */
     int64_t detected_ms;                   /* monotonic ms of the verdict */
+    int64_t last_ok_ms;                    /* monotonic ms of the last good probe; 0 none */
     int failures;
     uint64_t last_primary_pos;
     int nrep;
@@ -163,6 +165,7 @@ typedef struct mon_cluster {
     int64_t next_ms;           /* monotonic ms of the next probe round */
     int64_t epoch;
     int primary;
+    bool seen_up;              /* the primary answered as such at this epoch */
     bool suspect;              /* det.failures > 0 */
     bool hold;                 /* a switchover runs: do not probe */
     bool reset;                /* forget the failures counted so far */
@@ -216,6 +219,16 @@ void ctl_ha_view_publish(ctl_daemon_t *d)
         free(v);
         free(topo);
         return;
+    }
+    /* What a crash of a primary needs to know without a view (the callback may come
+     * in the middle of a pass). */
+    for (int c = 0; c < d->ncl; c++) {
+        cluster_rt_t *cr = &d->crs[c];
+        ctl_ha_state_t *hs = ha_state(d, cr->res->tenant.v, cr->res->name.v);
+        if (!hs || cr->primary < 0)
+            continue;
+        hs->crash_watch = cr->ops && cr->ops->failover_on_crash && cr->ops->promote && cr->n >= 2;
+        snprintf(hs->primary, sizeof(hs->primary), "%s", cr->inst[cr->primary].name);
     }
     v->refs = 1;
     v->des = d->des;
@@ -337,15 +350,16 @@ static void mon_hold(ctl_daemon_t *d, const char *tenant, const char *cluster, b
 
 /* ---- the monitor thread --------------------------------------------------------------- */
 
-/* Probe time-out for an interval: 30 % of it, 150 ms .. 1 s. A hung server costs the
- * last probe its time-out before the verdict, so a short time-out shortens the failover;
- * a healthy server answers a probe over loopback in a few ms even on a loaded machine,
- * and a false "failed" needs failcount slow probes in a row and a replica that lost its
- * primary's stream too. */
+/* Probe time-out for an interval: half of it, 250 ms .. 1 s. A hung server costs the
+ * last probe its time-out before the verdict. Shorter time-outs were tried and rejected:
+ * on a loaded 2-core machine a healthy PostgreSQL took over 150 ms to fork a backend and
+ * answer, and three such probes in a row made a false "failed" verdict (see
+ * docs/reliability.md). Replicas, probed only when the primary looks unhealthy, get at
+ * least 500 ms: a slow replica must not be mistaken for no candidate. */
 static int probe_timeout(int64_t interval)
 {
-    int64_t t = interval * 3 / 10;
-    return (int)(t < 150 ? 150 : t > 1000 ? 1000 : t);
+    int64_t t = interval / 2;
+    return (int)(t < 250 ? 250 : t > 1000 ? 1000 : t);
 }
 
 /* One probe round of one cluster, on the monitor thread. `cr` belongs to the view the
@@ -369,6 +383,7 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
             mc->primary = t->primary;
             mc->suspect = false;
             mc->reset = false;
+            mc->seen_up = false;
         }
     }
     pthread_mutex_unlock(&m->mu);
@@ -384,9 +399,17 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
      * it finished (a round that waited on a hung server does not push the next one). */
     mc->next_ms = mc->next_ms && now - mc->next_ms < interval ? mc->next_ms + interval
                                                               : now + interval;
-    /* Only a cluster that has been up: the reconciler handles bootstrap. */
-    if (mc->det.last_ok_ms == 0 && !t->ready)
+    /* Only a primary that has been up (the monitor or a pass saw it answer as the
+     * primary at this epoch): the reconciler handles bootstrap and promotion. While the
+     * monitor does not watch, the pass must probe the primary itself. */
+    if (t->ready)
+        mc->seen_up = true;
+    if (!mc->seen_up && mc->det.last_ok_ms == 0) {
+        pthread_mutex_lock(&m->mu);
+        mc->suspect = false;
+        pthread_mutex_unlock(&m->mu);
         return mc->next_ms;
+    }
     int timeout = probe_timeout(interval);
     /* Own copies: the view's instances are shared with the control loop. */
     engine_instance_t in = cr->inst[t->primary];
@@ -404,7 +427,7 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
             if (i == t->primary)
                 continue;
             in = cr->inst[i];
-            in.probe_timeout_ms = timeout;
+            in.probe_timeout_ms = timeout < 500 ? 500 : timeout;
             if (cr->ops->probe(&in, &rq->rep[rq->nrep], &err) != 0)
                 rq->rep[rq->nrep].reachable = false;
             rq->map[rq->nrep++] = i;
@@ -427,6 +450,7 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
         rq->primary = t->primary;
         rq->first_failure_ms = mc->det.first_failure_ms;
         rq->detected_ms = dbp_now_ms();
+        rq->last_ok_ms = mc->det.last_ok_ms;
         rq->failures = mc->det.failures;
         rq->last_primary_pos = mc->det.last_primary_pos;
         mc->req = *rq;
@@ -546,6 +570,60 @@ void ctl_ha_stop(ctl_daemon_t *d)
     d->mon = NULL;
 }
 
+/* ---- failover timing, for the status JSON ------------------------------------------- */
+
+/* Written by the control loop after each automatic failover, read by the API thread. */
+typedef struct metrics_entry {
+    char key[160];
+    ctl_ha_metrics_t m;
+} metrics_entry_t;
+
+static struct {
+    pthread_mutex_t mu;
+    metrics_entry_t *v;
+    int n, cap;
+} g_metrics = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void metrics_put(const char *key, const ctl_ha_metrics_t *m)
+{
+    pthread_mutex_lock(&g_metrics.mu);
+    metrics_entry_t *e = NULL;
+    for (int i = 0; i < g_metrics.n; i++)
+        if (strcmp(g_metrics.v[i].key, key) == 0)
+            e = &g_metrics.v[i];
+    if (!e && g_metrics.n == g_metrics.cap) {
+        int ncap = g_metrics.cap ? g_metrics.cap * 2 : 8;
+        metrics_entry_t *nv = realloc(g_metrics.v, (size_t)ncap * sizeof(*nv));
+        if (nv) {
+            g_metrics.v = nv;
+            g_metrics.cap = ncap;
+        }
+    }
+    if (!e && g_metrics.n < g_metrics.cap) {
+        e = &g_metrics.v[g_metrics.n++];
+        snprintf(e->key, sizeof(e->key), "%s", key);
+    }
+    if (e)
+        e->m = *m;
+    pthread_mutex_unlock(&g_metrics.mu);
+}
+
+bool ctl_ha_metrics_get(const char *tenant, const char *cluster, ctl_ha_metrics_t *out)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%s", tenant, cluster);
+    memset(out, 0, sizeof(*out));
+    bool found = false;
+    pthread_mutex_lock(&g_metrics.mu);
+    for (int i = 0; i < g_metrics.n; i++)
+        if (strcmp(g_metrics.v[i].key, key) == 0) {
+            *out = g_metrics.v[i].m;
+            found = true;
+        }
+    pthread_mutex_unlock(&g_metrics.mu);
+    return found;
+}
+
 /* ---- failover on the control loop ----------------------------------------------------- */
 
 static ha_cluster_t ha_view(cluster_rt_t *cr)
@@ -567,6 +645,11 @@ static void after_change(ctl_daemon_t *d, cluster_rt_t *cr, int new_primary, int
     cr->epoch = epoch;
     cr->primary_ready = false;
     d->pass_requested = true;
+    ctl_ha_state_t *hs = ha_state(d, cr->res->tenant.v, cr->res->name.v);
+    if (hs) {
+        snprintf(hs->primary, sizeof(hs->primary), "%s", cr->inst[new_primary].name);
+        hs->crash_pending = false;
+    }
     mon_topo_update(d, cr);
     /* New transactions go to the new primary now, not after the next pass. */
     ctl_proxy_sync(d);
@@ -611,6 +694,16 @@ static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
     hs->failovers++;
     hs->last = t;
     hs->last_detect_ms = detect_ms;
+    int64_t now = dbp_now_ms();
+    ctl_ha_metrics_t mx = {.failovers = hs->failovers,
+                           .last_wall_ms = dbp_wall_ms(),
+                           .epoch = epoch,
+                           .detection_ms = detect_ms,
+                           .promotion_ms = now - rq->detected_ms,
+                           .unavailability_ms = rq->last_ok_ms ? now - rq->last_ok_ms : -1};
+    char key[160];
+    cluster_key(cr, key, sizeof(key));
+    metrics_put(key, &mx);
     snprintf(msg, sizeof(msg),
              "primary %s at epoch %lld: detected in %lld ms, fenced +%lld ms, epoch +%lld ms, "
              "promoted +%lld ms",
@@ -619,6 +712,77 @@ static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
     hook_event(d, tenant, cluster, "Normal", "FailoverCompleted", msg);
     hs->reported_no_candidate = false;
     after_change(d, cr, cand, epoch);
+}
+
+void ctl_ha_on_exit(ctl_daemon_t *d, const char *id)
+{
+    const char *slash = strchr(id, '/');
+    if (!slash)
+        return;
+    size_t tl = (size_t)(slash - id);
+    for (int i = 0; i < d->nha; i++) {
+        ctl_ha_state_t *hs = &d->ha[i];
+        if (!hs->crash_watch || hs->crash_pending || strcmp(hs->primary, slash + 1) != 0 ||
+            strncmp(hs->key, id, tl) != 0 || hs->key[tl] != '/')
+            continue;
+        /* No restart in place: the process is in back-off, this makes it stopped. */
+        const char *ids[] = {id, NULL};
+        ctl_sup_stop_ids(&d->sup, ids, 0);
+        hs->crash_pending = true;
+        hs->crash_ms = dbp_now_ms();
+        d->pass_requested = true;
+        dbp_warn("ha_primary_crashed", "cluster=%s primary=%s action=failover", hs->key,
+                 hs->primary);
+    }
+}
+
+bool ctl_ha_primary_held(ctl_daemon_t *d, const char *tenant, const char *cluster)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%s", tenant, cluster);
+    for (int i = 0; i < d->nha; i++)
+        if (strcmp(d->ha[i].key, key) == 0)
+            return d->ha[i].crash_pending;
+    return false;
+}
+
+/* A crashed primary of a failover_on_crash engine (ctl_ha_on_exit): probe the replicas
+ * now and fail over. With no candidate for 10 s the hold is lifted and the primary
+ * restarts in place (an empty server beats no server). */
+static void crash_failover(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs)
+{
+    if (cr->primary < 0 || strcmp(cr->inst[cr->primary].name, hs->primary) != 0) {
+        hs->crash_pending = false;
+        return;
+    }
+    mon_request_t *rq = calloc(1, sizeof(*rq));
+    if (!rq)
+        return;
+    for (int i = 0; i < cr->n; i++) {
+        if (i == cr->primary)
+            continue;
+        engine_instance_t in = cr->inst[i];
+        in.probe_timeout_ms = 1000;
+        dbp_err_t err;
+        if (cr->ops->probe(&in, &rq->rep[rq->nrep], &err) != 0)
+            rq->rep[rq->nrep].reachable = false;
+        rq->map[rq->nrep++] = i;
+    }
+    rq->epoch = cr->epoch;
+    rq->primary = cr->primary;
+    rq->first_failure_ms = hs->crash_ms;
+    rq->detected_ms = hs->crash_ms;
+    rq->failures = 1;
+    /* The process exited: the replicas hold all it sent. */
+    rq->last_primary_pos = 0;
+    failover_now(d, cr, hs, rq);
+    free(rq);
+    if (hs->crash_pending && dbp_now_ms() - hs->crash_ms > 10000) {
+        hs->crash_pending = false;
+        hook_event(d, cr->res->tenant.v, cr->res->name.v, "Warning", "CrashFailoverGaveUp",
+                   "no replica could take over within 10 s; restarting the primary in place");
+        d->pass_requested = true;
+    }
 }
 
 void ctl_ha_tick(ctl_daemon_t *d)
@@ -630,6 +794,9 @@ void ctl_ha_tick(ctl_daemon_t *d)
         cluster_rt_t *cr = &d->crs[c];
         char key[160];
         cluster_key(cr, key, sizeof(key));
+        ctl_ha_state_t *chs = ha_state(d, cr->res->tenant.v, cr->res->name.v);
+        if (chs && chs->crash_pending && cr->ops && cr->ops->promote)
+            crash_failover(d, cr, chs);
         mon_request_t *rq = NULL;
         pthread_mutex_lock(&m->mu);
         mon_cluster_t *mc = mon_cluster_locked(m, key, false);

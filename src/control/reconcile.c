@@ -415,6 +415,10 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
 
     /* The primary first. */
     engine_instance_t *P = &cr->inst[cr->primary];
+    if (ctl_ha_primary_held(d, c->tenant.v, c->name.v)) {
+        snprintf(msg, len, "primary %s crashed; failing over to a replica", P->name);
+        return "pending";
+    }
     if (!cr->ops->is_initialized(P)) {
         event(d, c->tenant.v, "Instance", P->name, "Normal", "Initializing",
               "creating a new primary data directory");
@@ -954,6 +958,7 @@ void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, con
     if (store_add_event(d->store, tenant, "Instance", inst, type, reason, msg, &err) != 0)
         dbp_warn("event_write_failed", "error=%s", dbp_log_q(err.msg));
     if (strcmp(reason, "InstanceExited") == 0) {
+        ctl_ha_on_exit(d, p->id);
         /* The cluster is not ready until a pass has seen the server back: `dbplane wait`
          * must not return on the status from before the crash. Instances are named
          * "<cluster>-<ordinal>". */

@@ -67,6 +67,12 @@ typedef struct ctl_ha_state {
     int64_t failovers;       /* completed automatic failovers */
     ha_timing_t last;        /* timing of the last failover/switchover */
     int64_t last_detect_ms;  /* failure detection time of the last failover (ms) */
+    /* For engines with failover_on_crash (Redis): the topology's primary by name, and a
+     * crash of it that a failover must answer (the supervisor does not restart it). */
+    char primary[96];
+    bool crash_watch;        /* the cluster's engine fails over on a crash, n >= 2 */
+    bool crash_pending;
+    int64_t crash_ms;        /* monotonic ms the crash was seen */
 } ctl_ha_state_t;
 
 /* One reconcile pass's results, shared read-only by the control loop and the HA monitor
@@ -163,6 +169,15 @@ void ctl_ha_view_drop(ctl_daemon_t *d);
 /* True while the monitor counts failures of the cluster's primary (the pass then leaves
  * the primary's probing to the monitor). Thread-safe. */
 bool ctl_ha_suspect(ctl_daemon_t *d, const char *tenant, const char *cluster);
+
+/* Supervisor callback path (control loop's thread): `id` ("tenant/instance") exited on
+ * its own. When it is the primary of a cluster whose engine fails over on a crash, the
+ * supervisor is told not to restart it and ctl_ha_tick fails over. */
+void ctl_ha_on_exit(ctl_daemon_t *d, const char *id);
+
+/* True when the pass must not start the cluster's primary: it crashed and a failover is
+ * pending (a restart in place would come back without its data). */
+bool ctl_ha_primary_held(ctl_daemon_t *d, const char *tenant, const char *cluster);
 
 /* On the control loop's thread: runs the failovers the monitor asked for, after checking
  * that the topology is still the one the monitor judged (same epoch and primary). Returns
