@@ -438,7 +438,9 @@ class Harness:
         os.chmod(self.dir, 0o755)
         self.pw = None
         self.acked = []          # (id, t) of acknowledged writes
-        self.double_moments = 0
+        self.double_moments = 0  # prober rounds that found more than one writable server
+        self.double_s = 0.0      # seconds those findings lasted (until the next round)
+        self.last_writable = 0
         self.stop = False
         self.lock = threading.Lock()
         kind = {"postgresql": Pg, "mariadb": MariaDB, "redis": Redis,
@@ -476,7 +478,12 @@ class Harness:
 
     def prober(self):
         deadline = time.monotonic() + 3600
+        last = None
         while not self.stop and time.monotonic() < deadline:
+            now = time.monotonic()
+            if last is not None and self.last_writable > 1:
+                self.double_s += now - last  # the previous round's finding lasted until now
+            last = now
             try:
                 servers = self.sut.servers()
             except Exception:  # noqa: BLE001
@@ -488,6 +495,7 @@ class Harness:
                     writable += 1 if self.eng.writable(hp) else 0
                 except Exception:  # noqa: BLE001
                     pass
+            self.last_writable = writable
             if writable > 1:
                 self.double_moments += 1
             time.sleep(0.02)
@@ -596,7 +604,7 @@ def main():
         if outs:
             print(f"{kind:8s} {len(outs):6d} {statistics.median(outs):8.2f} {max(outs):6.2f}")
     print(f"acknowledged_writes={len(h.acked)} lost={lost} "
-          f"two_writable_moments={h.double_moments} "
+          f"two_writable_moments={h.double_moments} two_writable_s={h.double_s:.1f} "
           f"rejoin_success={sum(r['rejoined'] for r in results)}/{len(results)}")
     print(f"logs: {h.dir}")
 
