@@ -519,7 +519,14 @@ class Harness:
         pid = self.sut.primary_pid()
         t0 = time.monotonic()
         if kind == "kill9":
-            os.kill(pid, signal.SIGKILL)
+            # The server dies with all its processes (PostgreSQL backends are children of
+            # the postmaster in their own sessions: a SIGKILL of the postmaster alone leaves
+            # backends that keep committing for a while).
+            for p in tree(pid):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.sut.restart(pid)
         else:
             procs = tree(pid)

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -140,6 +141,8 @@ typedef struct mon_topo {
     int primary;        /* index into the view's cluster instances; -1 unknown */
     int64_t epoch;
     bool ready;         /* the primary answered as a primary in the last pass */
+    pid_t pid;          /* the primary's server process when published; 0 unknown */
+    unsigned long long pid_start; /* its start time (/proc/PID/stat field 22, ticks) */
 } mon_topo_t;
 
 /* A failover the monitor asks the control loop to run. */
@@ -166,6 +169,7 @@ typedef struct mon_cluster {
     int64_t epoch;
     int primary;
     bool seen_up;              /* the primary answered as such at this epoch */
+    bool early_fenced;         /* the monitor killed the hung primary itself (once) */
     bool suspect;              /* det.failures > 0 */
     bool hold;                 /* a switchover runs: do not probe */
     bool reset;                /* forget the failures counted so far */
@@ -201,11 +205,43 @@ static void cluster_key(const cluster_rt_t *cr, char *buf, size_t len)
     snprintf(buf, len, "%s/%s", cr->res->tenant.v, cr->res->name.v);
 }
 
-static void topo_fill(mon_topo_t *t, const cluster_rt_t *cr)
+/* Start time of process `pid` in clock ticks since boot (/proc/PID/stat field 22); 0
+ * when it does not exist. With the pid it names one process: pids are reused, this pair
+ * is not. */
+static unsigned long long proc_start(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    /* After "pid (comm)": field 3 (state) is the first; 22 (starttime) the 20th. */
+    for (int field = 3; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void topo_fill(ctl_daemon_t *d, mon_topo_t *t, const cluster_rt_t *cr)
 {
     t->primary = cr->primary;
     t->epoch = cr->epoch;
     t->ready = cr->primary_ready;
+    t->pid = 0;
+    t->pid_start = 0;
+    if (cr->primary >= 0) {
+        char id[160];
+        snprintf(id, sizeof(id), "%s/%s", cr->inst[cr->primary].tenant,
+                 cr->inst[cr->primary].name);
+        const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+        if (p && p->state == CTL_PROC_RUNNING && p->pid > 0) {
+            t->pid = p->pid;
+            t->pid_start = proc_start(p->pid);
+        }
+    }
 }
 
 void ctl_ha_view_publish(ctl_daemon_t *d)
@@ -236,7 +272,7 @@ void ctl_ha_view_publish(ctl_daemon_t *d)
     v->ncl = d->ncl;
     d->view = v;
     for (int c = 0; c < d->ncl; c++)
-        topo_fill(&topo[c], &d->crs[c]);
+        topo_fill(d, &topo[c], &d->crs[c]);
     if (!m) {
         free(topo);
         return;
@@ -281,7 +317,7 @@ static void mon_topo_update(ctl_daemon_t *d, const cluster_rt_t *cr)
         return;
     pthread_mutex_lock(&m->mu);
     if (d->view && m->topo_view == d->view && cr >= d->crs && cr < d->crs + d->ncl)
-        topo_fill(&m->topo[cr - d->crs], cr);
+        topo_fill(d, &m->topo[cr - d->crs], cr);
     m->changed = true;
     pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
@@ -384,6 +420,7 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
             mc->suspect = false;
             mc->reset = false;
             mc->seen_up = false;
+            mc->early_fenced = false;
         }
     }
     pthread_mutex_unlock(&m->mu);
@@ -443,6 +480,16 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
     bool wake = false;
     pthread_mutex_lock(&m->mu);
     mc->suspect = mc->det.failures > 0;
+    /* The control loop has not taken the request for a whole interval: it is blocked,
+     * most likely on a statement to this very server (a pass that began just before the
+     * hang). Kill the hung server now, which also unblocks that statement; the control
+     * loop then fences it through the supervisor (before its back-off restart) and
+     * promotes. The pid is checked with its start time, so a reused pid is never hit. */
+    bool early = v == HA_FAILED && auto_on && mc->req.pending && !mc->hold &&
+                 !mc->early_fenced && mc->req.epoch == t->epoch &&
+                 dbp_now_ms() - mc->req.detected_ms >= interval && t->pid > 0;
+    if (early)
+        mc->early_fenced = true;
     if (v == HA_FAILED && auto_on && !mc->req.pending && !mc->hold && !mc->reset &&
         mc->epoch == t->epoch) {
         rq->pending = true;
@@ -458,6 +505,12 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
     }
     pthread_mutex_unlock(&m->mu);
     free(rq);
+    if (early && t->pid_start && proc_start(t->pid) == t->pid_start) {
+        dbp_warn("ha_fence_early", "tenant=%s cluster=%s primary=%s pid=%d reason=\"control "
+                 "loop busy for an interval after the verdict\"",
+                 cr->res->tenant.v, cr->res->name.v, cr->inst[t->primary].name, (int)t->pid);
+        ctl_sup_kill_tree(t->pid);
+    }
     if (wake) {
         ssize_t w = write(m->wake_fd, "h", 1);
         (void)w; /* a full pipe already wakes the loop */
