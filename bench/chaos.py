@@ -446,6 +446,7 @@ class Harness:
         self.dir = tempfile.mkdtemp(prefix="dbplane-chaos-")
         os.chmod(self.dir, 0o755)
         self.pw = None
+        self.t_start = time.monotonic()
         self.acked = []          # (id, t) of acknowledged writes
         self.double_moments = 0  # prober rounds that found more than one writable server
         self.double_s = 0.0      # seconds those findings lasted (until the next round)
@@ -541,23 +542,22 @@ class Harness:
                     os.kill(p, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
-        # Unavailability: the longest gap between two consecutive acknowledgements around
-        # the fault (a write that hangs is as unavailable as one that fails).
+        # Unavailability: the longest gap between two consecutive acknowledgements from
+        # the last one before the fault until writes flow again after the cluster settled
+        # (a write that hangs is as unavailable as one that fails).
+        rejoined = self.sut.settled()
         end = time.monotonic() + 60
         while time.monotonic() < end:
             with self.lock:
-                if any(t > t0 for (_, t) in self.acked[-50:]) and \
-                        (self.sut.epoch() != epoch0 or kind == "kill9"):
+                if sum(1 for (_, t) in self.acked[-50:] if t > time.monotonic() - 1) >= 10:
                     break
             time.sleep(0.1)
-        time.sleep(1)
         with self.lock:
             before = [t for (_, t) in self.acked if t <= t0]
             times = before[-1:] + [t for (_, t) in self.acked if t0 < t <= t0 + 90]
         # From the last acknowledgement before the fault through every one after it.
         gaps = [b - a for a, b in zip(times, times[1:])]
         outage = max(gaps) if gaps else float("inf")
-        rejoined = self.sut.settled()
         return {"kind": kind, "outage_s": outage, "failover": self.sut.epoch() != epoch0,
                 "rejoined": rejoined}
 
@@ -576,7 +576,10 @@ class Harness:
                     raise
                 time.sleep(0.5)
         with self.lock:
-            return sum(1 for (n, _) in self.acked if n not in have)
+            missing = [(n, t) for (n, t) in self.acked if n not in have]
+        for n, t in missing[:10]:
+            print(f"lost: id {n} acknowledged at t={t - self.t_start:.2f}s", flush=True)
+        return len(missing)
 
 
 def main():
@@ -606,6 +609,8 @@ def main():
     lost = None
     try:
         for i in range(a.trials):
+            print(f"trial {i + 1}: {kinds[i % len(kinds)]} at t={time.monotonic() - h.t_start:.2f}s",
+                  flush=True)
             r = h.trial(kinds[i % len(kinds)])
             results.append(r)
             print(f"trial {i + 1}: {r['kind']:8s} outage {r['outage_s']:.2f}s "
