@@ -545,11 +545,14 @@ class Harness:
         # Unavailability: the longest gap between two consecutive acknowledgements from
         # the last one before the fault until writes flow again after the cluster settled
         # (a write that hangs is as unavailable as one that fails).
+        # Give the system time to notice the fault before asking whether it settled.
+        time.sleep(3)
         rejoined = self.sut.settled()
         end = time.monotonic() + 60
         while time.monotonic() < end:
             with self.lock:
-                if sum(1 for (_, t) in self.acked[-50:] if t > time.monotonic() - 1) >= 10:
+                now = time.monotonic()
+                if sum(1 for (_, t) in self.acked[-50:] if t > max(t0 + 0.2, now - 1)) >= 10:
                     break
             time.sleep(0.1)
         with self.lock:
