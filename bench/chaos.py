@@ -620,6 +620,9 @@ def main():
                   f"failover={r['failover']} rejoined={r['rejoined']}", flush=True)
             time.sleep(2)
         time.sleep(1)
+        h.stop = True  # the writer stops before the final read, or its last ids look lost
+        for t in threads:
+            t.join(5)
         lost = h.lost()
     finally:
         h.stop = True
