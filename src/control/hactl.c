@@ -188,7 +188,8 @@ struct ctl_hamon {
     mon_topo_t *topo;          /* latest topology per cluster of `latest_view` */
     int ntopo;
     ctl_view_t *topo_view;     /* the view `topo` is indexed by (no reference) */
-    mon_cluster_t *cl;         /* grows under mu; entries never move between locks */
+    mon_cluster_t **cl;        /* grows under mu (either thread); entries are allocated
+                                  one by one and never move or go away before stop */
     int ncl, capcl;
 };
 
@@ -219,8 +220,9 @@ static unsigned long long proc_start(pid_t pid)
     fclose(f);
     buf[n] = '\0';
     const char *p = strrchr(buf, ')');
-    /* After "pid (comm)": field 3 (state) is the first; 22 (starttime) the 20th. */
-    for (int field = 3; p && field < 22; field++)
+    /* After "pid (comm)" each field is preceded by one space: step to the space before
+     * field 3 (state), then on to the one before field 22 (starttime). */
+    for (int field = 3; p && field <= 22; field++)
         p = strchr(p + 1, ' ');
     return p ? strtoull(p + 1, NULL, 10) : 0;
 }
@@ -324,26 +326,29 @@ static void mon_topo_update(ctl_daemon_t *d, const cluster_rt_t *cr)
 }
 
 /* The monitor's entry for `key`, created when `create`; NULL when absent or out of
- * memory. Call with m->mu held; the array only grows under it. */
+ * memory. Call with m->mu held. An entry never moves, so the monitor thread keeps using
+ * its pointer after unlocking (only the fields documented as shared need the lock). */
 static mon_cluster_t *mon_cluster_locked(ctl_hamon_t *m, const char *key, bool create)
 {
     for (int i = 0; i < m->ncl; i++)
-        if (strcmp(m->cl[i].key, key) == 0)
-            return &m->cl[i];
+        if (strcmp(m->cl[i]->key, key) == 0)
+            return m->cl[i];
     if (!create)
         return NULL;
     if (m->ncl == m->capcl) {
         int ncap = m->capcl ? m->capcl * 2 : 8;
-        mon_cluster_t *n = realloc(m->cl, (size_t)ncap * sizeof(*n));
+        mon_cluster_t **n = realloc(m->cl, (size_t)ncap * sizeof(*n));
         if (!n)
             return NULL;
         m->cl = n;
         m->capcl = ncap;
     }
-    mon_cluster_t *c = &m->cl[m->ncl++];
-    memset(c, 0, sizeof(*c));
+    mon_cluster_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
     snprintf(c->key, sizeof(c->key), "%s", key);
     c->primary = -1;
+    m->cl[m->ncl++] = c;
     return c;
 }
 
@@ -426,7 +431,7 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
     pthread_mutex_unlock(&m->mu);
     if (!mc)
         return dbp_now_ms() + interval;
-    /* mc stays valid: only this thread grows the array. */
+    /* mc stays valid after unlocking: entries never move (mon_cluster_locked). */
     int64_t now = dbp_now_ms();
     if (hold)
         return now + interval;
@@ -616,6 +621,8 @@ void ctl_ha_stop(ctl_daemon_t *d)
         pthread_join(m->thread, NULL);
     view_unref_locked(m->latest);
     free(m->topo);
+    for (int i = 0; i < m->ncl; i++)
+        free(m->cl[i]);
     free(m->cl);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
