@@ -138,21 +138,21 @@ static ha_hooks_t hooks_for(ctl_daemon_t *d)
 /* The topology of one cluster as the monitor sees it: written by the control loop under
  * mon->mu (at publication and after every change), read by the monitor under mon->mu. */
 typedef struct mon_topo {
-    int primary;        /* index into the view's cluster instances; -1 unknown */
+    int primary; /* index into the view's cluster instances; -1 unknown */
     int64_t epoch;
-    bool ready;         /* the primary answered as a primary in the last pass */
-    pid_t pid;          /* the primary's server process when published; 0 unknown */
+    bool ready;                   /* the primary answered as a primary in the last pass */
+    pid_t pid;                    /* the primary's server process when published; 0 unknown */
     unsigned long long pid_start; /* its start time (/proc/PID/stat field 22, ticks) */
 } mon_topo_t;
 
 /* A failover the monitor asks the control loop to run. */
 typedef struct mon_request {
     bool pending;
-    int64_t epoch;                         /* topology the verdict was made on */
+    int64_t epoch; /* topology the verdict was made on */
     int primary;
-    int64_t first_failure_ms;              /* monotonic ms */
-    int64_t detected_ms;                   /* monotonic ms of the verdict */
-    int64_t last_ok_ms;                    /* monotonic ms of the last good probe; 0 none */
+    int64_t first_failure_ms; /* monotonic ms */
+    int64_t detected_ms;      /* monotonic ms of the verdict */
+    int64_t last_ok_ms;       /* monotonic ms of the last good probe; 0 none */
     int failures;
     uint64_t last_primary_pos;
     int nrep;
@@ -163,16 +163,16 @@ typedef struct mon_request {
 /* The monitor's state of one cluster. `det`, `next_ms`, `epoch`, `primary` belong to the
  * monitor thread alone; `suspect`, `hold`, `reset` and `req` are shared under mon->mu. */
 typedef struct mon_cluster {
-    char key[160];             /* tenant/cluster */
+    char key[160]; /* tenant/cluster */
     ha_detector_t det;
-    int64_t next_ms;           /* monotonic ms of the next probe round */
+    int64_t next_ms; /* monotonic ms of the next probe round */
     int64_t epoch;
     int primary;
-    bool seen_up;              /* the primary answered as such at this epoch */
-    bool early_fenced;         /* the monitor killed the hung primary itself (once) */
-    bool suspect;              /* det.failures > 0 */
-    bool hold;                 /* a switchover runs: do not probe */
-    bool reset;                /* forget the failures counted so far */
+    bool seen_up;      /* the primary answered as such at this epoch */
+    bool early_fenced; /* the monitor killed the hung primary itself (once) */
+    bool suspect;      /* det.failures > 0 */
+    bool hold;         /* a switchover runs: do not probe */
+    bool reset;        /* forget the failures counted so far */
     mon_request_t req;
 } mon_cluster_t;
 
@@ -180,16 +180,16 @@ struct ctl_hamon {
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
-    pthread_cond_t cv;         /* new view or topology, or stop */
+    pthread_cond_t cv; /* new view or topology, or stop */
     bool stop;
     bool changed;
-    int wake_fd;               /* the control loop's self-pipe (write end) */
-    ctl_view_t *latest;        /* published and not yet taken (holds a reference) */
-    mon_topo_t *topo;          /* latest topology per cluster of `latest_view` */
+    int wake_fd;        /* the control loop's self-pipe (write end) */
+    ctl_view_t *latest; /* published and not yet taken (holds a reference) */
+    mon_topo_t *topo;   /* latest topology per cluster of `latest_view` */
     int ntopo;
-    ctl_view_t *topo_view;     /* the view `topo` is indexed by (no reference) */
-    mon_cluster_t **cl;        /* grows under mu (either thread); entries are allocated
-                                  one by one and never move or go away before stop */
+    ctl_view_t *topo_view; /* the view `topo` is indexed by (no reference) */
+    mon_cluster_t **cl;    /* grows under mu (either thread); entries are allocated
+                              one by one and never move or go away before stop */
     int ncl, capcl;
 };
 
@@ -236,8 +236,7 @@ static void topo_fill(ctl_daemon_t *d, mon_topo_t *t, const cluster_rt_t *cr)
     t->pid_start = 0;
     if (cr->primary >= 0) {
         char id[160];
-        snprintf(id, sizeof(id), "%s/%s", cr->inst[cr->primary].tenant,
-                 cr->inst[cr->primary].name);
+        snprintf(id, sizeof(id), "%s/%s", cr->inst[cr->primary].tenant, cr->inst[cr->primary].name);
         const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
         if (p && p->state == CTL_PROC_RUNNING && p->pid > 0) {
             t->pid = p->pid;
@@ -439,8 +438,8 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
         return mc->next_ms;
     /* Keep the cadence: the next round is one interval after this one was due, not after
      * it finished (a round that waited on a hung server does not push the next one). */
-    mc->next_ms = mc->next_ms && now - mc->next_ms < interval ? mc->next_ms + interval
-                                                              : now + interval;
+    mc->next_ms =
+        mc->next_ms && now - mc->next_ms < interval ? mc->next_ms + interval : now + interval;
     /* Only a primary that has been up (the monitor or a pass saw it answer as the
      * primary at this epoch): the reconciler handles bootstrap and promotion. While the
      * monitor does not watch, the pass must probe the primary itself. */
@@ -479,8 +478,8 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
     ha_verdict_t v = ha_detect(&mc->det, failcount, &pp, rq->rep, rq->nrep, dbp_now_ms());
     if (v != HA_HEALTHY)
         dbp_info("ha_probe", "tenant=%s cluster=%s primary=%s verdict=%s failures=%d",
-                 cr->res->tenant.v, cr->res->name.v, cr->inst[t->primary].name,
-                 ha_verdict_str(v), mc->det.failures);
+                 cr->res->tenant.v, cr->res->name.v, cr->inst[t->primary].name, ha_verdict_str(v),
+                 mc->det.failures);
     bool auto_on = !pol->auto_.set || pol->auto_.v;
     bool wake = false;
     pthread_mutex_lock(&m->mu);
@@ -490,9 +489,9 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
      * hang). Kill the hung server now, which also unblocks that statement; the control
      * loop then fences it through the supervisor (before its back-off restart) and
      * promotes. The pid is checked with its start time, so a reused pid is never hit. */
-    bool early = v == HA_FAILED && auto_on && mc->req.pending && !mc->hold &&
-                 !mc->early_fenced && mc->req.epoch == t->epoch &&
-                 dbp_now_ms() - mc->req.detected_ms >= interval && t->pid > 0;
+    bool early = v == HA_FAILED && auto_on && mc->req.pending && !mc->hold && !mc->early_fenced &&
+                 mc->req.epoch == t->epoch && dbp_now_ms() - mc->req.detected_ms >= interval &&
+                 t->pid > 0;
     if (early)
         mc->early_fenced = true;
     if (v == HA_FAILED && auto_on && !mc->req.pending && !mc->hold && !mc->reset &&
@@ -511,7 +510,8 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
     pthread_mutex_unlock(&m->mu);
     free(rq);
     if (early && t->pid_start && proc_start(t->pid) == t->pid_start) {
-        dbp_warn("ha_fence_early", "tenant=%s cluster=%s primary=%s pid=%d reason=\"control "
+        dbp_warn("ha_fence_early",
+                 "tenant=%s cluster=%s primary=%s pid=%d reason=\"control "
                  "loop busy for an interval after the verdict\"",
                  cr->res->tenant.v, cr->res->name.v, cr->inst[t->primary].name, (int)t->pid);
         ctl_sup_kill_tree(t->pid);
@@ -872,7 +872,8 @@ void ctl_ha_tick(ctl_daemon_t *d)
         /* The verdict is about the topology the monitor saw; a change since (a
          * switchover, a pass that re-read the store) makes it stale. */
         ctl_ha_state_t *hs = ha_state(d, cr->res->tenant.v, cr->res->name.v);
-        bool auto_on = !cr->res->u.cluster.failover.auto_.set || cr->res->u.cluster.failover.auto_.v;
+        bool auto_on =
+            !cr->res->u.cluster.failover.auto_.set || cr->res->u.cluster.failover.auto_.v;
         if (hs && auto_on && cr->ops && cr->ops->promote && rq->epoch == cr->epoch &&
             rq->primary == cr->primary)
             failover_now(d, cr, hs, rq);

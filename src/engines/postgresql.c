@@ -501,7 +501,8 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
  * postgresql.auto.conf, which overrides the rendered file); once one streams again, the
  * override is removed and commits wait for a replica again. The trade-off: a write
  * acknowledged in that window exists on the primary alone until the replica catches up.
- * Runs on the primary (after a promotion, and every pass from ensure_internal). Returns 1 when it changed the setting, 0 when not, or a DBP_E* code. */
+ * Runs on the primary (after a promotion, and every pass from ensure_internal). Returns 1 when it
+ * changed the setting, 0 when not, or a DBP_E* code. */
 static int pg_sync_fallback(PGconn *conn, const engine_instance_t *in, dbp_err_t *err)
 {
     const spec_cluster_t *c = in->spec;

@@ -930,9 +930,12 @@ static int rd_render_conf(const engine_instance_t *in, const engine_instance_t *
      * 2; the primary pings every second so an idle but healthy link never times out. */
     const spec_failover_t *fo = &in->spec->failover;
     int64_t fc = fo->failcount.v > 0 ? fo->failcount.v : 3;
-    int64_t rt = ((fo->interval.ms > 0 ? fo->interval.ms : 1000) * (fc > 1 ? fc - 1 : 1) + 999) / 1000;
+    int64_t rt =
+        ((fo->interval.ms > 0 ? fo->interval.ms : 1000) * (fc > 1 ? fc - 1 : 1) + 999) / 1000;
     dbp_sb_printf(sb, "repl-ping-replica-period 1\nrepl-timeout %lld\n",
-                  (long long)(rt < 2 ? 2 : rt > 60 ? 60 : rt));
+                  (long long)(rt < 2    ? 2
+                              : rt > 60 ? 60
+                                        : rt));
     for (int i = 0; i < cf->n; i++) {
         dbp_sb_printf(sb, "%s ", cf->kv[i].key);
         sb_value(sb, cf->kv[i].value);
