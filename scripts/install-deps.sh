@@ -15,6 +15,8 @@ PKGS=(
   mariadb-backup redis-server redis-tools pgbouncer
   # backups: pgBackRest is the benchmark anchor; nodejs/npm install the S3 test server
   pgbackrest nodejs
+  # HA bench anchor only (bench/chaos.sh redis-sentinel): Redis Sentinel + HAProxy
+  redis-sentinel haproxy
   # test clients
   python3-pytest python3-psycopg python3-pymysql python3-redis sysbench
   sqlite3 procps psmisc

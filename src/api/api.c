@@ -139,6 +139,18 @@ static int cluster_cb(const store_resource_t *r, void *ud)
                           "instances", ic.arr, "state", r->state ? r->state : "pending",
                           "message", r->message ? r->message : "");
     json_decref(doc);
+    /* Failover timing from the HA monitor (since the daemon started); null when none. */
+    ctl_ha_metrics_t hm;
+    if (c && ctl_ha_metrics_get(r->tenant, r->name, &hm))
+        json_object_set_new(c, "failover",
+                            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "failovers",
+                                      (json_int_t)hm.failovers, "last_at_ms",
+                                      (json_int_t)hm.last_wall_ms, "epoch", (json_int_t)hm.epoch,
+                                      "detection_ms", (json_int_t)hm.detection_ms, "promotion_ms",
+                                      (json_int_t)hm.promotion_ms, "unavailability_ms",
+                                      (json_int_t)hm.unavailability_ms));
+    else if (c)
+        json_object_set_new(c, "failover", json_null());
     if (c)
         json_array_append_new(x->clusters, c);
     return 0;

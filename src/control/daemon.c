@@ -283,11 +283,16 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
                     "stops them\n",
             d.data_dir);
 
+    /* The HA monitor probes on its own thread; failovers it asks for run below. */
+    if ((rc = ctl_ha_start(&d, d.wake[1]))) {
+        dbp_err_set(err, rc, "start the HA monitor thread");
+        goto out;
+    }
     int64_t next_pass = 0;
     while (!g_stop) {
         ctl_sup_poll(&d.sup);
         run_command(&d);
-        int ha_wait = ctl_ha_tick(&d);
+        ctl_ha_tick(&d);
         int64_t now = dbp_now_ms();
         if (now >= next_pass || d.pass_requested) {
             d.pass_requested = false;
@@ -299,8 +304,6 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
         int64_t wait = next_pass - dbp_now_ms();
         if (wait < 0)
             wait = 0;
-        if (wait > ha_wait)
-            wait = ha_wait;
         if (wait > 1000)
             wait = 1000;
         struct pollfd pfd = {.fd = d.wake[0], .events = POLLIN};
@@ -321,6 +324,7 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     /* Clients first: the proxy closes its connections, then the servers stop. */
     api_stop(api);
     api = NULL;
+    ctl_ha_stop(&d);
     proxy_stop(d.proxy);
     d.proxy = NULL;
     ctl_scheduler_stop(&sched, 30000);
@@ -334,6 +338,7 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
     rc = 0;
 out:
     api_stop(api);
+    ctl_ha_stop(&d);
     proxy_stop(d.proxy);
     d.proxy = NULL;
     g_wake_wr = -1;

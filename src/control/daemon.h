@@ -11,6 +11,7 @@
 #define DBP_CONTROL_DAEMON_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -37,6 +38,24 @@ int ctl_up(const ctl_options_t *opts, dbp_err_t *err) __attribute__((warn_unused
  * timings. Thread-safe; requests are served one at a time. */
 int ctl_submit_switch(const char *tenant, const char *cluster, const char *to, bool force,
                       json_t **result, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Failover timing of one cluster, as the HA monitor measured it (control/hactl.c). */
+typedef struct ctl_ha_metrics {
+    int64_t failovers;         /* automatic failovers completed since the daemon started */
+    int64_t last_wall_ms;      /* wall-clock ms (Unix epoch) the last one completed */
+    int64_t epoch;             /* topology epoch it created */
+    int64_t detection_ms;      /* first failed probe of the old primary to the verdict */
+    int64_t promotion_ms;      /* verdict to the new primary accepting writes (waiting for
+                                  the control loop, fence, epoch, promote) */
+    int64_t unavailability_ms; /* last good probe of the old primary to the new primary
+                                  accepting writes: an upper bound of the write outage as
+                                  the monitor saw it (clients add their reconnect) */
+} ctl_ha_metrics_t;
+
+/* Copies the failover timing of tenant/cluster into *out. Returns false (and zeroes
+ * *out) when no failover happened since the daemon started. Thread-safe (the API thread
+ * calls it for the status JSON). */
+bool ctl_ha_metrics_get(const char *tenant, const char *cluster, ctl_ha_metrics_t *out);
 
 /* Paths derived from a data dir; each buffer holds at least PATH_MAX bytes. */
 int ctl_paths(const char *data_dir, char *store_path, char *api_sock, dbp_err_t *err)

@@ -311,17 +311,6 @@ static int instance_run(ctl_daemon_t *d, cluster_rt_t *cr, int i, const engine_i
     return ctl_sup_ensure(&d->sup, id, argv, in->log_path, &d->runas, cr->ops->stop_signal, err);
 }
 
-/* True when the HA monitor currently counts failures of this cluster's primary. */
-static bool ha_suspect(ctl_daemon_t *d, const cluster_rt_t *cr)
-{
-    char key[160];
-    snprintf(key, sizeof(key), "%s/%s", cr->res->tenant.v, cr->res->name.v);
-    for (int i = 0; i < d->nha; i++)
-        if (strcmp(d->ha[i].key, key) == 0)
-            return d->ha[i].det.failures > 0;
-    return false;
-}
-
 static void instance_observe(ctl_daemon_t *d, cluster_rt_t *cr, int i)
 {
     engine_instance_t *in = &cr->inst[i];
@@ -331,7 +320,7 @@ static void instance_observe(ctl_daemon_t *d, cluster_rt_t *cr, int i)
     memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
     /* While the HA monitor suspects the primary, the pass does not wait on it too: the
      * monitor's own probes must keep their cadence. */
-    if (i == cr->primary && ha_suspect(d, cr))
+    if (i == cr->primary && ctl_ha_suspect(d, cr->res->tenant.v, cr->res->name.v))
         return;
     if (p && p->state == CTL_PROC_RUNNING) {
         dbp_err_t err;
@@ -458,6 +447,10 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
 
     /* The primary first. */
     engine_instance_t *P = &cr->inst[cr->primary];
+    if (ctl_ha_primary_held(d, c->tenant.v, c->name.v)) {
+        snprintf(msg, len, "primary %s crashed; failing over to a replica", P->name);
+        return "pending";
+    }
     if (!cr->ops->is_initialized(P) && cr->restore && !cr->restore_done) {
         /* A Restore makes this cluster: its primary comes from the backup. */
         const char *st = ctl_restore_primary(d, cr, P, msg, len);
@@ -840,21 +833,23 @@ static void reconcile_sql_job(ctl_daemon_t *d, desired_t *des, size_t idx, clust
 
 /* ---- the pass ----------------------------------------------------------------------- */
 
-/* Frees what the previous pass kept for the HA monitor. */
+void ctl_pass_results_free(desired_t *des, cluster_rt_t *crs, int ncl)
+{
+    for (int i = 0; i < ncl; i++) {
+        secrets_free_value(crs[i].admin_password);
+        secrets_free_value(crs[i].repl_password);
+    }
+    free(crs);
+    if (des) {
+        desired_free(des);
+        free(des);
+    }
+}
+
+/* Drops this thread's reference to what the previous pass kept for the HA monitor. */
 static void pass_results_free(ctl_daemon_t *d)
 {
-    for (int i = 0; i < d->ncl; i++) {
-        secrets_free_value(d->crs[i].admin_password);
-        secrets_free_value(d->crs[i].repl_password);
-    }
-    free(d->crs);
-    d->crs = NULL;
-    d->ncl = 0;
-    if (d->des) {
-        desired_free(d->des);
-        free(d->des);
-        d->des = NULL;
-    }
+    ctl_ha_view_drop(d);
 }
 
 void ctl_reconcile_pass(ctl_daemon_t *d)
@@ -964,13 +959,10 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         *d->des = des;
         d->crs = crs;
         d->ncl = ncl;
+        ctl_ha_view_publish(d);
         ctl_proxy_sync(d);
     } else {
-        for (int i = 0; i < ncl; i++) {
-            secrets_free_value(crs[i].admin_password);
-            secrets_free_value(crs[i].repl_password);
-        }
-        free(crs);
+        ctl_pass_results_free(NULL, crs, ncl);
         desired_free(&des);
     }
 }
@@ -1022,6 +1014,7 @@ void ctl_on_process_event(void *ud, const ctl_proc_t *p, const char *reason, con
     if (store_add_event(d->store, tenant, "Instance", inst, type, reason, msg, &err) != 0)
         dbp_warn("event_write_failed", "error=%s", dbp_log_q(err.msg));
     if (strcmp(reason, "InstanceExited") == 0) {
+        ctl_ha_on_exit(d, p->id);
         /* The cluster is not ready until a pass has seen the server back: `dbplane wait`
          * must not return on the status from before the crash. Instances are named
          * "<cluster>-<ordinal>". */

@@ -62,16 +62,37 @@ typedef struct cluster_rt {
     char *repl_password;
 } cluster_rt_t;
 
-/* HA state of one cluster, kept across passes (keyed by tenant/cluster). */
+/* What the control loop remembers about one cluster's failovers, kept across passes
+ * (keyed by tenant/cluster). Owned by the control loop's thread; detection state lives
+ * in the HA monitor thread (control/hactl.c). */
 typedef struct ctl_ha_state {
     char key[160];
-    ha_detector_t det;
-    int64_t next_check_ms;   /* monotonic ms of the next HA probe */
     bool reported_no_candidate;
-    int64_t failovers;       /* completed failovers */
+    int64_t failovers;       /* completed automatic failovers */
     ha_timing_t last;        /* timing of the last failover/switchover */
     int64_t last_detect_ms;  /* failure detection time of the last failover (ms) */
+    /* For engines with failover_on_crash (Redis): the topology's primary by name, and a
+     * crash of it that a failover must answer (the supervisor does not restart it). */
+    char primary[96];
+    bool crash_watch;        /* the cluster's engine fails over on a crash, n >= 2 */
+    bool crash_pending;
+    int64_t crash_ms;        /* monotonic ms the crash was seen */
 } ctl_ha_state_t;
+
+/* One reconcile pass's results, shared read-only by the control loop and the HA monitor
+ * thread: the desired set (the specs instances point into) and the clusters (instances,
+ * credentials). Nothing in it changes after ctl_ha_view_publish, except cr->primary,
+ * cr->epoch and cr->primary_ready, which only the control loop reads; the monitor reads
+ * the topology from its own table instead. Reference-counted under the monitor's mutex;
+ * freed by whichever thread drops the last reference. */
+typedef struct ctl_view {
+    int refs;
+    struct desired *des;
+    struct cluster_rt *crs;
+    int ncl;
+} ctl_view_t;
+
+typedef struct ctl_hamon ctl_hamon_t; /* the HA monitor thread (control/hactl.c) */
 
 /* The daemon's state, owned by the control loop's thread. */
 typedef struct ctl_daemon {
@@ -92,8 +113,10 @@ typedef struct ctl_daemon {
     desired_t *des;          /* the last pass's desired state, kept until the next pass */
     cluster_rt_t *crs;       /* the last pass's clusters (instances, probes) */
     int ncl;
-    ctl_ha_state_t *ha;      /* per-cluster HA state */
+    ctl_ha_state_t *ha;      /* per-cluster failover records */
     int nha, capha;
+    ctl_view_t *view;        /* this thread's reference to the last pass's results */
+    ctl_hamon_t *mon;        /* the HA monitor thread; NULL before ctl_ha_start */
     proxy_t *proxy;          /* the proxy for clusters with spec.proxy (may be NULL) */
     unsigned char proxy_digest[32]; /* SHA-256 of the last snapshot pushed */
     bool proxy_synced;
@@ -181,11 +204,42 @@ void ctl_shutdown(ctl_daemon_t *d);
  * initialised daemon. */
 void ctl_daemon_free(ctl_daemon_t *d);
 
-/* The HA monitor (control/hactl.c): probes each cluster's primary at its
- * failover.interval, and fails over when ha_detect says so and failover.auto is on.
- * Call from the control loop as often as it likes; it returns at once when nothing is
- * due. Returns the milliseconds until it next wants to run. */
-int ctl_ha_tick(ctl_daemon_t *d);
+/* Frees one pass's results (desired set, clusters and their credentials). */
+void ctl_pass_results_free(struct desired *des, struct cluster_rt *crs, int ncl);
+
+/* Starts the HA monitor thread (control/hactl.c): it probes each cluster's primary at its
+ * failover.interval with its own connections and time-outs, independently of the
+ * reconcile pass, and asks the control loop (a byte 'h' on `wake_fd`) to fail over when
+ * ha_detect says so. Returns 0 or DBP_ENOMEM/DBP_EIO. */
+int ctl_ha_start(ctl_daemon_t *d, int wake_fd) __attribute__((warn_unused_result));
+
+/* Stops and joins the monitor thread and drops its view; safe when never started. */
+void ctl_ha_stop(ctl_daemon_t *d);
+
+/* Hands the pass's results (d->des, d->crs, d->ncl) to the monitor as a new view; the
+ * control loop keeps one reference in d->view. Call at the end of a pass. */
+void ctl_ha_view_publish(ctl_daemon_t *d);
+
+/* Drops the control loop's reference to the last view and clears d->des, d->crs. */
+void ctl_ha_view_drop(ctl_daemon_t *d);
+
+/* True while the monitor counts failures of the cluster's primary (the pass then leaves
+ * the primary's probing to the monitor). Thread-safe. */
+bool ctl_ha_suspect(ctl_daemon_t *d, const char *tenant, const char *cluster);
+
+/* Supervisor callback path (control loop's thread): `id` ("tenant/instance") exited on
+ * its own. When it is the primary of a cluster whose engine fails over on a crash, the
+ * supervisor is told not to restart it and ctl_ha_tick fails over. */
+void ctl_ha_on_exit(ctl_daemon_t *d, const char *id);
+
+/* True when the pass must not start the cluster's primary: it crashed and a failover is
+ * pending (a restart in place would come back without its data). */
+bool ctl_ha_primary_held(ctl_daemon_t *d, const char *tenant, const char *cluster);
+
+/* On the control loop's thread: runs the failovers the monitor asked for, after checking
+ * that the topology is still the one the monitor judged (same epoch and primary). Returns
+ * at once when none is pending. */
+void ctl_ha_tick(ctl_daemon_t *d);
 
 /* Planned switchover (`dbplane switchover`) or forced failover (`dbplane failover --to`)
  * of a cluster, run on the control loop's thread. `to` may be NULL (best replica). */

@@ -192,7 +192,7 @@ int ctl_sup_signal(ctl_sup_t *sup, const char *id, int sig)
 /* SIGKILLs pid's process group and every direct child of pid: servers like PostgreSQL
  * put each child in its own session, so the group alone does not reach them. Stopped
  * (SIGSTOPped) processes die too. */
-static void kill_tree(pid_t pid)
+void ctl_sup_kill_tree(pid_t pid)
 {
     kill(-pid, SIGKILL);
     kill(pid, SIGKILL);
@@ -254,7 +254,7 @@ void ctl_sup_stop_ids(ctl_sup_t *sup, const char *const *ids, int grace_ms)
                 if (p && p->state == CTL_PROC_STOPPING && p->pid > 0) {
                     dbp_warn("process_kill", "id=%s pid=%d grace_ms=%d", p->id, (int)p->pid,
                              grace_ms);
-                    kill_tree(p->pid);
+                    ctl_sup_kill_tree(p->pid);
                 }
             }
             killed = true;

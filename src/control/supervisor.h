@@ -88,4 +88,9 @@ void ctl_sup_stop_all(ctl_sup_t *sup, int grace_ms);
 /* "stopped", "running", "backoff", "stopping". */
 const char *ctl_proc_state_str(ctl_proc_state_t s);
 
+/* SIGKILLs process `pid`, its process group and its direct children (PostgreSQL's
+ * backends, each in its own session). Touches no supervisor state: safe from any thread;
+ * the supervisor notices the exit at its next poll. */
+void ctl_sup_kill_tree(pid_t pid);
+
 #endif

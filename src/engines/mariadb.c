@@ -400,6 +400,18 @@ static void mdb_apply_running(const engine_instance_t *in)
 static int mdb_follow(const engine_instance_t *in, const engine_instance_t *primary,
                       dbp_err_t *err);
 
+/* slave_net_timeout in seconds: a replica must notice a hung primary about when the HA
+ * monitor's failcount runs out (the monitor fails over only once no replica still sees the
+ * primary, see ha/): (failcount - 1) x interval, 2 .. 10 s. The primary's heartbeat
+ * (MASTER_HEARTBEAT_PERIOD) defaults to half of it, so an idle link stays up. */
+static int64_t mdb_net_timeout_s(const spec_cluster_t *c)
+{
+    int64_t fc = c->failover.failcount.v > 0 ? c->failover.failcount.v : 3;
+    int64_t s = ((c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000) *
+                     (fc > 1 ? fc - 1 : 1) + 999) / 1000;
+    return s < 2 ? 2 : s > 10 ? 10 : s;
+}
+
 static int mdb_render_config(const engine_instance_t *in, const engine_instance_t *primary,
                              dbp_err_t *err)
 {
@@ -427,10 +439,10 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
     dbp_sb_printf(&cnf,
               "log_bin = mariadb-bin\nrelay_log = relay-bin\nrelay_log_recovery = ON\n"
               "binlog_format = ROW\nlog_slave_updates = ON\ngtid_strict_mode = %s\n"
-              "sync_binlog = 1\nslave_net_timeout = 10\n"
+              "sync_binlog = 1\nslave_net_timeout = %lld\n"
               "report_host = %s\nreport_port = %d\n"
               "character_set_server = utf8mb4\n",
-              strict ? "ON" : "OFF", in->name, in->port);
+              strict ? "ON" : "OFF", (long long)mdb_net_timeout_s(c), in->name, in->port);
     if (primary)
         dbp_sb_printf(&cnf,
                   "# A replica of %s: writable by dbplane's admin account only.\n"

@@ -199,8 +199,8 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     int64_t fc = c->failover.failcount.v > 0 ? c->failover.failcount.v : 3;
     int64_t detect_ms = (c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000) *
                         (fc > 1 ? fc - 1 : 1);
-    if (detect_ms < 1000)
-        detect_ms = 1000;
+    if (detect_ms < 500)
+        detect_ms = 500;
     if (detect_ms > 10000)
         detect_ms = 10000;
     dbp_sb_printf(&conf, "wal_receiver_timeout = '%lldms'\n", (long long)detect_ms);
@@ -527,6 +527,48 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
     return 0;
 }
 
+/* Sync mode without a synchronous replica (Patroni's non-strict synchronous mode): after
+ * a failover in a 2-instance cluster the new primary has no replica until the old one
+ * rejoins, and with synchronous_standby_names set every commit would wait for it. While no
+ * replica streams, the primary runs with synchronous_standby_names = '' (ALTER SYSTEM, in
+ * postgresql.auto.conf, which overrides the rendered file); once one streams again, the
+ * override is removed and commits wait for a replica again. The trade-off: a write
+ * acknowledged in that window exists on the primary alone until the replica catches up.
+ * Runs on the primary (after a promotion, and every pass from ensure_internal). Returns 1 when it
+ * changed the setting, 0 when not, or a DBP_E* code. */
+static int pg_sync_fallback(PGconn *conn, const engine_instance_t *in, dbp_err_t *err)
+{
+    const spec_cluster_t *c = in->spec;
+    if (c->replication.mode != SPEC_REPL_SYNC && c->replication.mode != SPEC_REPL_SEMI_SYNC)
+        return 0;
+    PGresult *r = engine_pg_exec(conn,
+                                 "SELECT current_setting('synchronous_standby_names') <> '',"
+                                 " EXISTS (SELECT 1 FROM pg_stat_replication"
+                                 "         WHERE state = 'streaming')",
+                                 0, NULL, err);
+    if (!r)
+        return DBP_EENGINE;
+    bool sync_on = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    bool streaming = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    PQclear(r);
+    const char *sql = NULL;
+    if (sync_on && !streaming)
+        sql = "ALTER SYSTEM SET synchronous_standby_names = ''";
+    else if (!sync_on && streaming)
+        sql = "ALTER SYSTEM RESET synchronous_standby_names";
+    if (!sql)
+        return 0;
+    int rc = pg_cmd(conn, sql, err);
+    if (rc == 0)
+        rc = pg_cmd(conn, "SELECT pg_reload_conf()", err);
+    if (rc)
+        return rc;
+    dbp_warn("pg_sync_mode", "instance=%s synchronous=%s reason=%s", in->name,
+             streaming ? "on" : "off",
+             streaming ? "a replica streams again" : "no replica streams (non-strict)");
+    return 1;
+}
+
 static int pg_ensure_internal(const engine_instance_t *primary, const engine_instance_t *replicas,
                               int nreplicas, dbp_err_t *err)
 {
@@ -571,7 +613,11 @@ static int pg_ensure_internal(const engine_instance_t *primary, const engine_ins
             changed = 1;
         }
     }
-    rc = changed;
+    /* Sync mode: back to synchronous once a replica streams (see pg_sync_fallback). */
+    rc = pg_sync_fallback(conn, primary, err);
+    if (rc < 0)
+        goto out;
+    rc = changed | rc;
 out:
     PQfinish(conn);
     return rc;
@@ -913,15 +959,34 @@ static int pg_promote(const engine_instance_t *in, dbp_err_t *err)
     PGconn *conn = engine_pg_connect(in, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
-    /* pg_promote(wait => true, wait_seconds => 60): returns once the server accepts
-     * writes (PostgreSQL 12+). */
-    PGresult *r = engine_pg_exec(conn, "SELECT pg_promote(true, 60)", 0, NULL, err);
-    int rc = 0;
-    if (!r)
-        rc = DBP_EENGINE;
-    else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
-        rc = dbp_err_set(err, DBP_EENGINE, "pg_promote did not finish within 60 s");
+    /* pg_promote(wait => false), then poll pg_is_in_recovery() every 10 ms for up to 60 s:
+     * pg_promote's own wait polls every 100 ms, which a failover would pay for. */
+    PGresult *r = engine_pg_exec(conn, "SELECT pg_promote(false)", 0, NULL, err);
+    int rc = r ? 0 : DBP_EENGINE;
     PQclear(r);
+    int64_t deadline = dbp_now_ms() + 60000;
+    while (rc == 0) {
+        r = engine_pg_exec(conn, "SELECT pg_is_in_recovery()", 0, NULL, err);
+        if (!r) {
+            rc = DBP_EENGINE;
+            break;
+        }
+        bool recovering = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (!recovering)
+            break;
+        if (dbp_now_ms() > deadline) {
+            rc = dbp_err_set(err, DBP_EENGINE, "%s was still in recovery 60 s after pg_promote",
+                             in->name);
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* Sync mode: a new primary with no streaming replica (its old primary is fenced)
+     * takes writes at once instead of waiting for the rejoin (pg_sync_fallback). */
+    if (rc == 0 && pg_sync_fallback(conn, in, err) < 0)
+        dbp_warn("pg_sync_fallback_failed", "instance=%s error=%s", in->name, dbp_log_q(err->msg));
     PQfinish(conn);
     return rc;
 }

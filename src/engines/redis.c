@@ -916,6 +916,18 @@ static int rd_render_conf(const engine_instance_t *in, const engine_instance_t *
         dbp_sb_printf(sb, "replicaof %s %d\nmasteruser " RD_REPL_USER "\nreplica-read-only yes\n",
                   primary->host, primary->port);
     }
+    /* A replica must notice a hung primary about when the HA monitor's failcount runs out
+     * (the monitor fails over only once no replica sees the primary's stream, see ha/):
+     * repl-timeout = (failcount - 1) x interval in whole seconds (Redis's unit), at least
+     * 2; the primary pings every second so an idle but healthy link never times out. */
+    const spec_failover_t *fo = &in->spec->failover;
+    int64_t fc = fo->failcount.v > 0 ? fo->failcount.v : 3;
+    int64_t rt =
+        ((fo->interval.ms > 0 ? fo->interval.ms : 1000) * (fc > 1 ? fc - 1 : 1) + 999) / 1000;
+    dbp_sb_printf(sb, "repl-ping-replica-period 1\nrepl-timeout %lld\n",
+                  (long long)(rt < 2    ? 2
+                              : rt > 60 ? 60
+                                        : rt));
     for (int i = 0; i < cf->n; i++) {
         dbp_sb_printf(sb, "%s ", cf->kv[i].key);
         sb_value(sb, cf->kv[i].value);
@@ -1480,4 +1492,5 @@ const engine_ops_t engine_redis = {
     .drop_user = rd_drop_user,
     .promote = rd_promote,
     .rejoin = rd_rejoin,
+    .failover_on_crash = true,
 };

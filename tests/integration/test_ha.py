@@ -1,12 +1,16 @@
-"""High availability on PostgreSQL: failover of a hung primary, switchover, forced
-failover, and the rejoin of the old primary — never two writable primaries."""
+"""High availability: failover of a hung PostgreSQL primary, switchover, forced failover,
+the rejoin of the old primary, failover timing in the status; a crashed Redis primary
+(no persistence) replaced by its replica instead of coming back empty — never two writable
+primaries."""
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import psycopg
 import pytest
+import redis
 
 from conftest import pg_dsn, wait_until
 
@@ -121,6 +125,14 @@ def test_hung_primary_fails_over_and_rejoins(ha):
     assert took < 15, f"failover took {took:.1f}s"
     wait_until(lambda: any(e["reason"] == "FailoverCompleted" for e in d.events()), timeout=60,
                what="the promotion to complete")
+    # The timing is published in the status (since the daemon started).
+    fo = wait_until(lambda: d.cluster("pg-ha").get("failover"), timeout=30,
+                    what="failover timing in the status")
+    assert fo["failovers"] == 1 and fo["epoch"] == 2
+    # failcount 3 at 500 ms: two intervals between the first failed probe and the verdict.
+    assert 900 <= fo["detection_ms"] <= 15000, fo
+    assert 0 <= fo["promotion_ms"] <= 15000, fo
+    assert fo["unavailability_ms"] >= fo["detection_ms"], fo
     assert "Fenced" in [e["reason"] for e in d.events()]
     # The new primary takes writes; acknowledged data from before survived.
     new = next(i for i in c["instances"] if i["name"] == "pg-ha-1")
@@ -199,3 +211,62 @@ def test_replica_promoted_by_hand_is_fenced_and_rejoins(ha):
             what="the rewound replica to follow the primary")
     assert rows == ["before", "after"], "the rogue write must be gone from the rewound replica"
     assert not writable(d, rep)
+
+
+REDIS_SPEC = """\
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: rd-ha}
+spec:
+  engine: redis
+  version: "7"
+  instances: 2
+  memory: 64Mi
+  redis: {class: cache}
+  failover: {auto: true, interval: 500ms, failcount: 3}
+---
+apiVersion: dbplane/v1
+kind: User
+metadata: {name: app}
+spec: {cluster: rd-ha, username: app, passwordSecretKeyRef: {name: app-pw, key: password}}
+"""
+
+
+def listener_pid(port):
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
+                         text=True, timeout=10).stdout
+    return int(out.split("pid=")[1].split(",")[0])
+
+
+def test_redis_crashed_primary_is_replaced_not_restarted_empty(daemon, tmp_path):
+    """The issue's Sentinel failure: a cache-class Redis (no persistence) primary killed
+    with -9 must not come back as an empty master that its replica then copies. dbplane
+    promotes the replica and the old primary returns as its replica."""
+    spec = tmp_path / "rd.yaml"
+    spec.write_text(REDIS_SPEC)
+    d = daemon.start(spec)
+    pw = d.secret("app-pw", "password")
+    c0 = d.cluster("rd-ha")
+    prim = next(i for i in c0["instances"] if i["name"] == c0["primary"])
+    r = redis.Redis(host=prim["host"], port=prim["port"], username="app", password=pw)
+    for k in range(200):
+        r.sadd("keep", k)
+    repl = next(i for i in c0["instances"] if i["name"] != c0["primary"])
+    rr = redis.Redis(host=repl["host"], port=repl["port"], username="app", password=pw)
+    wait_until(lambda: rr.scard("keep") == 200, timeout=30, what="the replica to have the keys")
+    os.kill(listener_pid(prim["port"]), signal.SIGKILL)
+    c = wait_until(lambda: (lambda c: c if c["epoch"] == 2 else None)(d.cluster("rd-ha")),
+                   timeout=30, what="failover after the crash")
+    assert c["primary"] == repl["name"]
+    assert rr.scard("keep") == 200, "the promoted replica lost keys"
+    d.wait(120)
+    c = d.cluster("rd-ha")
+    old = next(i for i in c["instances"] if i["name"] == prim["name"])
+    assert old["role"] == "replica"
+    ro = redis.Redis(host=old["host"], port=old["port"], username="app", password=pw)
+    wait_until(lambda: ro.scard("keep") == 200, timeout=30,
+               what="the old primary to resync as a replica")
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        ro.sadd("keep", "x")
+    reasons = [e["reason"] for e in d.events()]
+    assert "FailoverCompleted" in reasons and "InstanceRestarted" not in reasons
