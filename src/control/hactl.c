@@ -976,20 +976,6 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
             return dbp_err_set(err, DBP_EBUSY, "no healthy replica to switch to");
         cand = map[pick];
     }
-    if (!force && cr->ops->engine == SPEC_ENGINE_POSTGRESQL && cr->ops->run_sql) {
-        /* A CHECKPOINT while clients still run leaves the old primary's shutdown checkpoint
-         * (inside the pause) little to write — what Patroni does before a switchover. Best
-         * effort. */
-        dbp_err_t e2;
-        int64_t t0 = dbp_now_ms();
-        if (cr->ops->run_sql(&cr->inst[cr->primary], "postgres", NULL, NULL, "CHECKPOINT",
-                             &e2) != 0)
-            dbp_warn("switchover_checkpoint_failed", "tenant=%s cluster=%s error=%s", tenant,
-                     cluster, dbp_log_q(e2.msg));
-        else
-            dbp_info("switchover_checkpoint", "tenant=%s cluster=%s ms=%lld", tenant, cluster,
-                     (long long)(dbp_now_ms() - t0));
-    }
     ha_cluster_t view = ha_view(cr);
     ha_hooks_t h = hooks_for(d);
     h.pause = hook_pause;

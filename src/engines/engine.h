@@ -222,6 +222,11 @@ typedef struct engine_ops {
      * with init_replica. Both optional: NULL means the engine has no HA yet. */
     int (*promote)(const engine_instance_t *in, dbp_err_t *err);
     int (*rejoin)(const engine_instance_t *in, const engine_instance_t *primary, dbp_err_t *err);
+    /* Optional, switchover only: on the running primary, before clients are paused, does
+     * the work its clean shutdown would otherwise do inside the pause (PostgreSQL: a
+     * CHECKPOINT, as Patroni runs before a switchover). Best effort: an error is logged
+     * and the switchover goes on. */
+    int (*prepare_switchover)(const engine_instance_t *primary, dbp_err_t *err);
     /* A primary whose process died is replaced by a replica (failover) instead of being
      * restarted in place, when the cluster has replicas. For engines whose restart comes
      * back empty or behind its replicas (Redis: no persistence, or AOF fsynced once a

@@ -991,6 +991,18 @@ static int pg_promote(const engine_instance_t *in, dbp_err_t *err)
     return rc;
 }
 
+static int pg_prepare_switchover(const engine_instance_t *primary, dbp_err_t *err)
+{
+    PGconn *conn = engine_pg_connect(primary, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    PGresult *r = engine_pg_exec(conn, "CHECKPOINT", 0, NULL, err);
+    int rc = r ? 0 : DBP_EENGINE;
+    PQclear(r);
+    PQfinish(conn);
+    return rc;
+}
+
 static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *primary,
                      dbp_err_t *err)
 {
@@ -1040,6 +1052,7 @@ const engine_ops_t engine_postgresql = {
     .run_sql = pg_run_sql,
     .promote = pg_promote,
     .rejoin = pg_rejoin,
+    .prepare_switchover = pg_prepare_switchover,
     .backup_physical = pg_backup_physical,
     .backup_logical = pg_backup_logical,
     .restore_physical = pg_restore_physical,

@@ -133,8 +133,20 @@ int ha_switchover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int
         return dbp_err_set(err, DBP_EUNSUPPORTED, "engine %s cannot promote yet", c->ops->name);
     if (candidate < 0 || candidate >= c->n || candidate == c->primary)
         return dbp_err_set(err, DBP_EINVAL, "no valid candidate");
-    /* 0. Hold new transactions in the proxy (clients see a pause, not an error) and let
-     * the running ones finish before the primary stops taking writes. */
+    /* 0. While clients still run, the work the clean shutdown would do inside the pause
+     * (PostgreSQL: CHECKPOINT). Then hold new transactions in the proxy (clients see a
+     * pause, not an error) and let the running ones finish before the primary stops
+     * taking writes. */
+    if (c->ops->prepare_switchover) {
+        dbp_err_t e2;
+        int64_t tc = dbp_now_ms();
+        if (c->ops->prepare_switchover(&c->inst[c->primary], &e2) != 0)
+            dbp_warn("switchover_prepare_failed", "tenant=%s cluster=%s error=%s", c->tenant,
+                     c->cluster, dbp_log_q(e2.msg));
+        else
+            dbp_info("switchover_prepared", "tenant=%s cluster=%s ms=%lld", c->tenant,
+                     c->cluster, (long long)(dbp_now_ms() - tc));
+    }
     int64_t tp = dbp_now_ms();
     if (h->pause) {
         int rc = h->pause(h->ud, c->tenant, c->cluster, 5000, err);

@@ -109,7 +109,8 @@ typedef struct ha_timing {
 int ha_failover(const ha_cluster_t *c, int candidate, const ha_hooks_t *h, int64_t *new_epoch,
                 ha_timing_t *timing, dbp_err_t *err) __attribute__((warn_unused_result));
 
-/* Planned switchover to inst[candidate]: new transactions are paused (h->pause), the old
+/* Planned switchover to inst[candidate]: the old primary is prepared while clients still
+ * run (ops->prepare_switchover), new transactions are paused (h->pause), the old
  * primary is shut down cleanly (so every committed transaction is in the WAL it sends),
  * the candidate must reach the old primary's final position (within wait_ms), then the
  * epoch is bumped and the candidate promoted, and only then are the held transactions
