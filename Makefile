@@ -7,7 +7,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
-PYTEST     ?= /usr/bin/python3 -m pytest
+PYTEST     ?= /usr/bin/python3 -m pytest --durations=12
 
 .PHONY: all deps demo check test unit integration asan fuzz format clean
 
