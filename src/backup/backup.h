@@ -118,10 +118,70 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
                             const engine_instance_t *target, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* For the reconciler's replica bootstrap (Cluster.spec.bootstrapFrom): makes the data
+ * directory of replica `replica` (not running, data dir absent or empty) from the newest
+ * complete and verified run of physical Backup `backup`, plus the WAL written since (the
+ * Backup's archive and the spool not yet shipped) in the data directory's WAL directory;
+ * the caller renders it as a replica, which replays that WAL and then streams from the
+ * primary. The run's id goes into run_id. DBP_EUNSUPPORTED when the Backup does not
+ * archive WAL (pitr), DBP_ENOENT when it has no verified run, DBP_EIO for an archive
+ * gap; then nothing is left in the data directory and the caller clones the primary. */
+int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
+                             const engine_instance_t *replica, char *run_id, size_t run_id_cap,
+                             dbp_err_t *err) __attribute__((warn_unused_result));
+
 /* Applies the retention of Backup `backup` (spec.retention, spec.retentionCount) to its
  * runs: deletes the selected runs' objects (manifest first) and catalog rows, and the
  * leftovers of failed runs. *deleted (may be NULL) receives the number of runs removed. */
 int backup_apply_retention(backup_ctx_t *ctx, const char *tenant, const char *backup,
                            int *deleted, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* ---- continuous archiving for point-in-time recovery (wal.c) ------------------------ */
+
+/* True when `name` is a file name PostgreSQL archives: a WAL segment (24 hex digits), a
+ * timeline history ("0000000N.history"), a ".partial" segment or a ".backup" label. */
+bool backup_wal_name_valid(const char *name);
+
+/* The WAL segment number (16 MiB segments) of an LSN "X/Y"; 0 when it does not parse. */
+uint64_t backup_wal_lsn_segno(const char *lsn);
+
+/* archive_command (`dbplane wal-push --spool SPOOL %p %f`, run by the server as the
+ * service user): copies the file at `src` into directory `spool` as `name` (temp file,
+ * fsync, rename, fsync of the directory). A file of that name already in the spool is
+ * success when identical (the server retries after a crash), DBP_EBUSY otherwise.
+ * DBP_EINVAL for a name that is not a WAL file's, DBP_EIO for file errors. Needs no
+ * store and no secret. */
+int backup_wal_push(const char *spool, const char *src, const char *name, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* restore_command (`dbplane wal-fetch --from DIR %f %p`, run by a recovering server):
+ * copies DIR/name to `dest`. DBP_ENOENT when the archive has no such file (the server
+ * then ends recovery or asks for the next timeline). */
+int backup_wal_fetch(const char *from, const char *name, const char *dest, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Ships the spool of `cluster` (see wal.c) into the store of the cluster's pitr Backup
+ * under "[prefix/]<tenant>/<cluster>/wal/", compressed and encrypted like its backups,
+ * deleting each file from the spool once stored; records a WalArchiveGap event when the
+ * segment numbers skip. *shipped (may be NULL) receives the number of files shipped.
+ * DBP_EINVAL when no Backup of the cluster has pitr; the store's errors otherwise (the
+ * files stay in the spool for the next attempt). */
+int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, int *shipped,
+                    dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* The WAL archive of one pitr Backup, as `dbplane backups` shows it. Views valid during
+ * the callback. */
+typedef struct backup_wal_state {
+    const char *tenant;
+    const char *cluster;
+    const char *backup;
+    char last_shipped[64]; /* newest segment stored in the archive; "" none yet */
+    int spooled;           /* files handed over by the server, not shipped yet */
+} backup_wal_state_t;
+typedef int (*backup_wal_status_fn)(const backup_wal_state_t *st, void *ud);
+
+/* Calls cb for each Backup with pitr of `tenant` (NULL: every tenant). A non-zero return
+ * from cb stops the walk and is returned. */
+int backup_wal_status(backup_ctx_t *ctx, const char *tenant, backup_wal_status_fn cb, void *ud);
 
 #endif

@@ -98,4 +98,32 @@ int bk_safety_backup(backup_ctx_t *ctx, const spec_resource_t *c, const char *ba
                      const char *store_name, store_backup_t *out, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* Deletes the archived WAL of pitr Backup `b` that no point-in-time restore can use any
+ * more: segments before the one holding `anchor_lsn`, the start of the oldest complete
+ * base backup kept (timeline histories are always kept). *deleted (may be NULL) gets the
+ * count. A NULL or unparsable anchor deletes nothing. */
+int bk_wal_expire(backup_ctx_t *ctx, const spec_resource_t *b, backup_store_t *bs,
+                  const char *anchor_lsn, int *deleted, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Checks an RFC 3339 point in time and writes it as PostgreSQL's recovery_target_time
+ * ("YYYY-MM-DD HH:MM:SS[.ffffff]+00") into out; *ms receives it in unix ms. */
+int bk_pitr_target(const char *rfc3339, char *out, size_t cap, int64_t *ms, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Decodes the archived WAL a point-in-time recovery from run m (stored at run_path in
+ * bs) needs into directory `dir` (made by the caller, owned by the service user): every
+ * timeline history and the segments from the run's start on, up to the first gap; `key`
+ * is the Backup's encryption secret or NULL. A gap is described in note (else ""). */
+int bk_wal_prefetch(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
+                    const backup_manifest_t *m, const char *key, const char *dir, char *note,
+                    size_t note_cap, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Copies the WAL segments and timeline histories in the spool of `cluster` (handed over
+ * by its server, not yet shipped) from run m's start on into `dir`, owned by the service
+ * user. */
+int bk_wal_copy_spool(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                      const backup_manifest_t *m, const char *dir, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -426,6 +426,8 @@ int backup_verify(backup_ctx_t *ctx, const char *tenant, const char *id, dbp_err
 
 typedef struct find_run {
     const backup_restore_opts_t *o;
+    int64_t before_ms; /* > 0: only runs finished by then (the base of a PITR) */
+    bool verified;     /* only runs whose verification passed */
     store_backup_t best;
     bool found;
 } find_run_t;
@@ -440,6 +442,10 @@ static int find_cb(const store_backup_t *b, void *ud)
     if (f->o->type >= 0 &&
         strcmp(b->type, f->o->type == SPEC_BACKUP_PHYSICAL ? "physical" : "logical") != 0)
         return 0;
+    if (f->before_ms > 0 && b->finished_ms > f->before_ms)
+        return 0;
+    if (f->verified && strcmp(b->verified, "ok") != 0)
+        return 0;
     if (!f->found || b->started_ms >= f->best.started_ms) {
         f->best = *b;
         f->found = true;
@@ -447,9 +453,10 @@ static int find_cb(const store_backup_t *b, void *ud)
     return 0;
 }
 
-/* Resolves the run a restore asks for. */
-static int find_run(backup_ctx_t *ctx, const backup_restore_opts_t *o, store_backup_t *row,
-                    dbp_err_t *err)
+/* Resolves the run a restore asks for; with before_ms > 0 (a point in time), the newest
+ * run that had finished by then. */
+static int find_run(backup_ctx_t *ctx, const backup_restore_opts_t *o, int64_t before_ms,
+                    store_backup_t *row, dbp_err_t *err)
 {
     const char *tenant = o->tenant ? o->tenant : "default";
     if (o->id)
@@ -460,22 +467,24 @@ static int find_run(backup_ctx_t *ctx, const backup_restore_opts_t *o, store_bac
         if (b)
             cluster = b->u.backup.cluster.v;
     }
-    find_run_t f = {.o = o};
+    find_run_t f = {.o = o, .before_ms = before_ms};
     int rc = store_backup_list(ctx->store, tenant, cluster, find_cb, &f, err);
     if (rc)
         return rc;
     if (!f.found)
-        return dbp_err_set(err, DBP_ENOENT, "no complete %sbackup of %s %s in tenant %s",
+        return dbp_err_set(err, DBP_ENOENT, "no complete %sbackup of %s %s in tenant %s%s",
                            o->type == SPEC_BACKUP_PHYSICAL  ? "physical "
                            : o->type == SPEC_BACKUP_LOGICAL ? "logical "
                                                             : "",
                            o->backup ? "Backup" : "cluster", o->backup ? o->backup : cluster,
-                           tenant);
+                           tenant, before_ms > 0 ? " finished before the point in time" : "");
     *row = f.best;
     return 0;
 }
 
-/* Restores a physical run into a fresh data directory described by `in`. */
+/* Restores a physical run into a fresh data directory described by `in`; with
+ * point_in_time (RFC 3339), also fetches the archived WAL and sets the server up to
+ * recover to that time and promote. On error nothing is left in in->data_dir. */
 static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const char *dir,
                                  const backup_manifest_t *m, const engine_instance_t *in,
                                  const char *point_in_time, dbp_err_t *err)
@@ -484,13 +493,38 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
     if (!ops || !ops->restore_physical)
         return dbp_err_set(err, DBP_EUNSUPPORTED, "physical restore of %s is not supported",
                            m->engine);
-    if (point_in_time)
-        return dbp_err_set(err, DBP_EUNSUPPORTED,
-                           "point-in-time restore needs WAL archiving, not yet available in "
-                           "this build");
+    char target[64] = "", cmd[3 * PATH_MAX], wdir[PATH_MAX + 64], exe[PATH_MAX];
+    int64_t target_ms = 0;
+    engine_restore_opts_t ro = {0};
+    int rc;
+    if (point_in_time) {
+        if (strcmp(m->engine, "postgresql") != 0)
+            return dbp_err_set(err, DBP_EUNSUPPORTED,
+                               "point-in-time restore of %s is not available in this build",
+                               m->engine);
+        if ((rc = bk_pitr_target(point_in_time, target, sizeof(target), &target_ms, err)))
+            return rc;
+        if (target_ms < m->finished_ms) {
+            char fin[32];
+            backup_format_time(m->finished_ms, fin, sizeof(fin));
+            return dbp_err_set(err, DBP_EINVAL,
+                               "run %s finished at %s, after the point in time %s: restore "
+                               "from an earlier base backup",
+                               m->id, fin, point_in_time);
+        }
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n <= 0)
+            return dbp_err_set(err, DBP_EIO, "readlink /proc/self/exe: %s", strerror(errno));
+        exe[n] = '\0';
+        snprintf(wdir, sizeof(wdir), "%s/" ENGINE_WAL_RESTORE_DIR, in->data_dir);
+        if (strchr(exe, '\'') || strchr(wdir, '\''))
+            return dbp_err_set(err, DBP_EINVAL, "paths with quotes cannot be used for a PITR");
+        snprintf(cmd, sizeof(cmd), "'%s' wal-fetch --from '%s' %%f %%p", exe, wdir);
+        ro.restore_command = cmd;
+        ro.recovery_target_time = target;
+    }
     char *key = NULL;
-    int rc = run_key(ctx, m, &key, err);
-    if (rc)
+    if ((rc = run_key(ctx, m, &key, err)))
         return rc;
     backup_rstream_t *rs;
     if ((rc = open_part(bs, dir, m, &m->parts[0], key, &rs, err))) {
@@ -498,11 +532,26 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
         return rc;
     }
     read_job_t j = {.ctx = ctx, .rs = rs, .phase = "restore"};
-    rc = ops->restore_physical(in, NULL, part_read_cb, &j, err);
+    rc = ops->restore_physical(in, &ro, part_read_cb, &j, err);
     backup_part_stat_t st;
     backup_rstream_stat(rs, &st);
     bk_progress(ctx, "restore", st.raw_bytes, st.bytes, true);
     backup_rstream_close(rs);
+    if (!rc && point_in_time) {
+        char note[300];
+        rc = dbp_mkdir_p(wdir, 0700, &ctx->runas, err);
+        if (!rc)
+            rc = bk_wal_prefetch(ctx, bs, dir, m, key, wdir, note, sizeof(note), err);
+        if (rc) {
+            dbp_err_t ignore;
+            if (dbp_rm_rf(in->data_dir, &ignore) != 0)
+                dbp_warn("restore_cleanup_failed", "path=%s error=%s", dbp_log_q(in->data_dir),
+                         dbp_log_q(ignore.msg));
+        } else if (note[0]) {
+            bk_event(ctx, m->tenant, "Backup", m->backup[0] ? m->backup : m->cluster, "Warning",
+                     "WalArchiveGap", note);
+        }
+    }
     secrets_free_value(key);
     return rc;
 }
@@ -511,7 +560,23 @@ int backup_restore(backup_ctx_t *ctx, const backup_restore_opts_t *o, dbp_err_t 
 {
     const char *tenant = o->tenant ? o->tenant : "default";
     store_backup_t row;
-    int rc = find_run(ctx, o, &row, err);
+    int64_t before_ms = 0;
+    char pitr_target[64];
+    int rc;
+    if (o->point_in_time) {
+        if (!o->to_dir)
+            return dbp_err_set(err, DBP_EINVAL, "a point-in-time restore makes a new data "
+                                                "directory: give --to DIR (or use a Restore "
+                                                "resource)");
+        if ((rc = bk_pitr_target(o->point_in_time, pitr_target, sizeof(pitr_target), &before_ms,
+                                 err)))
+            return rc;
+        backup_restore_opts_t po = *o;
+        po.type = SPEC_BACKUP_PHYSICAL;
+        rc = find_run(ctx, &po, o->id ? 0 : before_ms, &row, err);
+    } else {
+        rc = find_run(ctx, o, 0, &row, err);
+    }
     if (rc)
         return rc;
     if (strcmp(row.status, "complete") != 0)
@@ -540,6 +605,12 @@ int backup_restore(backup_ctx_t *ctx, const backup_restore_opts_t *o, dbp_err_t 
         goto out;
     }
     const char *ev_name = row.backup[0] ? row.backup : row.cluster;
+    if (o->point_in_time && strcmp(m->type, "physical") != 0) {
+        rc = dbp_err_set(err, DBP_EINVAL, "run %s is logical: a point-in-time restore starts "
+                                          "from a physical run",
+                         row.id);
+        goto out;
+    }
     if (strcmp(m->type, "physical") == 0) {
         if (!o->to_dir) {
             rc = dbp_err_set(err, DBP_EINVAL,
@@ -675,7 +746,13 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
     if (r->backup.v) {
         backup_restore_opts_t o = {.tenant = tenant, .backup = r->backup.v,
                                    .type = SPEC_BACKUP_PHYSICAL};
-        if ((rc = find_run(ctx, &o, &row, err)))
+        int64_t before_ms = 0;
+        char pitr_target[64];
+        if (r->point_in_time.set &&
+            (rc = bk_pitr_target(r->point_in_time.v, pitr_target, sizeof(pitr_target),
+                                 &before_ms, err)))
+            return rc;
+        if ((rc = find_run(ctx, &o, before_ms, &row, err)))
             return rc;
         store_name = row.store;
     } else {
@@ -707,6 +784,63 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
     rc = restore_physical_into(ctx, bs, row.path, m, target,
                                r->point_in_time.set ? r->point_in_time.v : NULL, err);
 out:
+    free(m);
+    backup_store_close(bs);
+    return rc;
+}
+
+int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
+                             const engine_instance_t *replica, char *run_id, size_t run_id_cap,
+                             dbp_err_t *err)
+{
+    const spec_resource_t *b = bk_find(ctx, SPEC_KIND_BACKUP, tenant, backup);
+    if (!b)
+        return dbp_err_set(err, DBP_ENOENT, "Backup %s not found in tenant %s", backup, tenant);
+    if (!b->u.backup.pitr.v)
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "Backup %s does not archive WAL (pitr: false), so the WAL written "
+                           "since its runs is not kept",
+                           backup);
+    backup_restore_opts_t o = {.tenant = tenant, .backup = backup, .type = SPEC_BACKUP_PHYSICAL};
+    find_run_t f = {.o = &o, .verified = true};
+    int rc = store_backup_list(ctx->store, tenant, b->u.backup.cluster.v, find_cb, &f, err);
+    if (rc)
+        return rc;
+    if (!f.found)
+        return dbp_err_set(err, DBP_ENOENT, "Backup %s has no complete, verified physical run",
+                           backup);
+    store_backup_t *row = &f.best;
+    snprintf(run_id, run_id_cap, "%s", row->id);
+    backup_store_t *bs = NULL;
+    backup_manifest_t *m = calloc(1, sizeof(*m));
+    char *key = NULL;
+    if (!m)
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    if ((rc = bk_open_store(ctx, tenant, row->store, &bs, err)) ||
+        (rc = bk_load_manifest(bs, row->path, m, err)) ||
+        (rc = check_parts(bs, row->path, m, NULL, err)) ||
+        (rc = run_key(ctx, m, &key, err)))
+        goto out;
+    /* The run, then the WAL since it (the archive, then the spool not yet shipped) in
+     * the server's own WAL directory: the new replica replays it at its first start and
+     * streams the rest from the primary. */
+    if ((rc = restore_physical_into(ctx, bs, row->path, m, replica, NULL, err)))
+        goto out;
+    char waldir[PATH_MAX + 16], note[300];
+    snprintf(waldir, sizeof(waldir), "%s/pg_wal", replica->data_dir);
+    rc = bk_wal_prefetch(ctx, bs, row->path, m, key, waldir, note, sizeof(note), err);
+    if (!rc && note[0])
+        rc = dbp_err_set(err, DBP_EIO, "%s", note);
+    if (!rc)
+        rc = bk_wal_copy_spool(ctx, tenant, b->u.backup.cluster.v, m, waldir, err);
+    if (rc) {
+        dbp_err_t ignore;
+        if (dbp_rm_rf(replica->data_dir, &ignore) != 0)
+            dbp_warn("restore_cleanup_failed", "path=%s error=%s",
+                     dbp_log_q(replica->data_dir), dbp_log_q(ignore.msg));
+    }
+out:
+    secrets_free_value(key);
     free(m);
     backup_store_close(bs);
     return rc;

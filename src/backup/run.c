@@ -729,6 +729,36 @@ static int ret_cb(const store_backup_t *b, void *ud)
     return 0;
 }
 
+/* After the runs of pitr Backup b were expired: deletes the archived WAL older than the
+ * start of the oldest complete physical run left, the start of the point-in-time window.
+ * Nothing when no complete run is left. */
+static int expire_wal(backup_ctx_t *ctx, const spec_resource_t *b, const store_backup_t *rows,
+                      const backup_retention_item_t *items, size_t n, dbp_err_t *err)
+{
+    const store_backup_t *anchor = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].remove && strcmp(rows[i].status, "complete") == 0 &&
+            strcmp(rows[i].type, "physical") == 0 &&
+            (!anchor || rows[i].started_ms < anchor->started_ms))
+            anchor = &rows[i];
+    if (!anchor)
+        return 0;
+    backup_store_t *bs = NULL;
+    int rc = bk_open_store(ctx, b->tenant.v, b->u.backup.store.v, &bs, err);
+    int deleted = 0;
+    if (!rc)
+        rc = bk_wal_expire(ctx, b, bs, anchor->position, &deleted, err);
+    backup_store_close(bs);
+    if (!rc && deleted) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "%d archived WAL file(s) before run %s (%s) removed by "
+                                   "retention",
+                 deleted, anchor->id, anchor->position);
+        bk_event(ctx, b->tenant.v, "Backup", b->name.v, "Normal", "WalExpired", msg);
+    }
+    return rc;
+}
+
 int backup_apply_retention(backup_ctx_t *ctx, const char *tenant, const char *backup,
                            int *deleted, dbp_err_t *err)
 {
@@ -762,7 +792,7 @@ int backup_apply_retention(backup_ctx_t *ctx, const char *tenant, const char *ba
     backup_retention_policy_t pol = {
         .max_age_ms = b->u.backup.retention.set ? b->u.backup.retention.ms : 0,
         .max_count = b->u.backup.retention_count.set ? b->u.backup.retention_count.v : 0,
-        .pitr = false,
+        .pitr = b->u.backup.pitr.v,
     };
     backup_retention_select(items, rr.n, &pol, dbp_wall_ms());
     backup_store_t *bs = NULL;
@@ -790,6 +820,8 @@ int backup_apply_retention(backup_ctx_t *ctx, const char *tenant, const char *ba
                  row->id, n);
         bk_event(ctx, tenant, "Backup", backup, "Normal", "BackupExpired", msg);
     }
+    if (rc == 0 && b->u.backup.pitr.v)
+        rc = expire_wal(ctx, b, rr.rows, items, rr.n, err);
     backup_store_close(bs);
     free(rr.rows);
     free(items);

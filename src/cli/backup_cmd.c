@@ -1,5 +1,7 @@
 /*
- * backup_cmd.c: `dbplane backup`, `dbplane backups` and `dbplane restore` (see
+ * backup_cmd.c: `dbplane backup`, `dbplane backups`, `dbplane restore` and the WAL
+ * archiving commands `wal-push`, `wal-fetch` (run by PostgreSQL servers as
+ * archive_command / restore_command) and `wal-ship` (run by the daemon's scheduler) (see
  * backup_cmd.h). Each opens a backup context on the data dir (backup/backup.h) and calls
  * one operation. On a terminal, long operations show a progress line on stderr (bytes,
  * rate, elapsed); otherwise progress is logged as key=value lines every 10 s, so the
@@ -49,10 +51,13 @@ typedef struct bargs {
     const char *cluster;
     const char *database;
     const char *pitr;
+    const char *spool; /* wal-push --spool */
+    const char *from;  /* wal-fetch --from */
     bool force;
 } bargs_t;
 
-static const char *const OWNED[] = {"backup", "backups", "restore", NULL};
+static const char *const OWNED[] = {"backup",   "backups",   "restore",
+                                    "wal-push", "wal-fetch", "wal-ship", NULL};
 
 /* Options that take a value, for finding the subcommand and for parsing. */
 static bool takes_value(const char *s)
@@ -60,7 +65,7 @@ static bool takes_value(const char *s)
     static const char *const v[] = {"--data-dir", "--tenant", "-n", "-o", "--output", "--type",
                                     "--backup", "--store", "--to", "--target-cluster",
                                     "--cluster", "--database", "--point-in-time", "-f", "--file",
-                                    "--timeout", "--limit", NULL};
+                                    "--timeout", "--limit", "--spool", "--from", NULL};
     for (int i = 0; v[i]; i++)
         if (strcmp(s, v[i]) == 0)
             return true;
@@ -101,6 +106,12 @@ static void usage(FILE *f)
             "                                                logical: into a running cluster;\n"
             "                                                --force replaces existing databases\n"
             "                                                after a safety backup\n"
+            "                 [--point-in-time RFC3339]      physical, with --to: recover the\n"
+            "                                                archived WAL up to that time\n"
+            "  dbplane wal-ship CLUSTER                      ship the cluster's WAL spool to\n"
+            "                                                its pitr Backup's store now\n"
+            "  dbplane wal-push --spool DIR PATH NAME        archive_command (run by the server)\n"
+            "  dbplane wal-fetch --from DIR NAME DEST        restore_command (run by the server)\n"
             "common options: --data-dir DIR (env DBPLANE_DATA_DIR), --tenant T\n");
 }
 
@@ -154,6 +165,10 @@ static int parse(int argc, char **argv, bargs_t *a)
             a->database = val;
         else if (strcmp(s, "--point-in-time") == 0)
             a->pitr = val;
+        else if (strcmp(s, "--spool") == 0)
+            a->spool = val;
+        else if (strcmp(s, "--from") == 0)
+            a->from = val;
         else if (strcmp(s, "--verify") == 0)
             a->verify = 1;
         else if (strcmp(s, "--no-verify") == 0)
@@ -285,6 +300,29 @@ static int list_cb(const store_backup_t *b, void *ud)
     return j && json_array_append_new(l->items, j) == 0 ? 0 : DBP_ENOMEM;
 }
 
+typedef struct wal_list {
+    json_t *items;
+    bool table;
+    const char *cluster; /* NULL: all */
+} wal_list_t;
+
+static int wal_cb(const backup_wal_state_t *st, void *ud)
+{
+    wal_list_t *l = ud;
+    if (l->cluster && strcmp(l->cluster, st->cluster) != 0)
+        return 0;
+    if (l->table) {
+        printf("WAL archive of %s (Backup %s): last shipped %s, %d file%s waiting in the spool\n",
+               st->cluster, st->backup, st->last_shipped[0] ? st->last_shipped : "none yet",
+               st->spooled, st->spooled == 1 ? "" : "s");
+        return 0;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i}", "tenant", st->tenant, "cluster",
+                          st->cluster, "backup", st->backup, "last_shipped", st->last_shipped,
+                          "spooled", st->spooled);
+    return j && json_array_append_new(l->items, j) == 0 ? 0 : DBP_ENOMEM;
+}
+
 /* ---- commands ------------------------------------------------------------------------ */
 
 static int open_ctx(const bargs_t *a, backup_ctx_t **ctx, progress_t *p)
@@ -387,15 +425,20 @@ static int cmd_backups(const bargs_t *a)
                "STARTED", "DURATION", "SIZE", "VERIFIED");
     const char *tenant = a->all_tenants ? NULL : a->tenant ? a->tenant : "default";
     int rc = store_backup_list(st, tenant, a->npos ? a->pos[0] : NULL, list_cb, &l, &err);
+    wal_list_t wl = {.items = json_array(), .table = !a->json,
+                     .cluster = a->npos ? a->pos[0] : NULL};
+    if (!rc)
+        rc = backup_wal_status(ctx, tenant, wal_cb, &wl);
     if (rc)
         fprintf(stderr, "dbplane backups: %s\n", rc == DBP_ENOMEM ? "out of memory" : err.msg);
     else if (a->json) {
-        json_t *doc = json_pack("{s:O}", "backups", l.items);
+        json_t *doc = json_pack("{s:O, s:O}", "backups", l.items, "wal", wl.items);
         if (doc)
             print_json(doc);
         json_decref(doc);
     }
     json_decref(l.items);
+    json_decref(wl.items);
     backup_ctx_close(ctx);
     return rc ? 1 : 0;
 }
@@ -426,6 +469,57 @@ static int cmd_restore(const bargs_t *a)
     return rc ? 1 : 0;
 }
 
+/* archive_command: runs as the service user, touches only the spool. */
+static int cmd_wal_push(const bargs_t *a)
+{
+    if (a->npos != 2 || !a->spool) {
+        usage(stderr);
+        return 2;
+    }
+    dbp_err_t err;
+    if (backup_wal_push(a->spool, a->pos[0], a->pos[1], &err) != 0) {
+        fprintf(stderr, "dbplane wal-push: %s: %s\n", a->pos[1], err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* restore_command: a missing file is the normal end of the archive, reported quietly. */
+static int cmd_wal_fetch(const bargs_t *a)
+{
+    if (a->npos != 2 || !a->from) {
+        usage(stderr);
+        return 2;
+    }
+    dbp_err_t err;
+    int rc = backup_wal_fetch(a->from, a->pos[0], a->pos[1], &err);
+    if (rc && rc != DBP_ENOENT)
+        fprintf(stderr, "dbplane wal-fetch: %s: %s\n", a->pos[0], err.msg);
+    return rc ? 1 : 0;
+}
+
+static int cmd_wal_ship(const bargs_t *a)
+{
+    if (a->npos != 1) {
+        usage(stderr);
+        return 2;
+    }
+    backup_ctx_t *ctx;
+    if (open_ctx(a, &ctx, NULL))
+        return 1;
+    dbp_err_t err;
+    int shipped = 0;
+    int rc = backup_wal_ship(ctx, a->tenant ? a->tenant : "default", a->pos[0], &shipped, &err);
+    if (rc)
+        fprintf(stderr, "dbplane wal-ship: %s\n", err.msg);
+    else if (a->json)
+        printf("{\"shipped\": %d}\n", shipped);
+    else
+        printf("%d file%s shipped\n", shipped, shipped == 1 ? "" : "s");
+    backup_ctx_close(ctx);
+    return rc ? 1 : 0;
+}
+
 int backup_cmd_main(int argc, char **argv)
 {
     bargs_t a;
@@ -449,6 +543,12 @@ int backup_cmd_main(int argc, char **argv)
         return cmd_backups(&a);
     if (strcmp(a.cmd, "restore") == 0)
         return cmd_restore(&a);
+    if (strcmp(a.cmd, "wal-push") == 0)
+        return cmd_wal_push(&a);
+    if (strcmp(a.cmd, "wal-fetch") == 0)
+        return cmd_wal_fetch(&a);
+    if (strcmp(a.cmd, "wal-ship") == 0)
+        return cmd_wal_ship(&a);
     usage(stderr);
     return 2;
 }

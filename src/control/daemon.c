@@ -221,6 +221,9 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
         goto out;
     if ((rc = dbp_mkdir_p(d.run_dir, 0711, NULL, err)))
         goto out;
+    /* The binary archive_command runs (`dbplane wal-push`), resolved once at start. */
+    ssize_t exe_len = readlink("/proc/self/exe", d.exe, sizeof(d.exe) - 1);
+    d.exe[exe_len > 0 ? exe_len : 0] = '\0';
     char store_path[PATH_MAX], api_sock[PATH_MAX], key_path[PATH_MAX];
     if ((rc = ctl_paths(d.data_dir, store_path, api_sock, err)))
         goto out;

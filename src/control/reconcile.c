@@ -226,6 +226,29 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
     in->port = rec->port;
     in->spec = &c->u.cluster;
     in->runas = runas;
+    ctl_wal_spool_path(in->archive_spool, sizeof(in->archive_spool), data_dir, c->tenant.v,
+                       c->name.v);
+}
+
+void ctl_wal_spool_path(char *buf, size_t len, const char *data_dir, const char *tenant,
+                        const char *cluster)
+{
+    snprintf(buf, len, "%s/clusters/%s/%s/wal-spool", data_dir, tenant, cluster);
+}
+
+bool ctl_cluster_archives(const spec_set_t *set, const char *tenant, const char *cluster,
+                          const spec_resource_t **backup)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        const spec_resource_t *r = set->items[i];
+        if (r->kind == SPEC_KIND_BACKUP && r->u.backup.pitr.v && r->u.backup.cluster.v &&
+            strcmp(r->tenant.v, tenant) == 0 && strcmp(r->u.backup.cluster.v, cluster) == 0) {
+            if (backup)
+                *backup = r;
+            return true;
+        }
+    }
+    return false;
 }
 
 static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store_instance_t *rec,
@@ -234,6 +257,12 @@ static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store
     ctl_instance_layout(in, d->data_dir, d->run_dir, c, rec, &d->runas);
     /* A hung server must not stall the whole pass (and with it the HA monitor). */
     in->probe_timeout_ms = 1000;
+}
+
+/* Turns on continuous archiving for the instances of a cluster with a pitr Backup. */
+static void fill_archiving(ctl_daemon_t *d, cluster_rt_t *cr, engine_instance_t *in)
+{
+    in->archive_exe = cr->archives && d->exe[0] ? d->exe : NULL;
 }
 
 static void proc_id(const engine_instance_t *in, char *buf, size_t len)
@@ -252,6 +281,8 @@ static int instance_dirs(ctl_daemon_t *d, const engine_instance_t *in, dbp_err_t
         rc = dbp_mkdir_p(in->dir, 0700, &d->runas, err);
     if (!rc)
         rc = dbp_mkdir_p(in->sock_dir, 0700, &d->runas, err);
+    if (!rc && in->archive_exe)
+        rc = dbp_mkdir_p(in->archive_spool, 0700, &d->runas, err);
     return rc;
 }
 
@@ -391,6 +422,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             return "failed";
         }
         fill_instance(d, c, &rec, &cr->inst[i]);
+        fill_archiving(d, cr, &cr->inst[i]);
         cr->inst[i].admin_password = cr->admin_password;
         cr->inst[i].repl_password = cr->repl_password;
         if (instance_dirs(d, &cr->inst[i], &err) != 0) {
@@ -426,7 +458,12 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
 
     /* The primary first. */
     engine_instance_t *P = &cr->inst[cr->primary];
-    if (!cr->ops->is_initialized(P)) {
+    if (!cr->ops->is_initialized(P) && cr->restore && !cr->restore_done) {
+        /* A Restore makes this cluster: its primary comes from the backup. */
+        const char *st = ctl_restore_primary(d, cr, P, msg, len);
+        if (st)
+            return st;
+    } else if (!cr->ops->is_initialized(P)) {
         event(d, c->tenant.v, "Instance", P->name, "Normal", "Initializing",
               "creating a new primary data directory");
         if (cr->ops->init_primary(P, &err) != 0) {
@@ -447,6 +484,15 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         return "failed";
     }
     instance_observe(d, cr, cr->primary);
+    if (ctl_restore_recovering(cr, P) && cr->probe[cr->primary].role != ENGINE_ROLE_PRIMARY) {
+        /* Replaying archived WAL to the Restore's point in time: not to be promoted. */
+        char id[160];
+        proc_id(P, id, sizeof(id));
+        const char *st = ctl_restore_check_recovery(d, cr, P, ctl_sup_find(&d->sup, id), msg,
+                                                    len);
+        instance_store(d, cr, cr->primary);
+        return st;
+    }
     if (cr->probe[cr->primary].reachable && cr->probe[cr->primary].role == ENGINE_ROLE_REPLICA &&
         cr->ops->promote) {
         /* Named primary by the topology but still in recovery: a promotion that was
@@ -490,15 +536,17 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                 state = "pending";
                 continue;
             }
-            event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
-                  "cloning the primary into a new replica");
-            if (cr->ops->init_replica(R, P, &err) != 0) {
-                snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
-                state = "failed";
-                continue;
+            if (!ctl_replica_bootstrap(d, cr, R, P)) {
+                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
+                      "cloning the primary into a new replica");
+                if (cr->ops->init_replica(R, P, &err) != 0) {
+                    snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
+                    state = "failed";
+                    continue;
+                }
+                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
+                      "replica data directory cloned from the primary");
             }
-            event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
-                  "replica data directory cloned from the primary");
         }
         char marker[PATH_MAX + 32];
         ctl_rejoin_marker(R, marker, sizeof(marker));
@@ -842,6 +890,9 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         set_status(d, r, des.generation[i], "ready", "values stored encrypted");
     }
 
+    /* Restores declare the clusters they make. */
+    ctl_restore_prepare(d, &des);
+
     /* Clusters. */
     int ncl = 0;
     for (size_t i = 0; i < des.set.n; i++)
@@ -860,10 +911,14 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         cluster_rt_t *cr = &crs[k++];
         cr->res = r;
         cr->generation = des.generation[i];
+        cr->archives = ctl_cluster_archives(&des.set, r->tenant.v, r->name.v, NULL);
+        ctl_restore_attach(cr, &des);
         char msg[512];
         const char *state = cluster_reconcile(d, cr, msg, sizeof(msg));
         set_status(d, r, des.generation[i], state, msg);
     }
+
+    ctl_restore_report(d, crs, ncl);
 
     /* Users before the Databases they own, then Grants. */
     const spec_kind_t order[] = {SPEC_KIND_USER, SPEC_KIND_DATABASE, SPEC_KIND_GRANT};
@@ -890,6 +945,7 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         case SPEC_KIND_BACKUP:
             break; /* the backup scheduler (control/scheduler.c) reports these */
         case SPEC_KIND_RESTORE:
+            break; /* control/restorectl.c reports these */
         case SPEC_KIND_CREDENTIAL_ROLE:
             state = "accepted";
             msg = "stored; this build has no controller for this kind yet";

@@ -55,6 +55,10 @@ typedef struct cluster_rt {
     int64_t epoch;
     bool primary_ready; /* the topology's primary answers as a primary */
     char *admin_password; /* owned (secrets_free_value); see engine_instance_t */
+    bool archives;        /* a Backup of the cluster asks for continuous archiving (pitr) */
+    const spec_resource_t *restore; /* the Restore that makes this cluster, or NULL */
+    int64_t restore_gen;  /* its generation */
+    bool restore_done;    /* it completed (status ready at that generation) */
     char *repl_password;
 } cluster_rt_t;
 
@@ -93,6 +97,7 @@ typedef struct ctl_daemon {
     proxy_t *proxy;          /* the proxy for clusters with spec.proxy (may be NULL) */
     unsigned char proxy_digest[32]; /* SHA-256 of the last snapshot pushed */
     bool proxy_synced;
+    char exe[PATH_MAX];      /* the dbplane binary (archive_command runs `<exe> wal-push`) */
 } ctl_daemon_t;
 
 /* Lays out instance `rec` of Cluster `c` (see docs/design.md): its directories under
@@ -103,6 +108,16 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
                          const spec_resource_t *c, const store_instance_t *rec,
                          const dbp_runas_t *runas);
 
+/* The WAL / binlog spool directory of a cluster (see engine_instance_t.archive_spool):
+ * "<data_dir>/clusters/<tenant>/<cluster>/wal-spool". */
+void ctl_wal_spool_path(char *buf, size_t len, const char *data_dir, const char *tenant,
+                        const char *cluster);
+
+/* True when a Backup of cluster `cluster` in `tenant` asks for continuous archiving
+ * (spec.pitr) in `set`; *backup (may be NULL) receives that Backup. */
+bool ctl_cluster_archives(const spec_set_t *set, const char *tenant, const char *cluster,
+                          const spec_resource_t **backup);
+
 /* Where a User's password lives: its passwordSecretKeyRef, or "<name>-password"/"password"
  * when it has none (generated on first use). Writes both into the 128-byte buffers. */
 void ctl_user_secret(const spec_resource_t *user, char name[128], char key[128]);
@@ -112,6 +127,48 @@ void ctl_user_secret(const spec_resource_t *user, char name[128], char key[128])
  * cluster had before. */
 void ctl_cluster_unready(ctl_daemon_t *d, const char *tenant, const char *cluster,
                          const char *why);
+
+/* ---- Restore resources (control/restorectl.c) ---------------------------------------- */
+
+/* Before the clusters of a pass: stores the Cluster each pending Restore makes when it is
+ * not declared (the source cluster's spec merged with target.spec, without the source's
+ * proxy), reporting failures in the Restore's status. */
+void ctl_restore_prepare(ctl_daemon_t *d, desired_t *des);
+
+/* Sets cr->restore (and its generation and completion) to the Restore whose target is
+ * cr's cluster, or NULL. Borrows des until the end of the pass. */
+void ctl_restore_attach(cluster_rt_t *cr, const desired_t *des);
+
+/* Creates the data directory of primary P from the Restore's backup instead of
+ * init_primary (backup_restore_instance), with events and the Restore's status. Returns
+ * NULL when done (the caller starts the server), or the cluster state ("failed") with
+ * the reason in msg; a failed attempt leaves no data directory and is retried after a
+ * minute. */
+const char *ctl_restore_primary(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *P,
+                                char *msg, size_t len);
+
+/* True while primary P of a restored cluster replays archived WAL to its point in time
+ * (the reconciler must not promote it: the server promotes itself at the target). */
+bool ctl_restore_recovering(const cluster_rt_t *cr, const engine_instance_t *P);
+
+/* During that recovery: returns "pending" (msg says so), or "failed" when the server gave
+ * up (its process backs off): the server is stopped, its data directory removed and the
+ * Restore reported failed, to be retried. NULL when P is not recovering for a Restore. */
+const char *ctl_restore_check_recovery(ctl_daemon_t *d, cluster_rt_t *cr,
+                                       const engine_instance_t *P, const ctl_proc_t *proc,
+                                       char *msg, size_t len);
+
+/* After the clusters of a pass: marks each Restore whose primary accepts writes ready,
+ * with a RestoreCompleted event. */
+void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
+
+/* For a replica R of a cluster with spec.bootstrapFrom: makes its data directory from the
+ * Backup's newest verified physical run plus the archived WAL (backup_bootstrap_replica)
+ * and records a Bootstrapped event; true when done. False when the cluster has no
+ * bootstrapFrom, or with a BootstrapFallback event saying why, when it failed (nothing is
+ * left in the data directory): the caller then clones primary P. */
+bool ctl_replica_bootstrap(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
+                           const engine_instance_t *P);
 
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
 void ctl_reconcile_pass(ctl_daemon_t *d);

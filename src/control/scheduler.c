@@ -7,6 +7,7 @@
  */
 #include "control/scheduler.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/proc.h"
+#include "control/reconcile.h"
 #include "spec/spec.h"
 
 void ctl_scheduler_init(ctl_scheduler_t *s, const char *data_dir)
@@ -54,11 +56,27 @@ static ctl_sched_entry_t *entry_get(ctl_scheduler_t *s, const char *tenant, cons
     return e;
 }
 
+/* Reaps a finished `wal-ship` child without blocking. */
+static void reap_ship(ctl_sched_entry_t *e)
+{
+    int status;
+    pid_t w = waitpid(e->ship_pid, &status, WNOHANG);
+    if (w == e->ship_pid || (w < 0 && errno == ECHILD)) {
+        int code = w == e->ship_pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        if (code != 0)
+            dbp_warn("wal_ship_exited", "tenant=%s backup=%s pid=%d status=%d", e->tenant,
+                     e->backup, (int)e->ship_pid, code);
+        e->ship_pid = 0;
+    }
+}
+
 /* Reaps finished children without blocking. */
 static void reap(ctl_scheduler_t *s)
 {
     for (int i = 0; i < s->n; i++) {
         ctl_sched_entry_t *e = &s->e[i];
+        if (e->ship_pid > 0)
+            reap_ship(e);
         if (e->pid <= 0)
             continue;
         int status;
@@ -124,6 +142,40 @@ static void spawn(ctl_scheduler_t *s, ctl_sched_entry_t *e, int64_t now_ms)
              e->backup, e->cluster, (int)pid);
 }
 
+/* True when the spool directory holds a file handed over by the server. */
+static bool spool_ready(const char *spool)
+{
+    DIR *d = opendir(spool);
+    if (!d)
+        return false;
+    struct dirent *de;
+    bool ready = false;
+    while (!ready && (de = readdir(d)))
+        ready = de->d_name[0] != '.';
+    closedir(d);
+    return ready;
+}
+
+/* Ships the WAL spool of a pitr Backup's cluster when it holds files. */
+static void ship(ctl_scheduler_t *s, ctl_sched_entry_t *e, const char *cluster)
+{
+    char spool[PATH_MAX];
+    ctl_wal_spool_path(spool, sizeof(spool), s->data_dir, e->tenant, cluster);
+    if (e->ship_pid > 0 || !spool_ready(spool))
+        return;
+    char *argv[] = {s->exe, "wal-ship", (char *)cluster, "--tenant", e->tenant, "--data-dir",
+                    s->data_dir, NULL};
+    dbp_err_t err;
+    pid_t pid = 0;
+    if (dbp_proc_spawn(argv, NULL, NULL, s->log_path, NULL, &pid, &err) != 0) {
+        dbp_error("wal_ship_spawn_failed", "tenant=%s cluster=%s error=%s", e->tenant, cluster,
+                  dbp_log_q(err.msg));
+        return;
+    }
+    e->ship_pid = pid;
+    dbp_debug("wal_ship_started", "tenant=%s cluster=%s pid=%d", e->tenant, cluster, (int)pid);
+}
+
 typedef struct tick_ctx {
     ctl_scheduler_t *s;
     store_t *store;
@@ -158,6 +210,16 @@ static int backup_cb(const store_resource_t *sr, void *ud)
     }
     const spec_backup_t *b = &set.items[0]->u.backup;
     ctl_sched_entry_t *e = entry_get(t->s, sr->tenant, sr->name, t->now_ms);
+    if (e && b->pitr.v && b->cluster.v) {
+        e->seen = true;
+        ship(t->s, e, b->cluster.v);
+    }
+    if (e && b->cluster.v && !b->schedule.set) {
+        /* Nothing to schedule: runs are taken by hand (`dbplane backup`). */
+        e->seen = true;
+        set_status(t, e, sr->generation,
+                   b->pitr.v ? "no schedule; WAL archiving on" : "no schedule");
+    }
     if (!e || !b->schedule.set || !b->cluster.v)
         goto out;
     e->seen = true;
@@ -185,17 +247,19 @@ static int backup_cb(const store_resource_t *sr, void *ud)
         strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
     char msg[256];
+    const char *arch = b->pitr.v ? "; WAL archiving on" : "";
     if (e->pid > 0)
-        snprintf(msg, sizeof(msg), "running (pid %d); next slot after it %s", (int)e->pid, nb);
+        snprintf(msg, sizeof(msg), "running (pid %d); next slot after it %s%s", (int)e->pid, nb,
+                 arch);
     else if (ri.last_id[0]) {
         time_t lt = (time_t)(ri.last_start / 1000);
         struct tm tm;
         gmtime_r(&lt, &tm);
         strftime(lb, sizeof(lb), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        snprintf(msg, sizeof(msg), "last run %s (%s) at %s; next at %s", ri.last_id,
-                 ri.last_status, lb, nb);
+        snprintf(msg, sizeof(msg), "last run %s (%s) at %s; next at %s%s", ri.last_id,
+                 ri.last_status, lb, nb, arch);
     } else
-        snprintf(msg, sizeof(msg), "scheduled; first run at %s", nb);
+        snprintf(msg, sizeof(msg), "scheduled; first run at %s%s", nb, arch);
     set_status(t, e, sr->generation, msg);
 out:
     spec_diags_free(&diags);
@@ -220,7 +284,7 @@ void ctl_scheduler_tick(ctl_scheduler_t *s, store_t *store, int64_t now_ms)
         dbp_warn("scheduler_list_failed", "error=%s", dbp_log_q(err.msg));
     /* Forget Backups no longer declared once their child (if any) has finished. */
     for (int i = 0; i < s->n;) {
-        if (!s->e[i].seen && s->e[i].pid == 0) {
+        if (!s->e[i].seen && s->e[i].pid == 0 && s->e[i].ship_pid == 0) {
             s->e[i] = s->e[s->n - 1];
             s->n--;
         } else {
@@ -232,23 +296,34 @@ void ctl_scheduler_tick(ctl_scheduler_t *s, store_t *store, int64_t now_ms)
 void ctl_scheduler_stop(ctl_scheduler_t *s, int timeout_ms)
 {
     int running = 0;
-    for (int i = 0; i < s->n; i++)
+    for (int i = 0; i < s->n; i++) {
         if (s->e[i].pid > 0) {
             kill(s->e[i].pid, SIGTERM);
             running++;
         }
+        if (s->e[i].ship_pid > 0) {
+            kill(s->e[i].ship_pid, SIGTERM);
+            running++;
+        }
+    }
     int64_t deadline = dbp_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     while (running) {
         reap(s);
         running = 0;
         for (int i = 0; i < s->n; i++)
-            running += s->e[i].pid > 0;
+            running += (s->e[i].pid > 0) + (s->e[i].ship_pid > 0);
         if (!running || dbp_now_ms() >= deadline)
             break;
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     for (int i = 0; i < s->n; i++) {
+        if (s->e[i].ship_pid > 0) {
+            kill(s->e[i].ship_pid, SIGKILL);
+            int status;
+            waitpid(s->e[i].ship_pid, &status, 0);
+            s->e[i].ship_pid = 0;
+        }
         if (s->e[i].pid > 0) {
             kill(-s->e[i].pid, SIGKILL);
             kill(s->e[i].pid, SIGKILL);

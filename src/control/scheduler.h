@@ -10,6 +10,10 @@
  * catalog as running (a manual `dbplane backup`, say). A slot missed while the daemon was
  * down runs once when it comes back, not once per missed slot.
  *
+ * For a Backup with `pitr: true` it also ships the cluster's WAL spool: whenever the spool
+ * holds files and no shipper runs, it spawns `dbplane wal-ship CLUSTER --tenant T
+ * --data-dir D` (backup/wal.c), output to the same log.
+ *
  * The scheduler never blocks: spawning and reaping are non-blocking, so it can be called
  * from the control loop every pass.
  */
@@ -30,6 +34,7 @@ typedef struct ctl_sched_entry {
     int64_t first_seen_ms; /* unix ms the scheduler first saw it (cron base when never run) */
     int64_t next_ms;       /* unix ms of the next due slot, for status; 0 unknown */
     pid_t pid;             /* running child, 0 when none */
+    pid_t ship_pid;        /* running `dbplane wal-ship` of a pitr Backup, 0 when none */
     int64_t started_ms;    /* unix ms the child was started */
     char status_msg[256];  /* last status message written, to write only on change */
     bool seen;             /* still declared in this tick */

@@ -45,7 +45,19 @@ typedef struct engine_instance {
     const char *admin_password;
     const char *repl_password;
     int probe_timeout_ms;       /* give up on an unresponsive server after this; 0 = 3000 */
+    /* Continuous archiving for point-in-time recovery (issue 7; added by the PITR work).
+     * archive_spool: the cluster's spool directory (owned by the service user), where the
+     * server hands over each finished WAL segment / binlog through `<archive_exe>
+     * wal-push`; the daemon ships the spool to the BackupStore as root. archive_exe: the
+     * dbplane binary, borrowed; NULL = the cluster does not archive. */
+    char archive_spool[PATH_MAX];
+    const char *archive_exe;
 } engine_instance_t;
+
+/* The directory inside a restored data directory that holds the archived WAL fetched for
+ * a point-in-time recovery (restore_command reads it through `dbplane wal-fetch`); the
+ * driver removes it, and the recovery settings, once recovery has ended. */
+#define ENGINE_WAL_RESTORE_DIR "dbplane_wal_restore"
 
 /* The role a server reports about itself. */
 typedef enum engine_role {

@@ -219,8 +219,36 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     }
     if (!has_mc)
         dbp_sb_printf(&conf, "max_connections = 100\n");
+    bool has_at = false;
+    for (size_t i = 0; i < c->config.n; i++)
+        if (strcmp(c->config.v[i].key, "archive_timeout") == 0)
+            has_at = true;
+    /* archive_mode needs a restart, archive_command only a reload: archiving is always on,
+     * with a command that lets segments go unless a pitr Backup wants them, so turning
+     * PITR on or off never restarts a server. */
+    dbp_sb_printf(&conf, "archive_mode = on\narchive_command = ");
+    if (in->archive_exe) {
+        /* Continuous archiving (a pitr Backup): each finished segment goes to the cluster's
+         * spool through `dbplane wal-push`; the daemon ships the spool to the store. A
+         * segment is switched at least every minute, which bounds what a lost server can
+         * take with it. */
+        if (strchr(in->archive_exe, '\'') || strchr(in->archive_spool, '\'')) {
+            rc = dbp_err_set(err, DBP_EINVAL, "archive paths must not contain quotes");
+            goto out;
+        }
+        char cmd[2 * PATH_MAX + 64];
+        snprintf(cmd, sizeof(cmd), "'%s' wal-push --spool '%s' %%p %%f", in->archive_exe,
+                 in->archive_spool);
+        sb_conf_value(&conf, cmd);
+        dbp_sb_printf(&conf, "\n%s", has_at ? "" : "archive_timeout = '60s'\n");
+    } else {
+        dbp_sb_printf(&conf, "'/bin/true'\n");
+    }
     for (size_t i = 0; i < c->config.n; i++) {
         if (pg_key_managed(c->config.v[i].key))
+            continue;
+        if (in->archive_exe && (strcmp(c->config.v[i].key, "archive_mode") == 0 ||
+                                strcmp(c->config.v[i].key, "archive_command") == 0))
             continue;
         dbp_sb_printf(&conf, "%s = ", c->config.v[i].key);
         sb_conf_value(&conf, c->config.v[i].value);
@@ -273,6 +301,11 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
             goto out;
         changed |= rc;
     }
+    /* A restored server keeps the restore's settings until its recovery has ended. */
+    rc = pg_recovery_cleanup(in, err);
+    if (rc < 0)
+        goto out;
+    changed |= rc;
     /* The role a server starts in follows the topology, never the server's own files. */
     snprintf(path, sizeof(path), "%s/standby.signal", in->data_dir);
     if (primary) {

@@ -191,7 +191,14 @@ static void pgb_conf_quote(const char *v, char *buf, size_t len)
     buf[o] = '\0';
 }
 
-/* Writes the point-in-time recovery settings and recovery.signal into a restored data dir. */
+/* The first line of the block a restore appends to postgresql.auto.conf; everything from
+ * it to the end of the file is removed by pg_recovery_cleanup once recovery has ended. */
+#define PGB_RESTORE_MARK "# dbplane restore: settings for recovery; removed once it has ended.\n"
+
+/* Appends the restore block to a restored data dir's postgresql.auto.conf: archiving
+ * paused (archive_command = '': the source's command must never ship this server's WAL
+ * into the source's archive), and for point-in-time recovery restore_command,
+ * recovery_target_time, recovery_target_action = 'promote' and recovery.signal. */
 static int pgb_write_recovery(const engine_instance_t *in, const engine_restore_opts_t *opts,
                               dbp_err_t *err)
 {
@@ -204,27 +211,63 @@ static int pgb_write_recovery(const engine_instance_t *in, const engine_restore_
         old = NULL;
         oldlen = 0;
     }
-    char cmd[2048], target[256];
-    pgb_conf_quote(opts->restore_command, cmd, sizeof(cmd));
-    pgb_conf_quote(opts->recovery_target_time, target, sizeof(target));
-    size_t cap = oldlen + sizeof(cmd) + sizeof(target) + 256;
+    bool pitr = opts && opts->recovery_target_time && opts->restore_command;
+    char cmd[2048] = "", target[256] = "";
+    if (pitr) {
+        pgb_conf_quote(opts->restore_command, cmd, sizeof(cmd));
+        pgb_conf_quote(opts->recovery_target_time, target, sizeof(target));
+    }
+    size_t cap = oldlen + sizeof(cmd) + sizeof(target) + 512;
     char *buf = malloc(cap);
     if (!buf) {
         free(old);
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     }
-    int n = snprintf(buf, cap,
-                     "%s\n# Point-in-time recovery, written by dbplane restore.\n"
-                     "restore_command = %s\nrecovery_target_time = %s\n"
-                     "recovery_target_action = 'promote'\nrecovery_target_inclusive = on\n",
-                     old ? old : "", cmd, target);
+    int n = snprintf(buf, cap, "%s%s" PGB_RESTORE_MARK "archive_command = ''\n", old ? old : "",
+                     oldlen && old[oldlen - 1] != '\n' ? "\n" : "");
+    if (pitr)
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "restore_command = %s\nrecovery_target_time = %s\n"
+                      "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n",
+                      cmd, target);
     free(old);
     int rc = dbp_write_file(path, buf, (size_t)n, 0600, in->runas, err);
     free(buf);
-    if (rc)
+    if (rc || !pitr)
         return rc;
     snprintf(path, sizeof(path), "%s/recovery.signal", in->data_dir);
     return dbp_write_file(path, "", 0, 0600, in->runas, err);
+}
+
+int pg_recovery_cleanup(const engine_instance_t *in, dbp_err_t *err)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/recovery.signal", in->data_dir);
+    if (access(path, F_OK) == 0)
+        return 0; /* still recovering (or about to): the settings are needed */
+    int changed = 0;
+    snprintf(path, sizeof(path), "%s/" ENGINE_WAL_RESTORE_DIR, in->data_dir);
+    if (access(path, F_OK) == 0) {
+        int rc = dbp_rm_rf(path, err);
+        if (rc)
+            return rc;
+        changed = 1;
+    }
+    snprintf(path, sizeof(path), "%s/postgresql.auto.conf", in->data_dir);
+    char *conf = NULL;
+    size_t len = 0;
+    dbp_err_t ignore;
+    if (dbp_read_file(path, &conf, &len, &ignore) != 0)
+        return changed;
+    char *mark = strstr(conf, PGB_RESTORE_MARK);
+    int rc = changed;
+    if (mark) {
+        rc = dbp_write_file(path, conf, (size_t)(mark - conf), 0600, in->runas, err);
+        if (rc == 0)
+            rc = 1;
+    }
+    free(conf);
+    return rc;
 }
 
 int pg_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
@@ -264,7 +307,7 @@ int pg_restore_physical(const engine_instance_t *in, const engine_restore_opts_t
         if (!rc && chmod(in->data_dir, 0700) != 0)
             rc = dbp_err_set(err, DBP_EIO, "chmod %s: %s", in->data_dir, strerror(errno));
     }
-    if (!rc && opts && opts->recovery_target_time && opts->restore_command)
+    if (!rc)
         rc = pgb_write_recovery(in, opts, err);
     if (!rc && in->dir[0]) {
         /* An instance of the control plane's layout: mark it initialised (a data dir

@@ -33,6 +33,14 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
                        const engine_restore_opts_t *opts, engine_read_fn read, void *ud,
                        dbp_err_t *err);
 
+/* Once a restored server has ended recovery (no recovery.signal), removes what the
+ * restore added for it: the fetched WAL (ENGINE_WAL_RESTORE_DIR) and the restore block of
+ * postgresql.auto.conf (recovery target, restore_command, paused archiving). Called by
+ * render_config before every start and reload. Returns 1 when it changed something, 0
+ * when there was nothing to remove, or a negative DBP_E* code. */
+int pg_recovery_cleanup(const engine_instance_t *in, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 /* See engine_ops_t.inventory. */
 int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
                  dbp_err_t *err);

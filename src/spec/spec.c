@@ -192,6 +192,11 @@ static const sfield_t redis_fields[] = {
     F_ENDF,
 };
 
+static const sfield_t cluster_bootstrap_fields[] = {
+    F_STRF("backup", spec_cluster_t, bootstrap_backup, F_REQ | F_NONEMPTY, NULL),
+    F_ENDF,
+};
+
 static const sfield_t cluster_fields[] = {
     F_ENUMF("engine", spec_cluster_t, engine, engine_at, engine_vals, 1, F_REQ, NULL),
     F_STRF("version", spec_cluster_t, version, F_NONEMPTY, NULL),
@@ -205,6 +210,7 @@ static const sfield_t cluster_fields[] = {
     F_ENUMF("updateStrategy", spec_cluster_t, update_strategy, update_strategy_at, update_vals, 0,
             0, "ReplicasFirstPrimaryLast"),
     F_OBJF("redis", spec_cluster_t, redis, redis_fields, 0),
+    F_GROUPF("bootstrapFrom", cluster_bootstrap_fields, 0),
     F_ENDF,
 };
 
@@ -293,6 +299,7 @@ static const sfield_t backup_fields[] = {
     F_LISTF("databases", spec_backup_t, databases, F_NONEMPTY),
     F_BOOLF("verify", spec_backup_t, verify, 0, NULL),
     F_GROUPF("encryption", backup_encryption_fields, 0),
+    F_BOOLF("pitr", spec_backup_t, pitr, 0, "false"),
     F_ENDF,
 };
 

@@ -246,6 +246,9 @@ typedef struct spec_cluster {
     int update_strategy; /* spec_update_strategy_t; `updateStrategy` */
     spec_mark_t update_strategy_at;
     spec_redis_t redis;
+    spec_str_t bootstrap_backup; /* `bootstrapFrom.backup`: new and rebuilt replicas start from
+                                    the newest verified run of this physical Backup plus the
+                                    WAL archive, instead of a clone of the primary */
 } spec_cluster_t;
 
 /* kind: Database */
@@ -315,6 +318,9 @@ typedef struct spec_backup {
     spec_strlist_t databases; /* logical: only these databases */
     spec_bool_t verify;    /* restore-test each run; default true for physical */
     spec_secret_ref_t encryption_key; /* `encryption.secretKeyRef`: AES-256-GCM key */
+    spec_bool_t pitr;      /* continuous archiving (PostgreSQL WAL) to the Backup's store for
+                              point-in-time restores; physical Backups only, one per cluster;
+                              default false */
 } spec_backup_t;
 
 /* kind: Restore */

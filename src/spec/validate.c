@@ -313,6 +313,28 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
                  "logical backups are not supported for redis cluster '%s'", cl->name.v);
     resolve(v, r, SPEC_KIND_BACKUP_STORE, &b->store, "spec.store");
     check_secret_ref(v, r, &b->encryption_key, "spec.encryption.secretKeyRef", true);
+    if (b->pitr.v) {
+        /* Point-in-time recovery replays the archive onto a base backup: a physical one. */
+        if (b->type != SPEC_BACKUP_PHYSICAL)
+            vreporth(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr", "use type: physical",
+                     "pitr needs a physical Backup (the base backups of the archive)");
+        else if (cl && cl->u.cluster.engine != SPEC_ENGINE_POSTGRESQL)
+            vreport(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr",
+                    "pitr is available for postgresql clusters only in this build");
+        /* One archive per cluster: the server hands each WAL segment over once. */
+        for (size_t i = 0; b->type == SPEC_BACKUP_PHYSICAL && i < v->nall; i++) {
+            const spec_resource_t *o = v->all[i];
+            if (o == r || o->kind != SPEC_KIND_BACKUP || !o->u.backup.pitr.v ||
+                o->u.backup.type != SPEC_BACKUP_PHYSICAL ||
+                !same(o->tenant.v, r->tenant.v) || !same(o->u.backup.cluster.v, b->cluster.v))
+                continue;
+            if (strcmp(o->name.v, r->name.v) < 0)
+                vreport(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr",
+                        "cluster '%s' already archives through Backup '%s' (one pitr Backup "
+                        "per cluster)",
+                        b->cluster.v, o->name.v);
+        }
+    }
 }
 
 static void check_restore(vctx_t *v, const spec_resource_t *r)
@@ -363,6 +385,13 @@ static void check_credential_role(vctx_t *v, const spec_resource_t *r)
 static void check_cluster(vctx_t *v, const spec_resource_t *r)
 {
     const spec_cluster_t *c = &r->u.cluster;
+    const spec_resource_t *bb = resolve(v, r, SPEC_KIND_BACKUP, &c->bootstrap_backup,
+                                        "spec.bootstrapFrom.backup");
+    if (bb && (bb->u.backup.type != SPEC_BACKUP_PHYSICAL ||
+               !same(bb->u.backup.cluster.v, r->name.v)))
+        vreporth(v, r, SPEC_ERROR, c->bootstrap_backup.at, "spec.bootstrapFrom.backup",
+                 "name a Backup with type: physical and cluster: this cluster",
+                 "Backup '%s' is not a physical Backup of cluster '%s'", bb->name.v, r->name.v);
     if (c->engine != SPEC_ENGINE_REDIS)
         return;
     const spec_redis_t *rd = &c->redis;

@@ -361,8 +361,11 @@ def test_kill9_during_upload_leaves_no_complete_backup(env):
     proc = subprocess.Popen([BIN, "backup", "pg", "--backup", "pg-phys", "--no-verify",
                              "--data-dir", str(d.data_dir)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=d.env)
-    partial = wait_until(lambda: next(iter(d.store.rglob("*.partial.*")), None), timeout=60,
-                         interval=0.02, what="an upload in progress")
+    # Only this cluster's runs: the scheduler's every-minute Backup of `sched` writes
+    # partial files of its own.
+    partial = wait_until(lambda: next(iter((d.store / "default" / "pg").rglob("*.partial.*")),
+                                      None),
+                         timeout=60, interval=0.02, what="an upload in progress")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_dir = partial.parent

@@ -737,6 +737,46 @@ static void test_known_set_and_merge(void **state)
     spec_diags_free(&d);
 }
 
+/* Backup.spec.pitr and Cluster.spec.bootstrapFrom: a pitr Backup is physical, one per
+ * cluster; bootstrapFrom names a physical Backup of the same cluster. */
+static void test_pitr_and_bootstrap(void **state)
+{
+    (void)state;
+    spec_set_t s;
+    spec_diags_t d;
+    spec_set_init(&s);
+    spec_diags_init(&d);
+    const char *base = "apiVersion: dbplane/v1\nkind: BackupStore\nmetadata: {name: st}\n"
+                       "spec: {posix: {path: /b}}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg}\n"
+                       "spec: {engine: postgresql, bootstrapFrom: {backup: phys}}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: other}\n"
+                       "spec: {engine: postgresql, bootstrapFrom: {backup: dump}}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Backup\nmetadata: {name: phys}\n"
+                       "spec: {cluster: pg, type: physical, store: st, pitr: true}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Backup\nmetadata: {name: phys2}\n"
+                       "spec: {cluster: pg, type: physical, store: st, pitr: true}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Backup\nmetadata: {name: dump}\n"
+                       "spec: {cluster: pg, type: logical, store: st, pitr: true}\n";
+    assert_int_equal(parse_str(&s, &d, base), 0);
+    const spec_resource_t *b = get(&s, SPEC_KIND_BACKUP, "default", "phys");
+    assert_true(b->u.backup.pitr.v);
+    const spec_resource_t *c = get(&s, SPEC_KIND_CLUSTER, "default", "pg");
+    assert_string_equal(c->u.cluster.bootstrap_backup.v, "phys");
+    assert_int_equal(spec_validate(&s, NULL, &d), DBP_EINVAL);
+    assert_int_equal(d.errors, 3);
+    bool two = false, logical = false, boot = false;
+    for (size_t i = 0; i < d.n; i++) {
+        two |= strstr(d.v[i].msg, "already archives through Backup 'phys'") != NULL &&
+               strcmp(d.v[i].path, "Backup/phys2: spec.pitr") == 0;
+        logical |= strstr(d.v[i].msg, "pitr needs a physical Backup") != NULL;
+        boot |= strcmp(d.v[i].path, "Cluster/other: spec.bootstrapFrom.backup") == 0;
+    }
+    assert_true(two && logical && boot);
+    spec_set_free(&s);
+    spec_diags_free(&d);
+}
+
 static void test_restore_target_spec(void **state)
 {
     (void)state;
@@ -864,6 +904,7 @@ int main(void)
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_known_set_and_merge),
         cmocka_unit_test(test_restore_target_spec),
+        cmocka_unit_test(test_pitr_and_bootstrap),
         cmocka_unit_test(test_print_format),
         cmocka_unit_test(test_names),
     };

@@ -1,0 +1,492 @@
+"""Point-in-time recovery of PostgreSQL (issue 7) against a real `dbplane up`: WAL
+archiving (archive_command -> `dbplane wal-push` into the cluster's spool, shipped by the
+daemon's scheduler with `dbplane wal-ship` into a posix BackupStore), restores to a time
+between two known writes (`dbplane restore --to DIR --point-in-time`, and a `kind:
+Restore` resource reconciled into a new cluster), gap detection, and retention that keeps
+the WAL a point-in-time window needs.
+"""
+import datetime
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import BIN, Daemon, sanitizer_report, wait_until
+from test_backup import S3RVER, S3Server
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+SPEC = """
+apiVersion: dbplane/v1
+kind: Secret
+metadata: {{name: s3creds}}
+stringData: {{ak: S3RVER, sk: S3RVER}}
+---
+apiVersion: dbplane/v1
+kind: Secret
+metadata: {{name: backup-key}}
+generate: {{keys: [key]}}
+---
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {{name: s3}}
+spec:
+  s3:
+    endpoint: http://127.0.0.1:{s3port}
+    bucket: bk
+    prefix: pitr
+    accessKeyIdSecretKeyRef: {{name: s3creds, key: ak}}
+    secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: pitrs3}}
+spec: {{engine: postgresql, version: "15", instances: 1}}
+---
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {{name: local}}
+spec:
+  posix: {{path: {store}}}
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: pitr}}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: 1
+---
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {{name: pitr-base}}
+spec: {{cluster: pitr, type: physical, store: local, pitr: true, verify: false}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def env():
+    work = Path(tempfile.mkdtemp(prefix="dbplane-pitr-"))
+    work.chmod(0o755)
+    if not S3RVER:
+        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
+    s3 = S3Server(work / "s3")
+    s3.start()
+    spec = work / "pitr.yaml"
+    spec.write_text(SPEC.format(store=work / "store", s3port=s3.port))
+    d = Daemon(work / "data", work / "data.log")
+    d.s3 = s3
+    d.start(spec, timeout=180)
+    d.work, d.store, d.spec = work, work / "store", spec
+    d.wal = d.store / "default" / "pitr" / "wal"
+    with conn(d, "pitr", "postgres") as c:
+        c.execute("CREATE DATABASE app")
+    with conn(d, "pitr", "app") as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, what text, at timestamptz DEFAULT now())")
+    yield d
+    rc = d.stop()
+    s3.stop()
+    text = d.log_text()
+    rep = sanitizer_report(text)
+    shutil.rmtree(work, ignore_errors=True)
+    if rep:
+        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
+    assert rc == 0, text[-4000:]
+
+
+def conn(d, cluster, dbname, role="primary"):
+    inst = d.instance(cluster, role)
+    return psycopg.connect(host=f"{d.runtime_dir()}/s{inst['port']}", port=inst["port"],
+                           user="dbplane_admin", dbname=dbname, autocommit=True)
+
+
+def bk(d, *args, check=True, timeout=300):
+    p = subprocess.run([BIN] + list(args) + ["--data-dir", str(d.data_dir)], capture_output=True,
+                       text=True, timeout=timeout)
+    rep = sanitizer_report(p.stderr)
+    assert not rep, f"sanitizer report ({rep}) from dbplane {' '.join(args)}:\n{p.stderr[-8000:]}"
+    if check and p.returncode != 0:
+        raise AssertionError(f"dbplane {' '.join(args)} exited {p.returncode}\n{p.stderr}")
+    return p
+
+
+def archived(d):
+    return sorted(p.name for p in d.wal.iterdir()) if d.wal.exists() else []
+
+
+def in_s3(d, seg):
+    return any(p.parent.name == "wal" for p in d.s3.root.rglob(f"{seg}.zst.enc*_object"))
+
+
+def switch_and_ship(d, cluster="pitr"):
+    """Closes the current WAL segment and waits until the daemon has shipped it."""
+    with conn(d, cluster, "postgres") as c:
+        seg = c.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        c.execute("SELECT pg_switch_wal()")
+    shipped = (lambda: f"{seg}.zst" in archived(d)) if cluster == "pitr" else (lambda: in_s3(d, seg))
+    wait_until(shipped, timeout=60, what=f"segment {seg} in the archive")
+    return seg
+
+
+def write_a_then_b(d, a, b, cluster="pitr"):
+    """Commits row a, returns a point in time strictly between a's and b's commits, then
+    commits row b and ships the WAL holding both."""
+    with conn(d, cluster, "app") as c:
+        c.execute("INSERT INTO t (id, what) VALUES (%s, 'A')", (a,))
+        time.sleep(0.6)
+        between = datetime.datetime.now(datetime.timezone.utc)
+        time.sleep(0.6)
+        c.execute("INSERT INTO t (id, what) VALUES (%s, 'B')", (b,))
+        ta, tb = (c.execute("SELECT at FROM t WHERE id = %s", (i,)).fetchone()[0] for i in (a, b))
+    assert ta < between < tb
+    switch_and_ship(d, cluster)
+    return between.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RestoredServer:
+    """A PostgreSQL server started by hand on a data dir made by `dbplane restore --to`."""
+
+    def __init__(self, data_dir: Path, work: Path):
+        self.port = free_port()
+        self.sock = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
+        shutil.chown(self.sock, "dbplane", "dbplane")
+        self.logpath = work / f"restored-{self.port}.log"
+        self.log = open(self.logpath, "w")
+        self.proc = subprocess.Popen(
+            [f"{PG_BIN}/postgres", "-D", str(data_dir),
+             "-c", f"port={self.port}", "-c", f"unix_socket_directories={self.sock}",
+             "-c", "listen_addresses=", "-c", f"hba_file={data_dir}/pg_hba.conf",
+             "-c", f"ident_file={data_dir}/pg_ident.conf", "-c", "cluster_name=restored"],
+            stdout=self.log, stderr=subprocess.STDOUT, user="dbplane", group="dbplane",
+            extra_groups=[])
+
+    def connect(self, dbname):
+        return psycopg.connect(host=str(self.sock), port=self.port, user="dbplane_admin",
+                               dbname=dbname, autocommit=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=60)
+        self.log.close()
+        shutil.rmtree(self.sock, ignore_errors=True)
+
+
+def test_archive_command_ships_wal_to_the_store(env):
+    d = env
+    data = d.data_dir / "clusters" / "default" / "pitr" / "pitr-0" / "data"
+    conf = (data / "postgresql.conf").read_text()
+    assert "archive_mode = on" in conf and "wal-push --spool" in conf
+    seg = switch_and_ship(d)
+    spool = d.data_dir / "clusters" / "default" / "pitr" / "wal-spool"
+    wait_until(lambda: not any(p for p in spool.iterdir() if not p.name.startswith(".")),
+               timeout=30, what="an empty spool")
+    with conn(d, "pitr", "postgres") as c:
+        last, failed = c.execute("SELECT last_archived_wal, failed_count FROM pg_stat_archiver"
+                                 ).fetchone()
+    assert last == seg and failed == 0
+    wal = json.loads(bk(d, "backups", "pitr", "-o", "json").stdout)["wal"]
+    assert wal == [{"tenant": "default", "cluster": "pitr", "backup": "pitr-base",
+                    "last_shipped": seg, "spooled": 0}]
+    # The archived segment decodes to the server's own file.
+    raw = subprocess.run(["zstd", "-dc", str(d.wal / f"{seg}.zst")], capture_output=True,
+                         check=True).stdout
+    assert len(raw) == 16 << 20
+
+
+def test_restore_to_a_point_in_time_between_two_writes(env):
+    d = env
+    row = json.loads(bk(d, "backup", "pitr", "--backup", "pitr-base", "-o", "json").stdout)
+    assert row["status"] == "complete"
+    between = write_a_then_b(d, 1, 2)
+    target = d.work / "pitr-restored"
+    bk(d, "restore", "--backup", "pitr-base", "--to", str(target), "--point-in-time", between)
+    assert (target / "recovery.signal").exists()
+    srv = RestoredServer(target, d.work)
+    try:
+        def promoted():
+            with srv.connect("app") as c:
+                return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        wait_until(promoted, timeout=120, what="the restored server to reach the target")
+        with srv.connect("app") as c:
+            assert c.execute("SELECT id, what FROM t ORDER BY id").fetchall() == [(1, "A")]
+    finally:
+        srv.stop()
+    assert "recovery stopping before commit" in srv.logpath.read_text()
+    # A point in time before the only base backup cannot be reached.
+    p = bk(d, "restore", "--backup", "pitr-base", "--to", str(d.work / "never"),
+           "--point-in-time", "2020-01-01T00:00:00Z", check=False)
+    assert p.returncode == 1 and "finished before the point in time" in p.stderr, p.stderr
+    assert not (d.work / "never").exists()
+
+
+BACKUP_S3 = """
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {name: pitr-s3}
+spec:
+  cluster: pitrs3
+  type: physical
+  store: s3
+  pitr: true
+  verify: false
+  encryption: {secretKeyRef: {name: backup-key, key: key}}
+"""
+
+
+def test_restore_to_a_point_in_time_from_s3_encrypted(env):
+    d = env
+    # Archiving is turned on for a running cluster by a reload, without a restart.
+    pid = d.server_pid("default", "pitrs3", "pitrs3-0")
+    spec = d.work / "backup-s3.yaml"
+    spec.write_text(BACKUP_S3)
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=120)
+
+    def archiving():
+        with conn(d, "pitrs3", "postgres") as c:
+            return "wal-push" in c.execute("SHOW archive_command").fetchone()[0]
+    wait_until(archiving, timeout=30, what="archive_command after the reload")
+    assert d.server_pid("default", "pitrs3", "pitrs3-0") == pid
+    with conn(d, "pitrs3", "postgres") as c:
+        c.execute("CREATE DATABASE app")
+    with conn(d, "pitrs3", "app") as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, what text, at timestamptz DEFAULT now())")
+    row = json.loads(bk(d, "backup", "pitrs3", "--backup", "pitr-s3", "-o", "json").stdout)
+    assert row["status"] == "complete"
+    between = write_a_then_b(d, 1, 2, cluster="pitrs3")
+    target = d.work / "pitr-s3-restored"
+    bk(d, "restore", "--backup", "pitr-s3", "--to", str(target), "--point-in-time", between)
+    srv = RestoredServer(target, d.work)
+    try:
+        def promoted():
+            with srv.connect("app") as c:
+                return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        wait_until(promoted, timeout=120, what="the restored server to reach the target")
+        with srv.connect("app") as c:
+            assert c.execute("SELECT id, what FROM t ORDER BY id").fetchall() == [(1, "A")]
+    finally:
+        srv.stop()
+
+
+RESTORE = """
+apiVersion: dbplane/v1
+kind: Restore
+metadata: {{name: {name}}}
+spec:
+  backup: pitr-base
+  target:
+    cluster: {cluster}
+    spec: {{instances: {instances}}}
+  pointInTime: "{when}"
+"""
+
+
+def status_of(d, kind, name):
+    item = json.loads(d.cli("get", kind, name, "-o", "json").stdout)
+    st = item.get("status") or {}
+    return st.get("state"), st.get("message") or ""
+
+
+def test_restore_resource_makes_a_new_cluster_at_a_point_in_time(env):
+    d = env
+    between = write_a_then_b(d, 3, 4)
+    spec = d.work / "restore.yaml"
+    spec.write_text(RESTORE.format(name="back-in-time", cluster="pitr-copy", instances=2,
+                                   when=between))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    assert status_of(d, "restore", "back-in-time")[0] == "ready"
+    c = d.cluster("pitr-copy")
+    assert len(c["instances"]) == 2 and c["primary"] == "pitr-copy-0"
+    with conn(d, "pitr-copy", "app") as p:
+        assert [r[0] for r in p.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 3]
+        p.execute("INSERT INTO t (id, what) VALUES (100, 'writable')")
+        lsn = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    # The replica was cloned from the restored primary, after its recovery.
+    with conn(d, "pitr-copy", "app", "replica") as r:
+        wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                     (lsn,)).fetchone()[0], timeout=30, what="the replica")
+        assert [x[0] for x in r.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 3, 100]
+    reasons = [e["reason"] for e in d.events() if e["name"] == "back-in-time"]
+    assert "Restored" in reasons and "RestoreCompleted" in reasons
+    # The fetched WAL and the recovery settings are gone once recovery has ended.
+    data = d.data_dir / "clusters" / "default" / "pitr-copy" / "pitr-copy-0" / "data"
+    wait_until(lambda: not (data / "dbplane_wal_restore").exists(), timeout=30,
+               what="the restore's WAL to be removed")
+    assert "recovery_target_time" not in (data / "postgresql.auto.conf").read_text()
+
+
+CLUSTER = """
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: pitr}}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: {instances}
+  bootstrapFrom: {{backup: pitr-base}}
+"""
+
+
+def instance_events(d, name):
+    return [e for e in d.events() if e["kind"] == "Instance" and e["name"] == name]
+
+
+def test_replica_bootstrap_from_a_verified_backup_with_wal_catch_up(env):
+    d = env
+    spec = d.work / "scale.yaml"
+    # No verified run yet: the new replica is cloned from the primary, and an event says why.
+    spec.write_text(CLUSTER.format(instances=2))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    why = [e["message"] for e in instance_events(d, "pitr-1") if e["reason"] == "BootstrapFallback"]
+    assert why and "verified" in why[0], instance_events(d, "pitr-1")
+    assert any(e["reason"] == "Cloned" for e in instance_events(d, "pitr-1"))
+
+    row = json.loads(bk(d, "backup", "pitr", "--backup", "pitr-base", "--verify", "-o", "json"
+                        ).stdout)
+    assert row["verified"] == "ok", row
+    with conn(d, "pitr", "app") as c:
+        c.execute("INSERT INTO t (id, what) SELECT g, 'after' FROM generate_series(1000, 1999) g")
+    switch_and_ship(d)  # archived WAL after the base backup ...
+    with conn(d, "pitr", "app") as c:  # ... and WAL only the primary has
+        c.execute("INSERT INTO t (id, what) SELECT g, 'latest' FROM generate_series(2000, 2099) g")
+        lsn = c.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        want = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        # The primary recycles the WAL of the backup window: only the archive has it now.
+        start = json.loads((d.store / row["path"] / "manifest.json").read_text())["start_position"]
+        first = c.execute("SELECT pg_walfile_name(%s::pg_lsn)", (start,)).fetchone()[0]
+        for _ in range(3):
+            c.execute("SELECT pg_switch_wal()")
+            c.execute("CHECKPOINT")
+        wait_until(lambda: not c.execute("SELECT 1 FROM pg_ls_waldir() WHERE name = %s",
+                                         (first,)).fetchone(), timeout=30,
+                   what=f"the primary to recycle {first}")
+    spec.write_text(CLUSTER.format(instances=3))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    ev = instance_events(d, "pitr-2")
+    boot = [e["message"] for e in ev if e["reason"] == "Bootstrapped"]
+    assert boot and row["id"] in boot[0], ev
+    assert not any(e["reason"] in ("Cloning", "BootstrapFallback") for e in ev), ev
+    inst = next(i for i in d.cluster("pitr")["instances"] if i["name"] == "pitr-2")
+    assert inst["role"] == "replica" and inst["state"] == "running"
+    with psycopg.connect(host=f"{d.runtime_dir()}/s{inst['port']}", port=inst["port"],
+                         user="dbplane_admin", dbname="app", autocommit=True) as r:
+        wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                     (lsn,)).fetchone()[0], timeout=60, what="catch-up")
+        assert r.execute("SELECT count(*) FROM t").fetchone()[0] == want
+        assert r.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()[0] == "streaming"
+
+
+BACKUP_KEEP1 = """
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {name: pitr-base}
+spec: {cluster: pitr, type: physical, store: local, pitr: true, verify: false, retentionCount: 1}
+"""
+
+
+def segno(name):
+    return int(name[8:16], 16) * 256 + int(name[16:24], 16)
+
+
+def test_retention_keeps_the_point_in_time_window(env):
+    d = env
+    runs = lambda: [b for b in json.loads(bk(d, "backups", "pitr", "-o", "json").stdout)["backups"]
+                    if b["backup"] == "pitr-base" and b["status"] == "complete"]
+    assert len(runs()) >= 2
+    newest = max(runs(), key=lambda b: b["started_ms"])
+    start = json.loads((d.store / newest["path"] / "manifest.json").read_text())["start_position"]
+    hi, lo = (int(x, 16) for x in start.split("/"))
+    anchor = ((hi << 32) | lo) // (16 << 20)
+    assert any(segno(n) < anchor for n in archived(d) if len(n) == 28), "older WAL to expire"
+    spec = d.work / "keep1.yaml"
+    spec.write_text(BACKUP_KEEP1)
+    d.cli("apply", "-f", str(spec))
+    bk(d, "backups", "prune", "pitr-base")
+    assert [b["id"] for b in runs()] == [newest["id"]]
+    segs = [n for n in archived(d) if len(n) == 28]
+    assert segs and min(segno(n) for n in segs) == anchor, (anchor, segs[:3])
+    reasons = {e["reason"] for e in d.events() if e["name"] == "pitr-base"}
+    assert {"BackupExpired", "WalExpired"} <= reasons
+    # What is left still restores to a point in time after the kept run.
+    between = write_a_then_b(d, 5, 6)
+    target = d.work / "pitr-after-prune"
+    bk(d, "restore", "--backup", "pitr-base", "--to", str(target), "--point-in-time", between)
+    srv = RestoredServer(target, d.work)
+    try:
+        def promoted():
+            with srv.connect("app") as c:
+                return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        wait_until(promoted, timeout=120, what="the restored server to reach the target")
+        with srv.connect("app") as c:
+            ids = [r[0] for r in c.execute("SELECT id FROM t WHERE id < 100 ORDER BY id")]
+        assert ids == [1, 2, 3, 4, 5]
+    finally:
+        srv.stop()
+
+
+def test_a_segment_lost_from_the_spool_is_reported_as_a_gap(env):
+    d = env
+    spool = d.data_dir / "clusters" / "default" / "pitr" / "wal-spool"
+    spooled = lambda: sorted(p.name for p in spool.iterdir() if not p.name.startswith("."))
+    switch_and_ship(d)
+    wait_until(lambda: not spooled(), timeout=30, what="an empty spool")
+    inst = d.instance("pitr", "primary")
+    dsn = dict(host=f"{d.runtime_dir()}/s{inst['port']}", port=inst["port"],
+               user="dbplane_admin", dbname="app", autocommit=True)
+    d.proc.send_signal(signal.SIGSTOP)  # nothing ships while the daemon is stopped
+    try:
+        lost = None
+        for i in range(2):
+            with psycopg.connect(**dsn) as c:
+                c.execute("INSERT INTO t (id, what) VALUES (%s, 'gap')", (3000 + i,))
+                c.execute("SELECT pg_switch_wal()")
+            name = wait_until(lambda: next((n for n in spooled() if len(n) == 24), None),
+                              timeout=30, what="a segment in the spool")
+            if lost is None:
+                lost = name
+                (spool / name).unlink()  # lost with its server's disk, say
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    gap = wait_until(lambda: [e for e in d.events() if e["reason"] == "WalArchiveGap"],
+                     timeout=60, what="a WalArchiveGap event")
+    assert lost in gap[0]["message"] or "never reached the archive" in gap[0]["message"]
+    assert f"{lost}.zst" not in archived(d)
+    # A restore past the gap is told so.
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    bk(d, "restore", "--backup", "pitr-base", "--to", str(d.work / "pitr-gap"),
+       "--point-in-time", now.replace("+00:00", "Z"))
+    assert any("recovery can reach only the times before the gap" in e["message"]
+               for e in d.events() if e["reason"] == "WalArchiveGap")
+
+
+def test_restore_beyond_the_archive_fails_and_leaves_nothing(env):
+    d = env
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    spec = d.work / "restore-late.yaml"
+    spec.write_text(RESTORE.format(name="too-late", cluster="pitr-late", instances=1,
+                                   when=later.isoformat(timespec="seconds").replace("+00:00", "Z")))
+    d.cli("apply", "-f", str(spec))
+    st = wait_until(lambda: (lambda s: s if s[0] == "failed" else None)(
+        status_of(d, "restore", "too-late")), timeout=120, what="the Restore to fail")
+    assert "recovery" in st[1], st
+    events = [e for e in d.events() if e["name"] == "too-late" and e["reason"] == "RestoreFailed"]
+    assert events, "a RestoreFailed event"
+    data = d.data_dir / "clusters" / "default" / "pitr-late" / "pitr-late-0" / "data"
+    assert not data.exists() or not any(data.iterdir()), "nothing half-made stays"
