@@ -41,7 +41,6 @@
 #include "common/strbuf.h"
 
 #define MDB_DUMP "/usr/bin/mariadb-dump"
-#define MDB_CLIENT "/usr/bin/mariadb"
 #define MDBB_TOOL_TIMEOUT_MS (6 * 3600 * 1000)
 #define MDBB_TAIL 4096 /* bytes of a dump's end kept to find its GTID line */
 
