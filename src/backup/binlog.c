@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "control/reconcile.h"
@@ -274,15 +275,17 @@ int bk_binlog_ship(backup_ctx_t *ctx, const spec_resource_t *c, const spec_resou
         *shipped = 0;
     const engine_ops_t *ops = engine_lookup((spec_engine_t)c->u.cluster.engine);
     const char *tenant = c->tenant.v, *cluster = c->name.v;
-    engine_instance_t in;
-    int rc = bk_primary(ctx, c, &in, err);
-    if (rc)
-        return rc;
     char spool[PATH_MAX], state[PATH_MAX + 16];
     ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, tenant, cluster);
     snprintf(state, sizeof(state), "%s.binlog", spool);
     bl_state_t st;
     bl_state_read(state, &st);
+    if (access(state, F_OK) != 0)
+        bl_state_write(state, &st); /* its presence keeps the scheduler polling */
+    engine_instance_t in;
+    int rc = bk_primary(ctx, c, &in, err);
+    if (rc)
+        return rc;
     engine_binlog_t *logs = calloc(ENGINE_MAX_BINLOGS, sizeof(*logs));
     if (!logs)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
