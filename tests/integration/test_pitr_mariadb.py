@@ -163,6 +163,7 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
 
     target = d.work / "restored"
     when = between.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    d.between = when
     bk(d, "restore", "--backup", "mpitr-base", "--to", str(target), "--point-in-time", when)
     assert not Path(str(target) + ".binlog-restore").exists()
     srv = MariadbServer(target, d.work)
@@ -171,6 +172,38 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
     finally:
         srv.stop()
     assert got == {1: "base", 2: "A"}, got
+
+
+RESTORE = """
+apiVersion: dbplane/v1
+kind: Restore
+metadata: {{name: {name}}}
+spec:
+  backup: mpitr-base
+  target:
+    cluster: {cluster}
+    spec: {{instances: 1}}
+  pointInTime: "{when}"
+"""
+
+
+def test_restore_resource_makes_a_new_cluster_at_a_point_in_time(env):
+    d = env
+    spec = d.work / "restore.yaml"
+    spec.write_text(RESTORE.format(name="mback", cluster="mcopy", when=d.between))
+    d.cli("apply", "-f", str(spec))
+    d.wait(timeout=180)
+    st = json.loads(d.cli("get", "restore", "mback", "-o", "json").stdout).get("status") or {}
+    assert st.get("state") == "ready", st
+    inst = d.instance("mcopy", "primary")
+    cnf = (d.data_dir / "clusters" / "default" / "mcopy" / inst["name"] / "my.cnf").read_text()
+    sock = re.search(r"^socket = (.+)$", cnf, re.M).group(1)
+    with mdb(d, sock=sock) as c:
+        assert {r[0]: r[1] for r in c.execute("SELECT id, what FROM app.t")} == \
+            {1: "base", 2: "A"}
+        c.execute("INSERT INTO app.t (id, what) VALUES (100, 'writable')")
+    reasons = [e["reason"] for e in d.events() if e["name"] == "mback"]
+    assert "RestoreCompleted" in reasons, reasons
 
 
 def test_a_point_in_time_before_the_base_backup_is_refused(env):
