@@ -237,3 +237,37 @@ def test_a_binlog_missing_from_the_archive_is_reported_as_a_gap(env):
     assert not target.exists(), "a failed restore leaves no data directory"
     ev = [e for e in d.events() if e.get("reason") == "WalArchiveGap"]
     assert ev and "binlog archive has a gap" in ev[-1]["message"], ev
+
+
+def test_retention_keeps_the_binlogs_the_kept_run_needs(env):
+    d = env
+    # Keep one run: a new base backup starts a new window past the gap above.
+    spec = d.work / "mpitr-keep1.yaml"
+    spec.write_text(SPEC.format(store=d.store).replace(
+        "pitr: true, verify: false", "pitr: true, verify: false, retentionCount: 1"))
+    d.cli("apply", "-f", str(spec))
+    run = json.loads(bk(d, "backup", "mpitr", "--backup", "mpitr-base", "-o", "json").stdout)
+    assert run["status"] == "complete", run
+    gtid = json.loads((d.store / run["path"] / "manifest.json").read_text())["start_position"]
+    anchor = int(gtid.split(",")[0].split("-")[2])
+    seq_f = write(d, 7, "F")
+    flush_and_ship(d, seq_f)
+    before = indexes(d)
+    assert any(max(x["last_seq"], x["start_seq"]) <= anchor for x in before), before
+    bk(d, "backups", "prune", "mpitr-base")
+    after = indexes(d)
+    assert after and all(max(x["last_seq"], x["start_seq"]) > anchor for x in after), after
+    assert len(list(d.archive.iterdir())) == 2 * len(after), "each log goes with its index"
+    reasons = {e["reason"] for e in d.events() if e["name"] == "mpitr-base"}
+    assert "WalExpired" in reasons, reasons
+    # What is left still restores to now, from the kept run.
+    now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    target = d.work / "after-prune"
+    bk(d, "restore", "--backup", "mpitr-base", "--to", str(target), "--point-in-time",
+       now.isoformat(timespec="seconds").replace("+00:00", "Z"))
+    srv = MariadbServer(target, d.work)
+    try:
+        got = rows(srv)
+    finally:
+        srv.stop()
+    assert sorted(got) == [1, 2, 3, 4, 5, 6, 7], got
