@@ -102,15 +102,15 @@ static char *bl_index_json(const bl_entry_t *e, const char *file, int server_id,
                            const backup_part_stat_t *st)
 {
     const engine_binlog_index_t *ix = &e->ix;
-    json_t *j = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I, "
-                          "s:s}",
-                          "file", file, "server_id", server_id, "object", e->object, "domain",
-                          (json_int_t)ix->domain, "start_seq", (json_int_t)ix->start_seq,
-                          "first_seq", (json_int_t)ix->first_seq, "last_seq",
-                          (json_int_t)ix->last_seq, "first_gtid", ix->first_gtid, "last_gtid",
-                          ix->last_gtid, "first_time", (json_int_t)ix->first_time, "last_time",
-                          (json_int_t)ix->last_time, "raw_bytes", (json_int_t)st->raw_bytes,
-                          "bytes", (json_int_t)st->bytes, "sha256", st->sha256);
+    json_t *j =
+        json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I, "
+                  "s:s}",
+                  "file", file, "server_id", server_id, "object", e->object, "domain",
+                  (json_int_t)ix->domain, "start_seq", (json_int_t)ix->start_seq, "first_seq",
+                  (json_int_t)ix->first_seq, "last_seq", (json_int_t)ix->last_seq, "first_gtid",
+                  ix->first_gtid, "last_gtid", ix->last_gtid, "first_time",
+                  (json_int_t)ix->first_time, "last_time", (json_int_t)ix->last_time, "raw_bytes",
+                  (json_int_t)st->raw_bytes, "bytes", (json_int_t)st->bytes, "sha256", st->sha256);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return s;
@@ -126,8 +126,8 @@ static bool bl_index_parse(const char *text, size_t len, bl_entry_t *e)
     json_int_t dom = 0, ss = 0, fs = 0, ls = 0, ft = 0, lt = 0;
     bool ok = json_unpack(j, "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s?s, s?s}", "object", &obj,
                           "sha256", &sha, "domain", &dom, "start_seq", &ss, "first_seq", &fs,
-                          "last_seq", &ls, "first_time", &ft, "last_time", &lt, "first_gtid",
-                          &fg, "last_gtid", &lg) == 0 &&
+                          "last_seq", &ls, "first_time", &ft, "last_time", &lt, "first_gtid", &fg,
+                          "last_gtid", &lg) == 0 &&
               strlen(obj) < sizeof(e->object) && strlen(sha) == 64 && !strchr(obj, '/');
     if (ok) {
         snprintf(e->object, sizeof(e->object), "%s", obj);
@@ -194,8 +194,9 @@ static int bl_load(backup_store_t *bs, const char *prefix, bool load, bl_names_t
     names->skip = strlen(p);
     int rc = backup_store_list(bs, p, bl_list_cb, names, err);
     if (rc == DBP_ENOMEM || rc == DBP_EINVAL)
-        return dbp_err_set(err, rc, "listing the binlog archive %s: too many objects or out "
-                                    "of memory",
+        return dbp_err_set(err, rc,
+                           "listing the binlog archive %s: too many objects or out "
+                           "of memory",
                            prefix);
     if (rc || !load)
         return rc;
@@ -314,12 +315,12 @@ int bk_binlog_ship(backup_ctx_t *ctx, const spec_resource_t *c, const spec_resou
     bl_names_t have = {0};
     char prefix[600];
     bl_prefix(b, prefix, sizeof(prefix));
-    if (!rc && n > 1 &&
-        !(rc = bk_open_store(ctx, tenant, b->u.backup.store.v, &bs, err)) &&
+    if (!rc && n > 1 && !(rc = bk_open_store(ctx, tenant, b->u.backup.store.v, &bs, err)) &&
         !(rc = bk_backup_key(ctx, b, &key, err)))
         rc = bl_load(bs, prefix, false, &have, NULL, err);
     backup_codec_opts_t co = {.codec = (backup_codec_t)b->u.backup.compression,
-                              .key = key, .key_len = key ? strlen(key) : 0};
+                              .key = key,
+                              .key_len = key ? strlen(key) : 0};
     int server_id = in.ordinal + 1;
     for (int i = 0; !rc && i < n - 1; i++) { /* every log but the open one */
         if (bk_cancelled(ctx)) {
@@ -497,8 +498,9 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
         }
         bool enc = strlen(e->object) > 4 && strcmp(e->object + strlen(e->object) - 4, ".enc") == 0;
         if (enc && !key) {
-            rc = dbp_err_set(err, DBP_ENOENT, "archived binlog %s is encrypted but the Backup's "
-                                              "key is not available",
+            rc = dbp_err_set(err, DBP_ENOENT,
+                             "archived binlog %s is encrypted but the Backup's "
+                             "key is not available",
                              e->base);
             break;
         }
@@ -510,8 +512,10 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
         char okey[900], dest[PATH_MAX + 200];
         snprintf(okey, sizeof(okey), "%s/%s", prefix, e->object);
         snprintf(dest, sizeof(dest), "%s/%s", dir, e->base);
-        backup_codec_opts_t co = {.codec = codec, .key = enc ? key : NULL,
-                                  .key_len = enc ? strlen(key) : 0, .expect_sha256 = e->sha256};
+        backup_codec_opts_t co = {.codec = codec,
+                                  .key = enc ? key : NULL,
+                                  .key_len = enc ? strlen(key) : 0,
+                                  .expect_sha256 = e->sha256};
         rc = bk_archive_get_file(bs, okey, &co, dest, NULL, err);
         /* Event checksums, and the file is the one its index describes. */
         engine_binlog_index_t got;
@@ -539,8 +543,7 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
                  m->id, end);
     }
     if (!rc && npaths) {
-        bl_replay_t r = {.paths = paths, .n = npaths, .start = m->start_position,
-                         .stop_s = stop_s};
+        bl_replay_t r = {.paths = paths, .n = npaths, .start = m->start_position, .stop_s = stop_s};
         rc = bk_with_server(ctx, m, in->data_dir, bl_replay_cb, &r, err);
     }
     if (!rc)

@@ -45,8 +45,8 @@ int mdb_binlog_list(const engine_instance_t *primary, bool flush, engine_binlog_
         if (!name || strchr(name, '/') || strlen(name) >= sizeof(out->name))
             continue;
         if (*n == max) {
-            rc = dbp_err_set(err, DBP_EINVAL, "%s has more than %d binary logs", primary->name,
-                             max);
+            rc =
+                dbp_err_set(err, DBP_EINVAL, "%s has more than %d binary logs", primary->name, max);
             break;
         }
         engine_binlog_t *b = &out[(*n)++];
@@ -90,8 +90,12 @@ static int64_t mdbl_header_time(const char *l)
     if (l[0] != '#' || !strstr(l, " server id ") ||
         sscanf(l, "#%2d%2d%2d %d:%d:%d", &y, &mo, &d, &h, &mi, &s) != 6)
         return 0;
-    struct tm tm = {.tm_year = y + 100, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                    .tm_min = mi, .tm_sec = s};
+    struct tm tm = {.tm_year = y + 100,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = s};
     return (int64_t)timegm(&tm);
 }
 
@@ -152,8 +156,8 @@ int mdb_binlog_index(const engine_instance_t *in, const char *path, engine_binlo
                      dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
-    char *argv[] = {MDB_BINLOG_TOOL, "--no-defaults", "--verify-binlog-checksum",
-                    "--base64-output=never", (char *)path, NULL};
+    char *argv[] = {MDB_BINLOG_TOOL,         "--no-defaults", "--verify-binlog-checksum",
+                    "--base64-output=never", (char *)path,    NULL};
     char *env[] = {"TZ=UTC", NULL};
     dbp_runas_t self = *in->runas;
     self.drop = false;
@@ -162,8 +166,8 @@ int mdb_binlog_index(const engine_instance_t *in, const char *path, engine_binlo
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     sc->out = out;
     dbp_pipe_t p;
-    int rc = dbp_pipe_spawn(argv, env, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
-                            err);
+    int rc =
+        dbp_pipe_spawn(argv, env, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p, err);
     if (!rc)
         rc = dbp_pipe_pump_out(&p, mdbl_sink, sc, MDBL_TOOL_TIMEOUT_MS, err);
     if (!rc && sc->len)
@@ -226,8 +230,8 @@ int mdb_binlog_replay(const engine_instance_t *in, const char *const *paths, int
     dbp_runas_t self = *in->runas;
     self.drop = false;
     dbp_pipe_t client, tool;
-    int rc = dbp_pipe_spawn(cargv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD,
-                            &client, err);
+    int rc = dbp_pipe_spawn(cargv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_TO_CHILD, &client,
+                            err);
     if (!rc) {
         rc = dbp_pipe_spawn(argv, env, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &tool,
                             err);
