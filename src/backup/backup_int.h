@@ -126,4 +126,53 @@ int bk_wal_copy_spool(backup_ctx_t *ctx, const char *tenant, const char *cluster
                       const backup_manifest_t *m, const char *dir, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* ---- the archive's shared pieces (wal.c), and MariaDB binary logs (binlog.c) ---------- */
+
+/* Compresses (and encrypts, per co) the local file at `path` into a new object `key` of
+ * bs; *st (may be NULL) gets the sizes and the SHA-256 of the stored bytes. DBP_ENOENT
+ * (err untouched) when the file is gone. Borrows everything. */
+int bk_archive_put_file(backup_store_t *bs, const char *path, const char *key,
+                        const backup_codec_opts_t *co, backup_part_stat_t *st, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Decodes object `okey` of bs (co: codec, key, expected SHA-256 of the stored bytes) into
+ * the file `dest`, chowned to ra when ra->drop. On error `dest` is removed. */
+int bk_archive_get_file(backup_store_t *bs, const char *okey, const backup_codec_opts_t *co,
+                        const char *dest, const dbp_runas_t *ra, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Ships the closed binary logs of the primary of cluster c (an engine with binlog_list)
+ * to the store of pitr Backup b, each with its JSON index, closing the current log
+ * first when it is older than BK_BINLOG_ARCHIVE_INTERVAL_S. *shipped (may be NULL)
+ * counts the logs stored. A jump in GTID sequence numbers raises a WalArchiveGap event. */
+int bk_binlog_ship(backup_ctx_t *ctx, const spec_resource_t *c, const spec_resource_t *b,
+                   int *shipped, dbp_err_t *err) __attribute__((warn_unused_result));
+
+/* Deletes the archived binary logs of Backup b whose transactions are all in the run at
+ * GTID `anchor_gtid` (the oldest complete physical run kept). *deleted (may be NULL). */
+int bk_binlog_expire(backup_ctx_t *ctx, const spec_resource_t *b, backup_store_t *bs,
+                     const char *anchor_gtid, int *deleted, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Replays into the restored data directory of `in` (run m, stored at run_path of bs) the
+ * archived binary logs after the run's GTID up to `target_ms` (unix ms): fetches and
+ * checks them, starts a temporary server on the data directory, pipes them through the
+ * engine's binlog_replay and stops the server. A gap before the target is an error
+ * (DBP_ENOENT, and a WalArchiveGap event); a target past the end of the archive is
+ * described in note. `key`: the Backup's secret or NULL. */
+int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
+                      const backup_manifest_t *m, const char *key, const engine_instance_t *in,
+                      int64_t target_ms, char *note, size_t note_cap, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Called by bk_with_server with the engine and the running temporary server. */
+typedef int (*bk_server_fn)(const engine_ops_t *ops, const engine_instance_t *in, void *ud,
+                            dbp_err_t *err);
+
+/* Starts a temporary server of run m's cluster (a scratch port and socket, the cluster's
+ * spec) on the existing data directory `data_dir`, waits until it accepts writes, calls
+ * fn, and stops it cleanly (restore.c). The data directory is kept. */
+int bk_with_server(backup_ctx_t *ctx, const backup_manifest_t *m, const char *data_dir,
+                   bk_server_fn fn, void *ud, dbp_err_t *err) __attribute__((warn_unused_result));
+
 #endif

@@ -262,6 +262,30 @@ static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
     }
 }
 
+int bk_with_server(backup_ctx_t *ctx, const backup_manifest_t *m, const char *data_dir,
+                   bk_server_fn fn, void *ud, dbp_err_t *err)
+{
+    const engine_ops_t *ops = NULL;
+    for (int e = SPEC_ENGINE_POSTGRESQL; e <= SPEC_ENGINE_REDIS && !ops; e++)
+        if (strcmp(spec_engine_str((spec_engine_t)e), m->engine) == 0)
+            ops = engine_lookup((spec_engine_t)e);
+    if (!ops)
+        return dbp_err_set(err, DBP_EUNSUPPORTED, "engine %s is not available", m->engine);
+    scratch_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    int rc = scratch_prepare(ctx, m, s, err);
+    if (!rc) {
+        snprintf(s->in.data_dir, sizeof(s->in.data_dir), "%s", data_dir);
+        rc = scratch_start(ops, s, err);
+    }
+    if (!rc)
+        rc = fn(ops, &s->in, ud, err);
+    scratch_remove(s); /* stops the server; data_dir is outside the scratch root */
+    free(s);
+    return rc;
+}
+
 /* Compares the restored server's databases with the manifest's table counts. */
 static int compare_inventory(const backup_manifest_t *m, const engine_inventory_t *inv,
                              char *summary, size_t cap, dbp_err_t *err)
@@ -497,8 +521,9 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
     int64_t target_ms = 0;
     engine_restore_opts_t ro = {0};
     int rc;
+    bool binlog = point_in_time && ops->binlog_replay; /* MariaDB: replay binary logs */
     if (point_in_time) {
-        if (strcmp(m->engine, "postgresql") != 0)
+        if (strcmp(m->engine, "postgresql") != 0 && !binlog)
             return dbp_err_set(err, DBP_EUNSUPPORTED,
                                "point-in-time restore of %s is not available in this build",
                                m->engine);
@@ -512,6 +537,8 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
                                "from an earlier base backup",
                                m->id, fin, point_in_time);
         }
+    }
+    if (point_in_time && !binlog) {
         ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
         if (n <= 0)
             return dbp_err_set(err, DBP_EIO, "readlink /proc/self/exe: %s", strerror(errno));
@@ -539,8 +566,11 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
     backup_rstream_close(rs);
     if (!rc && point_in_time) {
         char note[300];
-        rc = dbp_mkdir_p(wdir, 0700, &ctx->runas, err);
-        if (!rc)
+        if (binlog)
+            rc = bk_binlog_restore(ctx, bs, dir, m, key, in, target_ms, note, sizeof(note), err);
+        else
+            rc = dbp_mkdir_p(wdir, 0700, &ctx->runas, err);
+        if (!rc && !binlog)
             rc = bk_wal_prefetch(ctx, bs, dir, m, key, wdir, note, sizeof(note), err);
         if (rc) {
             dbp_err_t ignore;

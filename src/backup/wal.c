@@ -364,9 +364,8 @@ static int list_archive(backup_store_t *bs, const char *prefix, name_list_t *out
 
 /* ---- the daemon side: shipping the spool ------------------------------------------- */
 
-/* Ships one spooled file into the store as `key`. */
-static int ship_one(backup_store_t *bs, const char *path, const char *key,
-                    const backup_codec_opts_t *co, dbp_err_t *err)
+int bk_archive_put_file(backup_store_t *bs, const char *path, const char *key,
+                        const backup_codec_opts_t *co, backup_part_stat_t *st, dbp_err_t *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -397,8 +396,8 @@ static int ship_one(backup_store_t *bs, const char *path, const char *key,
         backup_wstream_abort(ws);
         return rc;
     }
-    backup_part_stat_t st;
-    return backup_wstream_finish(ws, &st, err);
+    backup_part_stat_t ignore;
+    return backup_wstream_finish(ws, st ? st : &ignore, err);
 }
 
 /* Reads the name of the last segment shipped (state file next to the spool). */
@@ -426,6 +425,11 @@ int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, 
         return dbp_err_set(err, DBP_ENOENT, "cluster %s not found in tenant %s", cluster, tenant);
     if (!ctl_cluster_archives(&ctx->set, tenant, cluster, &b))
         return dbp_err_set(err, DBP_EINVAL, "cluster %s has no Backup with pitr: true", cluster);
+    /* Engines without archive_command (MariaDB) are polled for closed binary logs. */
+    const spec_resource_t *c = bk_find(ctx, SPEC_KIND_CLUSTER, tenant, cluster);
+    const engine_ops_t *ops = engine_lookup((spec_engine_t)c->u.cluster.engine);
+    if (ops && ops->binlog_list)
+        return bk_binlog_ship(ctx, c, b, shipped, err);
     char spool[PATH_MAX], state[PATH_MAX + 8];
     ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, tenant, cluster);
     snprintf(state, sizeof(state), "%s.last", spool);
@@ -471,7 +475,7 @@ int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, 
         snprintf(path, sizeof(path), "%s/%s", spool, name);
         snprintf(okey, sizeof(okey), "%s/%s%s%s", prefix, name, backup_codec_suffix(co.codec),
                  key ? ".enc" : "");
-        rc = ship_one(bs, path, okey, &co, err);
+        rc = bk_archive_put_file(bs, path, okey, &co, NULL, err);
         if (rc == DBP_ENOENT) { /* shipped meanwhile by another wal-ship */
             rc = 0;
             continue;
@@ -523,9 +527,10 @@ int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, 
 int bk_wal_expire(backup_ctx_t *ctx, const spec_resource_t *b, backup_store_t *bs,
                   const char *anchor_lsn, int *deleted, dbp_err_t *err)
 {
-    (void)ctx;
     if (deleted)
         *deleted = 0;
+    if (anchor_lsn && strchr(anchor_lsn, '-') && !strchr(anchor_lsn, '/'))
+        return bk_binlog_expire(ctx, b, bs, anchor_lsn, deleted, err); /* a GTID: MariaDB */
     uint64_t anchor = backup_wal_lsn_segno(anchor_lsn);
     if (anchor == 0)
         return 0; /* no base backup to anchor the window: keep everything */
@@ -575,9 +580,8 @@ int bk_pitr_target(const char *rfc3339, char *out, size_t cap, int64_t *ms, dbp_
     return 0;
 }
 
-/* Decodes archived object `okey` into the file `dest` (owned by the service user). */
-static int fetch_one(backup_store_t *bs, const char *okey, const backup_codec_opts_t *co,
-                     const char *dest, const dbp_runas_t *ra, dbp_err_t *err)
+int bk_archive_get_file(backup_store_t *bs, const char *okey, const backup_codec_opts_t *co,
+                        const char *dest, const dbp_runas_t *ra, dbp_err_t *err)
 {
     backup_obj_reader_t *r;
     int rc = backup_obj_open(bs, okey, &r, NULL, err);
@@ -613,7 +617,7 @@ static int fetch_one(backup_store_t *bs, const char *okey, const backup_codec_op
         rc = dbp_err_set(err, DBP_EIO, "chown %s: %s", dest, strerror(errno));
     close(fd);
     if (rc) {
-        dbp_err_prefix(err, "WAL %s: ", okey);
+        dbp_err_prefix(err, "archived %s: ", okey);
         unlink(dest);
     }
     return rc;
@@ -690,7 +694,7 @@ int bk_wal_prefetch(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
         snprintf(dest, sizeof(dest), "%s/%s", dir, name);
         backup_codec_opts_t co = {.codec = codec, .key = enc ? key : NULL,
                                   .key_len = enc ? strlen(key) : 0};
-        rc = fetch_one(bs, okey, &co, dest, &ctx->runas, err);
+        rc = bk_archive_get_file(bs, okey, &co, dest, &ctx->runas, err);
         if (!rc)
             fetched++;
     }

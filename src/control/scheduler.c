@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #include "common/log.h"
+
+/* How often a polled archive (MariaDB binary logs) is checked for closed logs (ms). */
+#define CTL_ARCHIVE_POLL_MS 5000
 #include "common/proc.h"
 #include "control/reconcile.h"
 #include "spec/spec.h"
@@ -156,13 +159,20 @@ static bool spool_ready(const char *spool)
     return ready;
 }
 
-/* Ships the WAL spool of a pitr Backup's cluster when it holds files. */
-static void ship(ctl_scheduler_t *s, ctl_sched_entry_t *e, const char *cluster)
+/* Ships the WAL spool of a pitr Backup's cluster when it holds files. Engines whose
+ * server has no archive hook (MariaDB: binary logs, backup/binlog.c) are polled instead:
+ * once after start, then every CTL_ARCHIVE_POLL_MS while the last poll left its state
+ * file "<spool>.binlog". */
+static void ship(ctl_scheduler_t *s, ctl_sched_entry_t *e, const char *cluster, int64_t now_ms)
 {
-    char spool[PATH_MAX];
+    char spool[PATH_MAX], polled[PATH_MAX + 16];
     ctl_wal_spool_path(spool, sizeof(spool), s->data_dir, e->tenant, cluster);
-    if (e->ship_pid > 0 || !spool_ready(spool))
+    snprintf(polled, sizeof(polled), "%s.binlog", spool);
+    bool poll = e->ship_ms == 0 ||
+                (now_ms - e->ship_ms >= CTL_ARCHIVE_POLL_MS && access(polled, F_OK) == 0);
+    if (e->ship_pid > 0 || (!poll && !spool_ready(spool)))
         return;
+    e->ship_ms = now_ms;
     char *argv[] = {s->exe, "wal-ship", (char *)cluster, "--tenant", e->tenant, "--data-dir",
                     s->data_dir, NULL};
     dbp_err_t err;
@@ -212,7 +222,7 @@ static int backup_cb(const store_resource_t *sr, void *ud)
     ctl_sched_entry_t *e = entry_get(t->s, sr->tenant, sr->name, t->now_ms);
     if (e && b->pitr.v && b->cluster.v) {
         e->seen = true;
-        ship(t->s, e, b->cluster.v);
+        ship(t->s, e, b->cluster.v, t->now_ms);
     }
     if (e && b->cluster.v && !b->schedule.set) {
         /* Nothing to schedule: runs are taken by hand (`dbplane backup`). */

@@ -146,6 +146,28 @@ typedef struct engine_restore_opts {
     const char *recovery_target_time; /* physical PITR: "YYYY-MM-DD HH:MM:SS+00", or NULL */
 } engine_restore_opts_t;
 
+/* One binary log of a primary, as binlog_list reports it (MariaDB PITR, backup/binlog.c). */
+typedef struct engine_binlog {
+    char name[64];       /* file name, "mariadb-bin.000003" */
+    char path[PATH_MAX]; /* absolute path in the data directory (readable by root) */
+    int64_t size;        /* bytes, as SHOW BINARY LOGS reports them */
+} engine_binlog_t;
+
+/* What an archived binary log holds, for ordering the archive and finding gaps. GTIDs are
+ * "domain-server-seq"; seq numbers are those of `domain` (dbplane writes one domain). */
+typedef struct engine_binlog_index {
+    uint32_t domain;        /* GTID domain of the sequence numbers below */
+    uint64_t start_seq;     /* the file's Gtid_list (state before its first event); 0 none */
+    uint64_t first_seq;     /* first GTID's sequence number in the file; 0 = no transaction */
+    uint64_t last_seq;      /* last GTID's sequence number; 0 = no transaction */
+    char first_gtid[64];    /* "" when the file holds no transaction */
+    char last_gtid[64];
+    int64_t first_time;     /* Unix seconds of the first transaction (0 = none) */
+    int64_t last_time;      /* Unix seconds of the last event */
+} engine_binlog_index_t;
+
+#define ENGINE_MAX_BINLOGS 1024
+
 /* The operations of one engine. Optional operations may be NULL: ensure_database and
  * ensure_grant on engines without those concepts (Redis), where the control plane
  * reports the resource as not applicable. */
@@ -269,6 +291,29 @@ typedef struct engine_ops {
      * surface) and fills rows. Used for logical backups and verification. */
     int (*inventory)(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
                      dbp_err_t *err);
+
+    /* --- binary log archiving for point-in-time recovery (optional; MariaDB) --------
+     * The engine-neutral archive (backup/binlog.c) ships, indexes and replays through
+     * these; PostgreSQL archives WAL through archive_command instead (backup/wal.c). */
+
+    /* On the primary: with `flush`, first closes the current binary log (FLUSH BINARY
+     * LOGS). Lists the logs (SHOW BINARY LOGS) into out (at most `max`), oldest first;
+     * the last one is the open log, still being written. *n is the count. */
+    int (*binlog_list)(const engine_instance_t *primary, bool flush, engine_binlog_t *out,
+                       int max, int *n, dbp_err_t *err);
+
+    /* Reads the closed binary log at `path` (a local file, event checksums verified) and
+     * fills *out. `in` gives the tool log. DBP_EIO when the tool fails (a corrupt file). */
+    int (*binlog_index)(const engine_instance_t *in, const char *path,
+                        engine_binlog_index_t *out, dbp_err_t *err);
+
+    /* Applies to the running server `in` the transactions of the `n` local binary logs
+     * `paths` (in order) that come after GTID list `start` and started before
+     * `stop_time` (Unix seconds; events of that second and later are left out), like
+     * `mariadb-binlog --start-position=START --stop-datetime=T FILES | mariadb`. Event
+     * checksums are verified first. Borrows everything. */
+    int (*binlog_replay)(const engine_instance_t *in, const char *const *paths, int n,
+                         const char *start, int64_t stop_time, dbp_err_t *err);
 
     /* Object names of backup parts, before the compression and encryption suffixes: the
      * physical stream (PG "data.tar", MariaDB "data.mbstream", Redis "dump.rdb") and the

@@ -41,7 +41,6 @@
 #include "common/strbuf.h"
 
 #define MDB_DUMP "/usr/bin/mariadb-dump"
-#define MDB_CLIENT "/usr/bin/mariadb"
 #define MDBB_TOOL_TIMEOUT_MS (6 * 3600 * 1000)
 #define MDBB_TAIL 4096 /* bytes of a dump's end kept to find its GTID line */
 
@@ -139,8 +138,8 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
 {
     if (opts && opts->recovery_target_time)
         return dbp_err_set(err, DBP_EUNSUPPORTED,
-                           "point-in-time restore of MariaDB needs binlog archiving, not yet "
-                           "available");
+                           "MariaDB has no recovery target: a point-in-time restore replays "
+                           "archived binary logs after the restore (binlog_replay)");
     if (!dbp_dir_is_empty(in->data_dir))
         return dbp_err_set(err, DBP_EBUSY,
                            "restore into %s refused: the directory is not empty (a restore "

@@ -23,6 +23,8 @@
 #define MDB_INSTALL_DB "/usr/bin/mariadb-install-db"
 #define MDB_BACKUP "/usr/bin/mariadb-backup"
 #define MDB_MBSTREAM "/usr/bin/mbstream"
+#define MDB_CLIENT "/usr/bin/mariadb"
+#define MDB_BINLOG_TOOL "/usr/bin/mariadb-binlog"
 #define MDB_BASH "/bin/bash"
 
 #define MDB_REPL_USER "dbplane_repl"
@@ -150,6 +152,12 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
 int mdb_restore_logical(const engine_instance_t *in, const char *database,
                         const engine_restore_opts_t *opts, engine_read_fn read, void *ud,
                         dbp_err_t *err);
+int mdb_binlog_list(const engine_instance_t *primary, bool flush, engine_binlog_t *out, int max,
+                    int *n, dbp_err_t *err);
+int mdb_binlog_index(const engine_instance_t *in, const char *path, engine_binlog_index_t *out,
+                     dbp_err_t *err);
+int mdb_binlog_replay(const engine_instance_t *in, const char *const *paths, int n,
+                      const char *start, int64_t stop_time, dbp_err_t *err);
 int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
                   dbp_err_t *err);
 

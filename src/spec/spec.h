@@ -318,9 +318,9 @@ typedef struct spec_backup {
     spec_strlist_t databases; /* logical: only these databases */
     spec_bool_t verify;    /* restore-test each run; default true for physical */
     spec_secret_ref_t encryption_key; /* `encryption.secretKeyRef`: AES-256-GCM key */
-    spec_bool_t pitr;      /* continuous archiving (PostgreSQL WAL) to the Backup's store for
-                              point-in-time restores; physical Backups only, one per cluster;
-                              default false */
+    spec_bool_t pitr;      /* continuous archiving (PostgreSQL WAL, MariaDB binary logs)
+                              to the Backup's store for point-in-time restores; physical
+                              Backups only, one per cluster; default false */
 } spec_backup_t;
 
 /* kind: Restore */

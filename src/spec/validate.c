@@ -318,9 +318,10 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
         if (b->type != SPEC_BACKUP_PHYSICAL)
             vreporth(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr", "use type: physical",
                      "pitr needs a physical Backup (the base backups of the archive)");
-        else if (cl && cl->u.cluster.engine != SPEC_ENGINE_POSTGRESQL)
+        else if (cl && cl->u.cluster.engine == SPEC_ENGINE_REDIS)
             vreport(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr",
-                    "pitr is available for postgresql clusters only in this build");
+                    "pitr is available for postgresql (WAL) and mariadb (binary logs) "
+                    "clusters only");
         /* One archive per cluster: the server hands each WAL segment over once. */
         for (size_t i = 0; b->type == SPEC_BACKUP_PHYSICAL && i < v->nall; i++) {
             const spec_resource_t *o = v->all[i];
