@@ -113,7 +113,8 @@ sleep 0.5
 echo "   PostgreSQL :$PGPORT  PgBouncer :$BOUNCER_PORT (pid $BOUNCER_PID)  dbplane :$DBP_PORT (pid $DBP_PID, $WORKERS worker(s), latency_sched $LATSCHED)  pool $POOL  scale $SCALE  -T $T"
 echo "   $(pgbouncer --version | head -1); $(pgbench --version)"
 
-cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime+stime ticks of PID; "gone" when the process has exited (reported, not fatal).
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo gone; }
 
 # run NAME PORT PID ARGS... → prints "tps txns cpu_us_per_txn ok"
 run() {
@@ -122,6 +123,12 @@ run() {
   c0=$(cputicks "$pid")
   out=$(timeout $((T + 60)) pgbench -n "$@" -j 2 -T "$T" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || true
   c1=$(cputicks "$pid")
+  if [ "$c0" = gone ] || [ "$c1" = gone ]; then
+    echo "0 0 0 FAIL:pooler_pid_${pid}_exited"
+    echo "pooler pid $pid exited; last log lines:" >&2
+    tail -5 "$W/dbplane.log" "$W/pgbouncer.log" >&2 2>/dev/null || true
+    return
+  fi
   tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
   n=$(echo "$out" | awk -F'[:/ ]+' '/actually processed/ {print $6; exit}')
   if [ -z "$tps" ] || [ -z "$n" ] || [ "$n" = 0 ] || echo "$out" | grep -q "aborted"; then
@@ -174,8 +181,8 @@ if [ "${ONLY_IDLE:-0}" != 1 ]; then
     local name=$1; shift
     local bc=() dc=()
     for r in $(seq "$REPS"); do
-      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bc+=("$c")
-      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dc+=("$c")
+      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bc+=("$c"); [ "$s" = ok ] || echo "    pgbouncer: $s"
+      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dc+=("$c"); [ "$s" = ok ] || echo "    dbplane: $s"
     done
     local b d
     b=$(printf "%s\n" "${bc[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
