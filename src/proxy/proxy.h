@@ -89,7 +89,7 @@ typedef struct proxy_config {
     bool latency_sched;       /* false (default): workers run under SCHED_BATCH (no wake-up
                                  preemption: more events per epoll_wait, fewer context
                                  switches, see docs/proxy.md "Scheduling"); true: they keep
-                                 the normal SCHED_OTHER policy */
+                                 the normal SCHED_OTHER policy. Read by proxy_start only. */
     const char *tls_cert_path; /* PEM; NULL = generate a self-signed one in tls_dir */
     const char *tls_key_path;
     const char *tls_dir;      /* where a generated certificate is kept */
