@@ -21,7 +21,8 @@
 # Usage: bench/pg-proxy.sh [-T seconds] [-s scale] [-r repetitions] [-w proxy-workers]
 #        env DBPLANE_BIN (default build/dbplane), POOL (20), IDLE (5000), SKIP_IDLE=1,
 #        ONLY_IDLE=1, SKIP_CALLGRIND=1, ONLY_CPU=1 (CPU table + callgrind only), CG_T (1000
-#        transactions per client under callgrind)
+#        transactions per client under callgrind), LATENCY_SCHED=1 (dbplane's workers keep
+#        SCHED_OTHER instead of the default SCHED_BATCH, see docs/proxy.md "Scheduling")
 # Run as root (PostgreSQL and PgBouncer run as the `dbplane` user) or as that user.
 # Loopback only; every run is bounded by pgbench -T and `timeout`.
 set -euo pipefail
@@ -96,9 +97,10 @@ ulimit -n 20000 || true
 for _ in $(seq 50); do [ -f "$W/pgbouncer.pid" ] && break; sleep 0.1; done
 BOUNCER_PID=$(cat "$W/pgbouncer.pid")
 
+LATSCHED=false; [ "${LATENCY_SCHED:-0}" = 1 ] && LATSCHED=true
 umask 077
 cat > "$W/dbplane.json" <<EOF
-{"workers": $WORKERS, "log_level": "warn",
+{"workers": $WORKERS, "latency_sched": $LATSCHED, "log_level": "warn",
  "clusters": [{"name": "bench", "rw_port": $DBP_PORT, "pool_mode": "transaction",
    "pool_size": $POOL, "max_client_connections": $((IDLE + 500)), "epoch": 1,
    "backends": [{"name": "pg", "host": "127.0.0.1", "port": $PGPORT, "primary": true}],
@@ -108,10 +110,11 @@ umask 022
 "$BIN" proxy-run --config "$W/dbplane.json" > "$W/dbplane.out" 2> "$W/dbplane.log" &
 DBP_PID=$!
 sleep 0.5
-echo "   PostgreSQL :$PGPORT  PgBouncer :$BOUNCER_PORT (pid $BOUNCER_PID)  dbplane :$DBP_PORT (pid $DBP_PID, $WORKERS worker(s))  pool $POOL  scale $SCALE  -T $T"
+echo "   PostgreSQL :$PGPORT  PgBouncer :$BOUNCER_PORT (pid $BOUNCER_PID)  dbplane :$DBP_PORT (pid $DBP_PID, $WORKERS worker(s), latency_sched $LATSCHED)  pool $POOL  scale $SCALE  -T $T"
 echo "   $(pgbouncer --version | head -1); $(pgbench --version)"
 
-cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime+stime ticks of PID; "gone" when the process has exited (reported, not fatal).
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo gone; }
 
 # run NAME PORT PID ARGS... → prints "tps txns cpu_us_per_txn ok"
 run() {
@@ -120,6 +123,12 @@ run() {
   c0=$(cputicks "$pid")
   out=$(timeout $((T + 60)) pgbench -n "$@" -j 2 -T "$T" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || true
   c1=$(cputicks "$pid")
+  if [ "$c0" = gone ] || [ "$c1" = gone ]; then
+    echo "0 0 0 FAIL:pooler_pid_${pid}_exited"
+    echo "pooler pid $pid exited; last log lines:" >&2
+    tail -5 "$W/dbplane.log" "$W/pgbouncer.log" >&2 2>/dev/null || true
+    return
+  fi
   tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
   n=$(echo "$out" | awk -F'[:/ ]+' '/actually processed/ {print $6; exit}')
   if [ -z "$tps" ] || [ -z "$n" ] || [ "$n" = 0 ] || echo "$out" | grep -q "aborted"; then
@@ -172,8 +181,8 @@ if [ "${ONLY_IDLE:-0}" != 1 ]; then
     local name=$1; shift
     local bc=() dc=()
     for r in $(seq "$REPS"); do
-      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bc+=("$c")
-      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dc+=("$c")
+      read -r t n c s < <(run $BOUNCER_PORT "$BOUNCER_PID" "$@"); bc+=("$c"); [ "$s" = ok ] || echo "    pgbouncer: $s"
+      read -r t n c s < <(run $DBP_PORT "$DBP_PID" "$@"); dc+=("$c"); [ "$s" = ok ] || echo "    dbplane: $s"
     done
     local b d
     b=$(printf "%s\n" "${bc[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')

@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -724,9 +726,27 @@ static void worker_close_all(px_worker_t *w)
     }
 }
 
+/*
+ * Puts the calling worker thread under SCHED_BATCH (sched(7)): the same CFS/EEVDF share as
+ * SCHED_OTHER, but its wake-ups do not preempt the running task, so on a busy machine the
+ * worker runs a little later and handles many ready connections per epoll_wait instead of
+ * one or two (measured: fewer context switches and less CPU per transaction, see
+ * docs/benchmarks.md). Nothing spins. A failure (e.g. a seccomp profile) is logged and the
+ * worker keeps the normal policy.
+ */
+static void worker_sched_batch(px_worker_t *w)
+{
+    struct sched_param sp = {.sched_priority = 0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (rc != 0)
+        dbp_warn("proxy_sched_batch_failed", "worker=%d err=%s", w->idx, dbp_log_q(strerror(rc)));
+}
+
 static void *worker_main(void *arg)
 {
     px_worker_t *w = arg;
+    if (w->p->sched_batch)
+        worker_sched_batch(w);
     w->now_ms = px_now_ms();
     listeners_reconcile(w); /* the initial snapshot (reference taken in worker_init) */
     event_base_dispatch(w->base);
@@ -821,12 +841,16 @@ int proxy_start(proxy_t **out, const proxy_config_t *cfg, dbp_err_t *err)
     if (!p)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     pthread_mutex_init(&p->mu, NULL);
-    int nw = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* Default: half the cores. The proxy shares the host with the servers dbplane
+     * supervises and with their clients; one worker per core made the workers compete with
+     * them for CPU (more preemptions, more CPU per transaction: docs/benchmarks.md). */
+    int nw = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN) / 2;
     if (nw < 1)
         nw = 1;
     if (nw > PX_MAX_WORKERS)
         nw = PX_MAX_WORKERS;
     p->nworkers = nw;
+    p->sched_batch = !cfg->latency_sched;
     dbp_err_t e2 = {0};
     p->tls = px_tls_context(cfg->tls_cert_path, cfg->tls_key_path, cfg->tls_dir, &e2);
     if (!p->tls && e2.code != 0) {

@@ -84,7 +84,12 @@ typedef struct proxy_cluster {
 typedef struct proxy_config {
     proxy_cluster_t *clusters;
     int nclusters;
-    int workers;              /* worker threads; 0 = number of cores */
+    int workers;              /* worker threads; 0 = half the online cores, at least 1 (the
+                                 pooler shares the host with its database servers) */
+    bool latency_sched;       /* false (default): workers run under SCHED_BATCH (no wake-up
+                                 preemption: more events per epoll_wait, fewer context
+                                 switches, see docs/proxy.md "Scheduling"); true: they keep
+                                 the normal SCHED_OTHER policy. Read by proxy_start only. */
     const char *tls_cert_path; /* PEM; NULL = generate a self-signed one in tls_dir */
     const char *tls_key_path;
     const char *tls_dir;      /* where a generated certificate is kept */

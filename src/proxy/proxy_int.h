@@ -396,6 +396,7 @@ typedef struct px_worker {
 /* The proxy. */
 struct proxy {
     int nworkers;
+    bool sched_batch; /* workers switch themselves to SCHED_BATCH (proxy_config_t.latency_sched) */
     px_worker_t *workers;
     pthread_mutex_t mu;          /* serialises proxy_update/stats/stop and the tables below */
     px_cfg_t *cfg;               /* latest snapshot */

@@ -2,7 +2,7 @@
  * runner.c: `dbplane proxy-run --config FILE.json`, the standalone proxy used by
  * bench/pg-proxy.sh and tests/integration/test_proxy.py. The file is one JSON object:
  *
- *   { "workers": 2, "tls_dir": "/path", "tls_cert": null, "tls_key": null,
+ *   { "workers": 2, "latency_sched": false, "tls_dir": "/path", "tls_cert": null, "tls_key": null,
  *     "server_tls_ca": null,
  *     "log_level": "info",
  *     "clusters": [ { "tenant": "default", "name": "pg", "address": "127.0.0.1",
@@ -107,6 +107,7 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
     }
     proxy_config_t *c = &out->cfg;
     c->workers = (int)jint(out->doc, "workers", 0);
+    c->latency_sched = jbool(out->doc, "latency_sched", false);
     c->tls_cert_path = jstr(out->doc, "tls_cert", NULL);
     c->tls_key_path = jstr(out->doc, "tls_key", NULL);
     c->tls_dir = jstr(out->doc, "tls_dir", NULL);
