@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -185,3 +186,38 @@ def daemon(daemon_factory):
 def pg_dsn(inst, user, password, dbname):
     return (f"host={inst['host']} port={inst['port']} user={user} password={password} "
             f"dbname={dbname} connect_timeout=5")
+
+
+S3RVER = shutil.which("s3rver")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """s3rver on 127.0.0.1 with a temp dir; bucket `bk`; credentials S3RVER/S3RVER."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.root.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen([S3RVER, "-d", str(self.root), "-a", "127.0.0.1", "-p",
+                                      str(self.port), "--configure-bucket", "bk", "--silent"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+        wait_until(up, timeout=30, what="s3rver")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

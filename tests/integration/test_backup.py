@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,16 +21,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import BIN, Daemon, run, sanitizer_report, wait_until
+from conftest import BIN, S3RVER, Daemon, S3Server, free_port, sanitizer_report, wait_until
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
-S3RVER = shutil.which("s3rver")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def runtime_dir(data_dir):
@@ -41,31 +33,6 @@ def runtime_dir(data_dir):
         h ^= b
         h = (h * 1099511628211) & 0xFFFFFFFFFFFFFFFF
     return f"/tmp/dbplane-{h:016x}"
-
-
-class S3Server:
-    """s3rver on 127.0.0.1 with a temp dir; bucket `bk`; credentials S3RVER/S3RVER."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        self.root.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen([S3RVER, "-d", str(self.root), "-a", "127.0.0.1", "-p",
-                                      str(self.port), "--configure-bucket", "bk", "--silent"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-        wait_until(up, timeout=30, what="s3rver")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 SPEC = """

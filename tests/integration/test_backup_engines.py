@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,8 +23,7 @@ import pymysql
 import pytest
 import redis
 
-from conftest import BIN, Daemon, sanitizer_report, wait_until
-from test_backup import S3RVER, S3Server, free_port
+from conftest import BIN, S3RVER, Daemon, S3Server, free_port, sanitizer_report, wait_until
 
 SPEC = """
 apiVersion: dbplane/v1

@@ -9,7 +9,6 @@ import datetime
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,8 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import BIN, Daemon, sanitizer_report, wait_until
-from test_backup import S3RVER, S3Server
+from conftest import BIN, S3RVER, Daemon, S3Server, free_port, sanitizer_report, wait_until
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -70,11 +68,6 @@ metadata: {{name: pitr-base}}
 spec: {{cluster: pitr, type: physical, store: local, pitr: true, verify: false}}
 """
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

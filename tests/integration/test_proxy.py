@@ -22,6 +22,8 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
+from conftest import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("DBPLANE_BIN", str(ROOT / "build" / "dbplane"))
 PGBIN = Path("/usr/lib/postgresql/15/bin")
@@ -30,11 +32,6 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 pytestmark = pytest.mark.skipif(not (PGBIN / "initdb").exists(), reason="PostgreSQL 15 not installed")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(pred, timeout=20.0, interval=0.05, what="condition"):

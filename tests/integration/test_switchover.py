@@ -3,19 +3,13 @@
 the new epoch to the proxy and resumes. Writers in transaction pooling see a pause, never
 an error, and every acknowledged write is on the new primary afterwards."""
 import json
-import socket
 import threading
 import time
 
 import psycopg
 
-from conftest import wait_until
+from conftest import free_port, wait_until
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 SPEC = """\
