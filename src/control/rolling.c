@@ -236,11 +236,24 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
     }
     r->failed[0] = '\0';
     const spec_cluster_t *cs = &cr->res->u.cluster;
+    if (cr->ops->failover_on_crash && need[cr->primary] && cr->n == 1) {
+        /* A restart in place would come back without what the server did not persist
+         * (Redis cache class): left to the operator, said in the status. */
+        snprintf(msg, len, "a restart is pending (%s) and is not done automatically: this "
+                 "single instance's restart would lose unpersisted data", r->why);
+        return state;
+    }
     if (cs->update_strategy == SPEC_UPDATE_ALL_AT_ONCE || cr->n == 1) {
-        for (int i = 0; i < cr->n; i++)
-            if (need[i] && !step_restart(d, cr, r, i, msg, len))
+        int started = 0;
+        for (int i = 0; i < cr->n; i++) {
+            if (!need[i] || (i == cr->primary && cr->ops->failover_on_crash))
+                continue; /* such a primary goes last, through a switchover */
+            if (!step_restart(d, cr, r, i, msg, len))
                 return "failed";
-        return "pending";
+            started++;
+        }
+        if (started > 0)
+            return "pending";
     }
     /* ReplicasFirstPrimaryLast: one replica per pass; this pass found every server back
      * and streaming. */
