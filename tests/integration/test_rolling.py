@@ -103,7 +103,9 @@ def test_rolling_restart_replicas_first_primary_last(daemon, tmp_path):
     for w in writers:
         missing = [n for n in w.acked if (w.idx, n) not in rows]
         assert not missing, f"writer {w.idx} lost acknowledged writes {missing[:5]}"
-    print(f"acked={sum(len(w.acked) for w in writers)} errors=0")
+    gap = max(b - a for w in writers for a, b in zip(w.times, w.times[1:]))
+    print(f"acked={sum(len(w.acked) for w in writers)} errors=0 "
+          f"longest_writer_gap_ms={gap * 1000:.0f}")
 
     # A reload-only setting: reloaded on every server at once, nothing restarted.
     seen = len(cluster_events(d))
