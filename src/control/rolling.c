@@ -159,8 +159,12 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
     if (!r)
         return state;
     int64_t now = dbp_now_ms();
-    if (cr->reloaded)
+    if (cr->reloaded) {
+        /* A newer configuration: a server restarted for the previous one may need
+         * another restart, which is not a failed step. */
         r->check_until_ms = now + ROLL_CHECK_MS;
+        memset(r->restarted, 0, sizeof(r->restarted));
+    }
     if (r->failed[0] && r->failed_gen != cr->generation) {
         r->failed[0] = '\0'; /* a new generation retries at once */
         r->retry_ms = 0;
@@ -187,8 +191,10 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
                 snprintf(r->failed, sizeof(r->failed), "%s still needs a restart after one (%s)",
                          cr->inst[i].name, w);
                 r->failed_gen = cr->generation;
+                r->retry_ms = now + ROLL_RETRY_MS;
                 roll_event(d, cr, "Warning", "RollingUpdateFailed", r->failed);
             }
+            r->restarted[i] = false; /* the retry restarts it again */
             snprintf(msg, len, "rolling update stopped: %s", r->failed);
             return "failed";
         }
@@ -229,6 +235,8 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
                              : "in place (a single instance: clients reconnect)");
         roll_event(d, cr, "Normal", "RollingUpdateStarted", m);
     }
+    if (r->total < r->done + nneed)
+        r->total = r->done + nneed; /* a newer change joined the rollout */
     if (r->failed[0] && now < r->retry_ms) {
         snprintf(msg, len, "rolling update stopped: %s; retrying in %lld s", r->failed,
                  (long long)((r->retry_ms - now) / 1000));
