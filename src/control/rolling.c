@@ -128,16 +128,22 @@ static bool step_restart(ctl_daemon_t *d, cluster_rt_t *cr, ctl_roll_t *r, int i
 static const char *roll_waiting(ctl_daemon_t *d, cluster_rt_t *cr, ctl_roll_t *r,
                                 const char *state, char *msg, size_t len)
 {
-    if (!r->failed[0] && dbp_now_ms() > r->step_deadline_ms) {
-        for (int i = 0; i < cr->n; i++) {
-            if (!r->restarted[i])
-                continue;
+    for (int i = 0; i < cr->n && !r->failed[0]; i++) {
+        if (!r->restarted[i])
+            continue;
+        char id[160];
+        proc_id(&cr->inst[i], id, sizeof(id));
+        const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+        if (p && p->failures > 0)
             snprintf(r->failed, sizeof(r->failed),
-                     "%s is not back %d s after its restart (%.120s)", cr->inst[i].name,
-                     ROLL_STEP_TIMEOUT_MS / 1000, msg);
+                     "%s exited after its restart (see %s): the new configuration does not "
+                     "start", cr->inst[i].name, cr->inst[i].log_path);
+        else if (dbp_now_ms() > r->step_deadline_ms)
+            snprintf(r->failed, sizeof(r->failed), "%s is not back %d s after its restart (%.120s)",
+                     cr->inst[i].name, ROLL_STEP_TIMEOUT_MS / 1000, msg);
+        if (r->failed[0]) {
             r->failed_gen = cr->generation;
             roll_event(d, cr, "Warning", "RollingUpdateFailed", r->failed);
-            break;
         }
     }
     char tmp[512];
@@ -165,9 +171,12 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
         r->check_until_ms = now + ROLL_CHECK_MS;
         memset(r->restarted, 0, sizeof(r->restarted));
     }
-    if (r->failed[0] && r->failed_gen != cr->generation) {
-        r->failed[0] = '\0'; /* a new generation retries at once */
+    if (r->failed_gen && r->failed_gen != cr->generation) {
+        /* A new generation (a fixed spec) retries at once, from what the servers run. */
+        r->failed[0] = '\0';
         r->retry_ms = 0;
+        r->failed_gen = 0;
+        memset(r->restarted, 0, sizeof(r->restarted));
     }
     if (strcmp(state, "ready") != 0)
         return r->active ? roll_waiting(d, cr, r, state, msg, len) : state;
@@ -213,6 +222,7 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
             roll_event(d, cr, "Normal", "RollingUpdateCompleted", m);
             r->active = false;
             r->failed[0] = '\0';
+            r->failed_gen = 0;
         }
         return state;
     }
@@ -243,6 +253,7 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
         return "failed";
     }
     r->failed[0] = '\0';
+    r->failed_gen = 0;
     const spec_cluster_t *cs = &cr->res->u.cluster;
     if (cr->ops->failover_on_crash && need[cr->primary] && cr->n == 1) {
         /* A restart in place would come back without what the server did not persist
