@@ -2,7 +2,8 @@
 applies only at a restart (max_connections) is rolled out replica first, then through a
 switchover (the proxy pauses clients), then on the old primary; writers in transaction
 pooling see no error and lose no acknowledged write. A reload-only setting is reloaded
-everywhere at once, without restarts."""
+everywhere at once, without restarts. A change the replica cannot start with stops the
+rollout at the replica while the primary keeps serving; the fixed spec recovers."""
 import threading
 
 import psycopg
@@ -119,3 +120,32 @@ def test_rolling_restart_replicas_first_primary_last(daemon, tmp_path):
     assert not [e for e in cluster_events(d)[seen:]
                 if e["reason"] in ("RollingUpdateStarted", "InstanceRestarted")]
     assert d.cluster("pg-roll")["primary"] == replica
+
+    # A value the servers cannot start with (1000GB of shared memory on this machine):
+    # the restarted replica exits, the rollout stops there, the primary keeps serving.
+    good = SPEC.format(port=port, ro_port=ro_port,
+                       config="  config:\n    max_connections: 150\n    work_mem: 8MB\n")
+    seen = len(cluster_events(d))
+    spec.write_text(SPEC.format(port=port, ro_port=ro_port,
+                                config="  config:\n    max_connections: 150\n"
+                                       "    work_mem: 8MB\n    shared_buffers: 1000GB\n"))
+    d.cli("apply", "-f", str(spec))
+    wait_until(lambda: any(e["reason"] == "RollingUpdateFailed" for e in cluster_events(d)[seen:]),
+               timeout=60, what="the rollout to stop at the replica")
+    reasons = [e["reason"] for e in cluster_events(d)[seen:]]
+    assert "SwitchoverCompleted" not in reasons and reasons.count("InstanceRestarted") == 1, reasons
+    # The status says so (between passes it reads "pending" each time the replica exits).
+    st = wait_until(lambda: (lambda c: c if c["state"] == "failed" and
+                             "rolling update stopped" in c["message"] else None)(
+                                 d.cluster("pg-roll")),
+                    timeout=20, what="the status to report the stopped rollout")
+    assert st["primary"] == replica, st
+    with psycopg.connect(dsn, autocommit=True) as c:  # still serving writes
+        c.execute("INSERT INTO ledger (writer, n) VALUES (99, 1)")
+    # The fixed spec (a new generation) brings the replica back; nothing else restarts.
+    spec.write_text(good)
+    d.cli("apply", "-f", str(spec))
+    d.wait(120)
+    for inst in d.cluster("pg-roll")["instances"]:
+        assert d.admin_sql(inst, "SHOW shared_buffers") == "128MB", inst["name"]
+        assert d.admin_sql(inst, "SHOW max_connections") == "150", inst["name"]
