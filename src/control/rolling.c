@@ -51,8 +51,8 @@ static void proc_id(const engine_instance_t *in, char *buf, size_t len)
 }
 
 /* Whether instance i must restart to run what is declared; the reason into why. */
-static bool instance_needs(ctl_daemon_t *d, cluster_rt_t *cr, int i, bool ask_engine,
-                           char *why, size_t len)
+static bool instance_needs(ctl_daemon_t *d, cluster_rt_t *cr, int i, bool ask_engine, char *why,
+                           size_t len)
 {
     engine_instance_t *in = &cr->inst[i];
     char id[160];
@@ -125,8 +125,8 @@ static bool step_restart(ctl_daemon_t *d, cluster_rt_t *cr, ctl_roll_t *r, int i
 
 /* While the cluster is not ready: a restarted server that is not back in time stops the
  * rollout (the others keep serving; nothing else is restarted). */
-static const char *roll_waiting(ctl_daemon_t *d, cluster_rt_t *cr, ctl_roll_t *r,
-                                const char *state, char *msg, size_t len)
+static const char *roll_waiting(ctl_daemon_t *d, cluster_rt_t *cr, ctl_roll_t *r, const char *state,
+                                char *msg, size_t len)
 {
     for (int i = 0; i < cr->n && !r->failed[0]; i++) {
         if (!r->restarted[i])
@@ -137,7 +137,8 @@ static const char *roll_waiting(ctl_daemon_t *d, cluster_rt_t *cr, ctl_roll_t *r
         if (p && p->failures > 0)
             snprintf(r->failed, sizeof(r->failed),
                      "%s exited after its restart (see %s): the new configuration does not "
-                     "start", cr->inst[i].name, cr->inst[i].log_path);
+                     "start",
+                     cr->inst[i].name, cr->inst[i].log_path);
         else if (dbp_now_ms() > r->step_deadline_ms)
             snprintf(r->failed, sizeof(r->failed), "%s is not back %d s after its restart (%.120s)",
                      cr->inst[i].name, ROLL_STEP_TIMEOUT_MS / 1000, msg);
@@ -228,8 +229,7 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
     }
     if (!r->active) {
         const spec_cluster_t *cs = &cr->res->u.cluster;
-        bool rolling = cs->update_strategy == SPEC_UPDATE_REPLICAS_FIRST_PRIMARY_LAST &&
-                       cr->n > 1;
+        bool rolling = cs->update_strategy == SPEC_UPDATE_REPLICAS_FIRST_PRIMARY_LAST && cr->n > 1;
         r->active = true;
         r->started_ms = now;
         r->total = nneed;
@@ -239,8 +239,8 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
         snprintf(r->why, sizeof(r->why), "%s", why);
         char m[512];
         snprintf(m, sizeof(m), "%s; restarting %d instance(s) %s", why, nneed,
-                 rolling ? "replicas first, then a switchover, then the old primary "
-                           "(ReplicasFirstPrimaryLast)"
+                 rolling     ? "replicas first, then a switchover, then the old primary "
+                               "(ReplicasFirstPrimaryLast)"
                  : cr->n > 1 ? "at once (AllAtOnce)"
                              : "in place (a single instance: clients reconnect)");
         roll_event(d, cr, "Normal", "RollingUpdateStarted", m);
@@ -258,8 +258,10 @@ const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *stat
     if (cr->ops->failover_on_crash && need[cr->primary] && cr->n == 1) {
         /* A restart in place would come back without what the server did not persist
          * (Redis cache class): left to the operator, said in the status. */
-        snprintf(msg, len, "a restart is pending (%s) and is not done automatically: this "
-                 "single instance's restart would lose unpersisted data", r->why);
+        snprintf(msg, len,
+                 "a restart is pending (%s) and is not done automatically: this "
+                 "single instance's restart would lose unpersisted data",
+                 r->why);
         return state;
     }
     if (cs->update_strategy == SPEC_UPDATE_ALL_AT_ONCE || cr->n == 1) {
@@ -305,8 +307,8 @@ void ctl_rolling_after_pass(ctl_daemon_t *d)
         json_decref(res);
         if (rc != 0) {
             snprintf(r->failed, sizeof(r->failed),
-                     "switchover from %s failed (%s); it stays the primary",
-                     cr->inst[old].name, err.msg);
+                     "switchover from %s failed (%s); it stays the primary", cr->inst[old].name,
+                     err.msg);
             r->retry_ms = dbp_now_ms() + ROLL_RETRY_MS;
             r->failed_gen = cr->generation;
             roll_event(d, cr, "Warning", "RollingUpdateFailed", r->failed);
