@@ -53,6 +53,12 @@ static void event(ctl_daemon_t *d, const char *tenant, const char *kind, const c
             dbp_log_q(msg));
 }
 
+void ctl_event(ctl_daemon_t *d, const char *tenant, const char *kind, const char *name,
+               const char *type, const char *reason, const char *msg)
+{
+    event(d, tenant, kind, name, type, reason, msg);
+}
+
 /* Writes the resource's status; on failure records a Warning event once per distinct
  * message (a failure that repeats every pass is one event, not thousands). */
 static void set_status(ctl_daemon_t *d, const spec_resource_t *r, int64_t gen, const char *state,
@@ -300,6 +306,7 @@ static int instance_run(ctl_daemon_t *d, cluster_rt_t *cr, int i, const engine_i
     bool running = p && p->state == CTL_PROC_RUNNING;
     if (changed > 0 && running && cr->ops->reload_signal) {
         (void)ctl_sup_signal(&d->sup, id, cr->ops->reload_signal);
+        cr->reloaded = true;
         event(d, in->tenant, "Instance", in->name, "Normal", "ConfigReloaded",
               "configuration changed; server reloaded");
     }
@@ -910,6 +917,7 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         ctl_restore_attach(cr, &des);
         char msg[512];
         const char *state = cluster_reconcile(d, cr, msg, sizeof(msg));
+        state = ctl_rolling_step(d, cr, state, msg, sizeof(msg));
         set_status(d, r, des.generation[i], state, msg);
     }
 
@@ -961,6 +969,7 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         d->ncl = ncl;
         ctl_ha_view_publish(d);
         ctl_proxy_sync(d);
+        ctl_rolling_after_pass(d);
     } else {
         ctl_pass_results_free(NULL, crs, ncl);
         desired_free(&des);
@@ -1103,6 +1112,9 @@ void ctl_daemon_free(ctl_daemon_t *d)
     d->memo = NULL;
     free(d->ha);
     d->ha = NULL;
+    free(d->roll);
+    d->roll = NULL;
+    d->nroll = d->caproll = 0;
     d->nha = d->capha = 0;
     d->nmemo = d->capmemo = 0;
 }

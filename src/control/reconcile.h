@@ -60,7 +60,26 @@ typedef struct cluster_rt {
     int64_t restore_gen;  /* its generation */
     bool restore_done;    /* it completed (status ready at that generation) */
     char *repl_password;
+    bool reloaded;        /* this pass signalled a server to reload a changed config */
 } cluster_rt_t;
+
+/* A rolling change of one cluster (control/rolling.c), kept across passes, keyed by
+ * tenant/cluster. Owned by the control loop's thread. */
+typedef struct ctl_roll {
+    char key[160];
+    bool active;              /* a rollout runs: RollingUpdateStarted was recorded */
+    bool checked_once;        /* needs_restart was asked since the daemon started */
+    int64_t started_ms;       /* monotonic ms the rollout started */
+    int64_t check_until_ms;   /* ask needs_restart every pass until then (after a reload) */
+    int total, done;          /* instances to restart, restarted so far */
+    bool restarted[CTL_MAX_INSTANCES]; /* restarted (or switched away from), not yet back */
+    int64_t step_deadline_ms; /* the restarted instance must be back by then */
+    bool switch_wanted;       /* only the primary is left: switch over after this pass */
+    int64_t retry_ms;         /* after a failed step, no new step before this */
+    int64_t failed_gen;       /* generation at which a step failed; 0 none */
+    char failed[256];         /* why the rollout stopped; "" when it did not */
+    char why[200];            /* what needs the restarts */
+} ctl_roll_t;
 
 /* What the control loop remembers about one cluster's failovers, kept across passes
  * (keyed by tenant/cluster). Owned by the control loop's thread; detection state lives
@@ -115,6 +134,8 @@ typedef struct ctl_daemon {
     int ncl;
     ctl_ha_state_t *ha;      /* per-cluster failover records */
     int nha, capha;
+    ctl_roll_t *roll;        /* per-cluster rolling changes (control/rolling.c) */
+    int nroll, caproll;
     ctl_view_t *view;        /* this thread's reference to the last pass's results */
     ctl_hamon_t *mon;        /* the HA monitor thread; NULL before ctl_ha_start */
     proxy_t *proxy;          /* the proxy for clusters with spec.proxy (may be NULL) */
@@ -192,6 +213,31 @@ void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
  * left in the data directory): the caller then clones primary P. */
 bool ctl_replica_bootstrap(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
                            const engine_instance_t *P);
+
+/* Records an event (type "Normal" or "Warning") in the store and the log. */
+void ctl_event(ctl_daemon_t *d, const char *tenant, const char *kind, const char *name,
+               const char *type, const char *reason, const char *msg);
+
+/* ---- rolling changes (control/rolling.c) ------------------------------------------- */
+
+/* After cluster_reconcile brought cluster cr to `state` (msg: its status message, `len`
+ * bytes): applies changes that need server restarts. When the cluster is ready and an
+ * instance runs a replaced binary or other command line (ctl_sup_stale), or still has
+ * settings pending a restart after a reload (ops->needs_restart), restarts them per
+ * spec.updateStrategy: ReplicasFirstPrimaryLast restarts one replica per pass, each only
+ * once the previous one is back and streaming, then asks for a switchover to an
+ * up-to-date replica (run by ctl_rolling_after_pass), after which the old primary
+ * rejoins as a replica with the new configuration; AllAtOnce, and a single instance,
+ * restart in place. Records RollingUpdateStarted, InstanceRestarted,
+ * RollingUpdateFailed and RollingUpdateCompleted events on the Cluster. Returns the
+ * cluster's state ("pending" while the rollout runs, with its progress in msg; "failed"
+ * when a step failed: the cluster still serves on its current primary and the step is
+ * retried 30 s later, or at once on a new generation). */
+const char *ctl_rolling_step(ctl_daemon_t *d, cluster_rt_t *cr, const char *state, char *msg,
+                             size_t len);
+
+/* After a pass (d->crs current): runs the switchovers ctl_rolling_step asked for. */
+void ctl_rolling_after_pass(ctl_daemon_t *d);
 
 /* Runs one reconcile pass. Errors are recorded in statuses and events, not returned. */
 void ctl_reconcile_pass(ctl_daemon_t *d);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -187,6 +188,35 @@ int ctl_sup_signal(ctl_sup_t *sup, const char *id, int sig)
     if (!p || p->state != CTL_PROC_RUNNING || p->pid <= 0)
         return DBP_ENOENT;
     return kill(p->pid, sig) == 0 ? 0 : DBP_EIO;
+}
+
+bool ctl_sup_stale(const ctl_sup_t *sup, const char *id, char *const argv[], char *why,
+                   size_t len)
+{
+    const ctl_proc_t *p = find(sup, id);
+    if (!p || p->state != CTL_PROC_RUNNING || p->pid <= 0)
+        return false;
+    int i = 0;
+    for (; argv[i] && p->argv[i]; i++)
+        if (strcmp(argv[i], p->argv[i]) != 0)
+            break;
+    if (argv[i] || p->argv[i]) {
+        snprintf(why, len, "command line changed (%s)", argv[0] ? argv[0] : "");
+        return true;
+    }
+    char link[64], exe[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/%d/exe", (int)p->pid);
+    ssize_t n = readlink(link, exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return false;
+    exe[n] = '\0';
+    static const char deleted[] = " (deleted)";
+    size_t dl = sizeof(deleted) - 1;
+    if ((size_t)n > dl && strcmp(exe + n - dl, deleted) == 0) {
+        snprintf(why, len, "server binary %.*s was replaced", (int)((size_t)n - dl), exe);
+        return true;
+    }
+    return false;
 }
 
 /* SIGKILLs pid's process group and every direct child of pid: servers like PostgreSQL

@@ -78,6 +78,13 @@ const ctl_proc_t *ctl_sup_find(const ctl_sup_t *sup, const char *id);
 /* Sends `sig` to a running process; DBP_ENOENT when it is not running. */
 int ctl_sup_signal(ctl_sup_t *sup, const char *id, int sig);
 
+/* True when running process `id` no longer runs what `argv` (NULL-terminated) asks for:
+ * its command line differs (another server binary or version directory), or its binary
+ * file was replaced on disk since it started (a package upgrade: /proc/<pid>/exe reads
+ * "... (deleted)"). The reason goes into `why` (`len` bytes). False when not running. */
+bool ctl_sup_stale(const ctl_sup_t *sup, const char *id, char *const argv[], char *why,
+                   size_t len);
+
 /* Stops the processes whose ids are listed (NULL-terminated), all at once: the stop
  * signal, then SIGKILL to the process group after `grace_ms`. Waits for them to exit. */
 void ctl_sup_stop_ids(ctl_sup_t *sup, const char *const *ids, int grace_ms);

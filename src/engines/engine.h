@@ -255,6 +255,15 @@ typedef struct engine_ops {
      * second), where a restart in place would make the replicas resync to the loss. */
     bool failover_on_crash;
 
+    /* Optional, rolling changes: after a reload, whether the running server `in` still
+     * runs with settings its configuration file changes only at a restart (PostgreSQL:
+     * postmaster-context parameters, pg_settings.pending_restart). Returns 1 and the
+     * names of those settings, comma-separated, in `names` (`len` bytes; truncated), 0
+     * when the server runs its whole configuration, or a negative DBP_E* code when it
+     * could not ask. NULL: the engine applies every setting it renders with a reload (or
+     * cannot tell), and only a replaced server binary triggers a rolling restart. */
+    int (*needs_restart)(const engine_instance_t *in, char *names, size_t len, dbp_err_t *err);
+
     /* --- backup and restore (optional; NULL when the engine has no such backup) ---- */
 
     /* Streams a physical backup of the running instance `in` (a primary or a replica)

@@ -1003,6 +1003,30 @@ static int pg_prepare_switchover(const engine_instance_t *primary, dbp_err_t *er
     return rc;
 }
 
+static int pg_needs_restart(const engine_instance_t *in, char *names, size_t len,
+                            dbp_err_t *err)
+{
+    /* pending_restart is set by the reload that read a changed postmaster-context value
+     * (https://www.postgresql.org/docs/15/view-pg-settings.html); new backends inherit it
+     * from the postmaster, so a fresh connection sees the state after the last reload. */
+    PGconn *conn = engine_pg_connect(in, "postgres", err);
+    if (!conn)
+        return DBP_EENGINE;
+    PGresult *r = engine_pg_exec(conn,
+                                 "SELECT coalesce(string_agg(name, ',' ORDER BY name), '') "
+                                 "FROM pg_settings WHERE pending_restart",
+                                 0, NULL, err);
+    int rc = DBP_EENGINE;
+    if (r) {
+        const char *v = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
+        snprintf(names, len, "%s", v);
+        rc = v[0] ? 1 : 0;
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return rc;
+}
+
 static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *primary,
                      dbp_err_t *err)
 {
@@ -1053,6 +1077,7 @@ const engine_ops_t engine_postgresql = {
     .promote = pg_promote,
     .rejoin = pg_rejoin,
     .prepare_switchover = pg_prepare_switchover,
+    .needs_restart = pg_needs_restart,
     .backup_physical = pg_backup_physical,
     .backup_logical = pg_backup_logical,
     .restore_physical = pg_restore_physical,
