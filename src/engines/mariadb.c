@@ -30,8 +30,10 @@
  * becomes @@gtid_slave_pos and the replica follows with MASTER_USE_GTID=slave_pos. The
  * engine interface has no `follow` operation yet, so render_config does it for replicas
  * whose server answers: it runs on every reconcile pass and is idempotent. promote lets a
- * replica apply what it received, forgets its primary and leaves read_only; there is no
- * rejoin (no pg_rewind for MariaDB), so a fenced former primary is cloned again. A server
+ * replica apply what it received, forgets its primary and leaves read_only. rejoin starts
+ * a fenced former primary privately and lets it follow the new primary when its GTIDs are
+ * all there (else the caller clones it again); in sync mode every instance runs
+ * semi-synchronous replication (AFTER_SYNC, non-strict: see docs/mariadb.md). A server
  * starts read-only unless the topology names it primary; in 10.11 read_only also binds
  * SUPER (only READ_ONLY ADMIN, held by dbplane's admin alone, bypasses it), which is what
  * MySQL's super_read_only gives and MariaDB has no separate switch for.
