@@ -990,7 +990,8 @@ static void mdb_private_stop(const engine_instance_t *in, MYSQL *m, pid_t pid)
     }
     int status;
     for (int i = 0; i < 1200; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR))
             return;
         usleep(100 * 1000);
     }
