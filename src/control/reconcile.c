@@ -562,7 +562,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                                       : dbp_err_set(&err, DBP_EUNSUPPORTED, "no rejoin");
             if (rrc == 0) {
                 event(d, c->tenant.v, "Instance", R->name, "Normal", "Rejoined",
-                      "former primary rewound onto the new primary's timeline");
+                      "former primary follows the new primary without a rebuild");
             } else {
                 char m[600];
                 snprintf(m, sizeof(m), "rejoin failed (%s); rebuilding from the primary",

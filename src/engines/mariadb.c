@@ -30,8 +30,10 @@
  * becomes @@gtid_slave_pos and the replica follows with MASTER_USE_GTID=slave_pos. The
  * engine interface has no `follow` operation yet, so render_config does it for replicas
  * whose server answers: it runs on every reconcile pass and is idempotent. promote lets a
- * replica apply what it received, forgets its primary and leaves read_only; there is no
- * rejoin (no pg_rewind for MariaDB), so a fenced former primary is cloned again. A server
+ * replica apply what it received, forgets its primary and leaves read_only. rejoin starts
+ * a fenced former primary privately and lets it follow the new primary when its GTIDs are
+ * all there (else the caller clones it again); in sync mode every instance runs
+ * semi-synchronous replication (AFTER_SYNC, non-strict: see docs/mariadb.md). A server
  * starts read-only unless the topology names it primary; in 10.11 read_only also binds
  * SUPER (only READ_ONLY ADMIN, held by dbplane's admin alone, bypasses it), which is what
  * MySQL's super_read_only gives and MariaDB has no separate switch for.
@@ -52,6 +54,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <mysql.h>
@@ -248,7 +251,9 @@ static bool mdb_key_managed(const char *key, const char **hint)
         "port", "bind_address", "socket", "datadir", "pid_file", "server_id", "log_bin",
         "log_basename", "relay_log", "binlog_format", "log_slave_updates", "read_only",
         "report_host", "report_port", "networking", "skip_networking", "grant_tables",
-        "skip_grant_tables", "user", "slave_start", "skip_slave_start", "basedir", NULL};
+        "skip_grant_tables", "user", "slave_start", "skip_slave_start", "basedir",
+        "rpl_semi_sync_master_enabled", "rpl_semi_sync_slave_enabled",
+        "rpl_semi_sync_master_wait_point", NULL};
     /* clang-format on */
     char k[128];
     opt_norm(key, k, sizeof(k));
@@ -260,6 +265,12 @@ static bool mdb_key_managed(const char *key, const char **hint)
             break;
         }
     *hint = "dbplane sets it from the cluster's layout and topology";
+    if (strncmp(base, "rpl_semi_sync_", 14) == 0 && strcmp(base, "rpl_semi_sync_master_timeout")) {
+        *hint = "use spec.replication.mode (sync: semi-synchronous replication)";
+        for (int i = 0; managed[i]; i++)
+            if (strcmp(base, managed[i]) == 0)
+                return true;
+    }
     if (strcmp(base, "gtid_strict_mode") == 0) {
         *hint = "use spec.replication.gtidStrictMode";
         return true;
@@ -366,6 +377,8 @@ static void sb_sql_value(dbp_sb_t *sb, MYSQL *m, const char *v)
         sb_lit(sb, m, v);
 }
 
+static void mdb_apply_semi_sync(const engine_instance_t *in, MYSQL *m);
+
 /* After my.cnf changed under a running server: SET GLOBAL for every spec.config option,
  * so dynamic ones apply at once; the others take effect at the next restart (logged). */
 static void mdb_apply_running(const engine_instance_t *in)
@@ -376,6 +389,7 @@ static void mdb_apply_running(const engine_instance_t *in)
     MYSQL *m = access(sock, F_OK) == 0 ? mdb_connect(in, false, &err) : NULL;
     if (!m)
         return;
+    mdb_apply_semi_sync(in, m);
     const spec_map_t *cfg = &in->spec->config;
     for (size_t i = 0; i < cfg->n; i++) {
         char k[128];
@@ -410,6 +424,89 @@ static int64_t mdb_net_timeout_s(const spec_cluster_t *c)
     int64_t s = ((c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000) *
                      (fc > 1 ? fc - 1 : 1) + 999) / 1000;
     return s < 2 ? 2 : s > 10 ? 10 : s;
+}
+
+/* True when the Cluster spec asks for synchronous replication (`sync`, or `semi-sync`,
+ * which MariaDB implements the same way). */
+static bool mdb_sync_mode(const spec_cluster_t *c)
+{
+    return c->replication.mode == SPEC_REPL_SYNC || c->replication.mode == SPEC_REPL_SEMI_SYNC;
+}
+
+/* rpl_semi_sync_master_timeout in ms: how long a commit waits for a replica's ack before
+ * the primary falls back to asynchronous replication (non-strict, as PostgreSQL's sync
+ * mode, see docs/reliability.md): one failover interval, 500 .. 10000 ms. */
+static int64_t mdb_semi_sync_timeout_ms(const spec_cluster_t *c)
+{
+    int64_t ms = c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000;
+    return ms < 500 ? 500 : ms > 10000 ? 10000 : ms;
+}
+
+/* The semi-synchronous replication settings of the spec's replication mode, as
+ * (variable, value) pairs for my.cnf and SET GLOBAL; both roles get the same ones, so a
+ * promoted replica waits for acks and a rejoined primary sends them. Returns the count
+ * (0 in async mode: the server's defaults, semi-sync off). */
+static int mdb_semi_sync_vars(const spec_cluster_t *c, const char *names[4], char values[4][24])
+{
+    if (!mdb_sync_mode(c))
+        return 0;
+    names[0] = "rpl_semi_sync_master_enabled";
+    names[1] = "rpl_semi_sync_slave_enabled";
+    names[2] = "rpl_semi_sync_master_wait_point";
+    names[3] = "rpl_semi_sync_master_timeout";
+    snprintf(values[0], sizeof(values[0]), "ON");
+    snprintf(values[1], sizeof(values[1]), "ON");
+    snprintf(values[2], sizeof(values[2]), "AFTER_SYNC");
+    if (mdb_key_set(c, "rpl_semi_sync_master_timeout"))
+        return 3; /* spec.config sets it */
+    snprintf(values[3], sizeof(values[3]), "%lld", (long long)mdb_semi_sync_timeout_ms(c));
+    return 4;
+}
+
+/* Brings a running server's semi-sync globals to the spec's mode (ON in sync mode, OFF
+ * otherwise); a replica whose slave side changed restarts its IO thread, which only
+ * reads rpl_semi_sync_slave_enabled when it connects. Best effort: logged. */
+static void mdb_apply_semi_sync(const engine_instance_t *in, MYSQL *m)
+{
+    const char *names[4];
+    char values[4][24];
+    int n = mdb_semi_sync_vars(in->spec, names, values);
+    dbp_err_t err;
+    char cur[32];
+    if (n == 0) {
+        names[0] = "rpl_semi_sync_master_enabled";
+        names[1] = "rpl_semi_sync_slave_enabled";
+        snprintf(values[0], sizeof(values[0]), "OFF");
+        snprintf(values[1], sizeof(values[1]), "OFF");
+        n = 2;
+    }
+    for (int i = 0; i < n; i++) {
+        char q[160];
+        snprintf(q, sizeof(q), "SELECT @@%s", names[i]);
+        if (mdb_scalar(m, q, cur, sizeof(cur), &err) != 0)
+            continue;
+        bool on = strcmp(values[i], "ON") == 0, off = strcmp(values[i], "OFF") == 0;
+        if ((on && strcmp(cur, "1") == 0) || (off && strcmp(cur, "0") == 0) ||
+            strcasecmp(cur, values[i]) == 0)
+            continue;
+        bool num = strspn(values[i], "0123456789") == strlen(values[i]);
+        snprintf(q, sizeof(q), num || on || off ? "SET GLOBAL %s = %s" : "SET GLOBAL %s = '%s'",
+                 names[i], values[i]);
+        if (mdb_cmd(m, q, &err) != 0) {
+            dbp_warn("mariadb_semi_sync_failed", "instance=%s option=%s error=%s", in->name,
+                     names[i], dbp_log_q(err.msg));
+            continue;
+        }
+        dbp_info("mariadb_option_applied", "instance=%s option=%s value=%s", in->name, names[i],
+                 values[i]);
+        mdb_slave_t s;
+        if (strcmp(names[i], "rpl_semi_sync_slave_enabled") == 0 &&
+            mdb_slave_status(m, &s, &err) == 0 && s.configured && strcmp(s.io, "No") != 0 &&
+            (mdb_cmd(m, "STOP SLAVE IO_THREAD", &err) != 0 ||
+             mdb_cmd(m, "START SLAVE IO_THREAD", &err) != 0))
+            dbp_warn("mariadb_semi_sync_failed", "instance=%s error=%s", in->name,
+                     dbp_log_q(err.msg));
+    }
 }
 
 static int mdb_render_config(const engine_instance_t *in, const engine_instance_t *primary,
@@ -450,6 +547,15 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
                   primary->name);
     else
         dbp_sb_printf(&cnf, "read_only = OFF\n");
+    const char *ssn[4];
+    char ssv[4][24];
+    int nss = mdb_semi_sync_vars(c, ssn, ssv);
+    if (nss)
+        dbp_sb_printf(&cnf, "# replication.mode %s: semi-synchronous, non-strict (a commit waits "
+                      "for one replica's ack, at most rpl_semi_sync_master_timeout ms)\n",
+                      c->replication.mode == SPEC_REPL_SYNC ? "sync" : "semi-sync");
+    for (int i = 0; i < nss; i++)
+        dbp_sb_printf(&cnf, "%s = %s\n", ssn[i], ssv[i]);
     if (!mdb_key_set(c, "innodb_buffer_pool_size") && c->memory.set && c->memory.v >= 64ULL << 20) {
         /* Half of the declared memory, in whole MiB: the rest is for connections,
          * sort buffers and the OS page cache of the binary logs. */
@@ -822,6 +928,171 @@ static int mdb_promote(const engine_instance_t *in, dbp_err_t *err)
     return rc;
 }
 
+/* ---- rejoin ------------------------------------------------------------------------ */
+
+/* True when GTID d-s-n is in a gtid_binlog_state list ("d-s-m,..."): an entry of the same
+ * domain and server id with m >= n. Under gtid_strict_mode sequence numbers grow within a
+ * domain on every server that has the history, so m >= n means the server holds n too. */
+static bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s,
+                              unsigned long long n)
+{
+    for (const char *p = state; p && *p;) {
+        unsigned long d2, s2;
+        unsigned long long m;
+        if (sscanf(p, "%lu-%lu-%llu", &d2, &s2, &m) == 3 && d2 == d && s2 == s && m >= n)
+            return true;
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    return false;
+}
+
+/* Checks that every last-per-domain GTID of `old_pos` (a former primary's
+ * gtid_binlog_pos) is in `new_state` (the new primary's gtid_binlog_state). 0, or
+ * DBP_EENGINE with the first GTID the new primary does not have. */
+static int mdb_gtid_contained(const char *old_pos, const char *new_state, dbp_err_t *err)
+{
+    for (const char *p = old_pos; p && *p;) {
+        unsigned long d, s;
+        unsigned long long n;
+        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) != 3)
+            return dbp_err_set(err, DBP_EENGINE, "unreadable gtid_binlog_pos '%s'", old_pos);
+        if (!mdb_gtid_in_state(new_state, d, s, n))
+            return dbp_err_set(err, DBP_EENGINE,
+                               "diverged: its transaction %lu-%lu-%llu is not on the new "
+                               "primary (gtid_binlog_state '%s')",
+                               d, s, n, new_state);
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    return 0;
+}
+
+/* The private socket of a rejoin check, <sock_dir>/rejoin.sock, into buf. */
+static void mdb_rejoin_sock(const engine_instance_t *in, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/rejoin.sock", in->sock_dir);
+}
+
+/* Stops the private server `pid` (SHUTDOWN over `m`, which is closed), waiting at most
+ * 120 s before SIGKILL. */
+static void mdb_private_stop(const engine_instance_t *in, MYSQL *m, pid_t pid)
+{
+    dbp_err_t err;
+    if (m) {
+        if (mdb_cmd(m, "SHUTDOWN", &err) != 0)
+            kill(pid, SIGTERM);
+        mysql_close(m);
+    } else {
+        kill(pid, SIGTERM);
+    }
+    int status;
+    for (int i = 0; i < 1200; i++) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR))
+            return;
+        usleep(100 * 1000);
+    }
+    dbp_warn("mariadb_rejoin_kill", "instance=%s pid=%d", in->name, (int)pid);
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+}
+
+/* Makes a stopped, fenced former primary follow `primary` without a clone when its
+ * history is a prefix of the new primary's. The server is started privately (no TCP, a
+ * private socket, read-only, no replication threads) so its own crash recovery runs and
+ * nothing can write to it or be served by it; its gtid_binlog_pos is compared with the
+ * new primary's gtid_binlog_state. Contained: gtid_slave_pos is set to it, CHANGE MASTER
+ * points at `primary` with MASTER_USE_GTID=slave_pos, and the server is shut down (the
+ * supervisor starts it as a replica). Otherwise DBP_EENGINE saying why (diverged, strict
+ * mode off, no history, primary unreachable): the caller re-clones. */
+static int mdb_rejoin(const engine_instance_t *in, const engine_instance_t *primary,
+                      dbp_err_t *err)
+{
+    const spec_cluster_t *c = in->spec;
+    if (c->replication.gtid_strict_mode.set && !c->replication.gtid_strict_mode.v)
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "gtid_strict_mode is off: GTID sequence numbers do not order the "
+                           "history, divergence cannot be ruled out");
+    if (!in->repl_password)
+        return dbp_err_set(err, DBP_EINVAL, "no replication password");
+    char new_state[1024], old_pos[512];
+    MYSQL *pm = mdb_connect(primary, false, err);
+    if (!pm)
+        return DBP_EENGINE;
+    int rc = mdb_scalar(pm, "SELECT @@gtid_binlog_state", new_state, sizeof(new_state), err);
+    mysql_close(pm);
+    if (rc)
+        return rc;
+
+    char cnf[PATH_MAX + 32], defaults[PATH_MAX + 48], sock[PATH_MAX], sockopt[PATH_MAX + 16];
+    mdb_cnf(in, cnf, sizeof(cnf));
+    snprintf(defaults, sizeof(defaults), "--defaults-file=%s", cnf);
+    mdb_rejoin_sock(in, sock, sizeof(sock));
+    snprintf(sockopt, sizeof(sockopt), "--socket=%s", sock);
+    unlink(sock);
+    char *argv[] = {MDB_SERVER,         defaults,      "--skip-networking", sockopt,
+                    "--skip-slave-start", "--read-only", NULL};
+    pid_t pid;
+    if ((rc = dbp_proc_spawn(argv, NULL, in->runas, in->tool_log_path, NULL, &pid, err)))
+        return rc;
+    dbp_info("mariadb_rejoin_check", "instance=%s primary=%s pid=%d", in->name, primary->name,
+             (int)pid);
+    MYSQL *m = NULL;
+    int64_t deadline = dbp_now_ms() + 180000; /* crash recovery of a large buffer pool */
+    while (!m) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return dbp_err_set(err, DBP_EENGINE,
+                               "mariadbd exited during the rejoin check (status %d, see %s)",
+                               status, in->tool_log_path);
+        if (dbp_now_ms() > deadline) {
+            mdb_private_stop(in, NULL, pid);
+            return dbp_err_set(err, DBP_EBUSY, "mariadbd did not start for the rejoin check");
+        }
+        dbp_err_t cerr;
+        if (access(sock, F_OK) == 0)
+            m = mdb_open(in->name, sock, NULL, 0, in->runas->daemon_name, NULL, NULL, 1000, 60, 0,
+                         &cerr);
+        if (!m)
+            usleep(200 * 1000);
+    }
+    dbp_sb_t q = {0};
+    if ((rc = mdb_scalar(m, "SELECT @@gtid_binlog_pos", old_pos, sizeof(old_pos), err)))
+        goto out;
+    if (old_pos[0] == '\0') {
+        rc = dbp_err_set(err, DBP_EENGINE, "its binary log has no GTID: history unknown");
+        goto out;
+    }
+    if ((rc = mdb_gtid_contained(old_pos, new_state, err)))
+        goto out;
+    dbp_sb_printf(&q, "SET GLOBAL gtid_slave_pos = ");
+    sb_lit(&q, m, old_pos);
+    if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, "RESET SLAVE ALL", err)) ||
+        (rc = mdb_cmd(m, q.buf, err)))
+        goto out;
+    dbp_sb_free(&q);
+    dbp_sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
+    sb_lit(&q, m, primary->host);
+    dbp_sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
+                  primary->port);
+    sb_lit(&q, m, in->repl_password);
+    dbp_sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
+    if ((rc = sb_check(&q, err)) || (rc = mdb_cmd_secret(m, q.buf, in->repl_password, err)))
+        goto out;
+    dbp_info("mariadb_rejoined", "instance=%s primary=%s gtid_slave_pos=%s", in->name,
+             primary->name, old_pos);
+out:
+    dbp_sb_free(&q);
+    mdb_private_stop(in, m, pid);
+    unlink(sock);
+    if (rc)
+        dbp_err_prefix(err, "GTID rejoin of %s: ", in->name);
+    return rc;
+}
+
 /* The MariaDB driver. */
 const engine_ops_t engine_mariadb = {
     .name = "mariadb",
@@ -852,5 +1123,5 @@ const engine_ops_t engine_mariadb = {
     .drop_user = mdb_drop_user,
     .run_sql = mdb_run_sql,
     .promote = mdb_promote,
-    .rejoin = NULL, /* no pg_rewind equivalent: a fenced former primary is cloned again */
+    .rejoin = mdb_rejoin,
 };

@@ -920,14 +920,8 @@ static int rd_render_conf(const engine_instance_t *in, const engine_instance_t *
      * (the monitor fails over only once no replica sees the primary's stream, see ha/):
      * repl-timeout = (failcount - 1) x interval in whole seconds (Redis's unit), at least
      * 2; the primary pings every second so an idle but healthy link never times out. */
-    const spec_failover_t *fo = &in->spec->failover;
-    int64_t fc = fo->failcount.v > 0 ? fo->failcount.v : 3;
-    int64_t rt =
-        ((fo->interval.ms > 0 ? fo->interval.ms : 1000) * (fc > 1 ? fc - 1 : 1) + 999) / 1000;
     dbp_sb_printf(sb, "repl-ping-replica-period 1\nrepl-timeout %lld\n",
-                  (long long)(rt < 2    ? 2
-                              : rt > 60 ? 60
-                                        : rt));
+                  (long long)rd_repl_timeout_s(in->spec));
     for (int i = 0; i < cf->n; i++) {
         dbp_sb_printf(sb, "%s ", cf->kv[i].key);
         sb_value(sb, cf->kv[i].value);
@@ -1051,6 +1045,8 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
     bool acl_same = rd_read_acl(apath, false, &cur, &ignore) == 0 && rd_lines_same(&cur, &acl);
     rd_lines_free(&cur);
     bool conf_same = dbp_file_equals(cpath, conf.buf, conf.len);
+    if (!primary)
+        rd_sync_writes(in);
     if (conf_same && acl_same) {
         rc = 0;
         goto out;

@@ -48,6 +48,17 @@ int64_t rd_info_i64(const char *info, const char *key, int64_t dflt);
  * NULL with err filled. */
 char *rd_info_all(redisContext *c, dbp_err_t *err);
 
+/* ---- sync mode (redis_sync.c) ------------------------------------------------------ */
+
+/* repl-timeout in seconds for the Cluster spec: (failcount - 1) x failover interval,
+ * rounded up, 2 .. 60; also min-replicas-max-lag in sync mode. */
+int64_t rd_repl_timeout_s(const spec_cluster_t *c);
+
+/* On the running primary `in`: min-replicas-to-write 1 (and min-replicas-max-lag =
+ * rd_repl_timeout_s) in sync mode while a replica is online, 0 otherwise (non-strict);
+ * left alone when spec.config sets either. Best effort: failures are logged. */
+void rd_sync_writes(const engine_instance_t *in);
+
 /* ---- backups (redis_backup.c; see engine_ops_t for the contracts) ------------------ */
 
 /* Reads a full-resync reply from `fd` (the raw socket after `PSYNC ? -1` was sent):
