@@ -439,7 +439,8 @@ int dbp_runtime_dir(const char *data_dir, char *buf, size_t len, dbp_err_t *err)
     return 0;
 }
 
-bool dbp_dir_is_empty(const char *dir)
+/* True when `dir` does not exist or is an empty directory. */
+static bool dir_is_empty(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -453,4 +454,20 @@ bool dbp_dir_is_empty(const char *dir)
         }
     closedir(d);
     return empty;
+}
+
+int dbp_restore_target(const char *dir, const dbp_runas_t *ra, dbp_err_t *err)
+{
+    if (!dir_is_empty(dir))
+        return dbp_err_set(err, DBP_EBUSY,
+                           "restore into %s refused: the directory is not empty (a restore "
+                           "never replaces an existing data directory)",
+                           dir);
+    return dbp_mkdir_p(dir, 0700, ra, err);
+}
+
+long dbp_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
 }

@@ -73,8 +73,16 @@ int dbp_mkdir_p(const char *path, unsigned mode, const dbp_runas_t *ra, dbp_err_
 /* Removes a directory tree (like rm -rf); absent is success. Refuses "/" and "". */
 int dbp_rm_rf(const char *path, dbp_err_t *err) __attribute__((warn_unused_result));
 
-/* True when `dir` does not exist or is an empty directory (a restore target). */
-bool dbp_dir_is_empty(const char *dir);
+/* Prepares the data directory a restore writes into: refuses (DBP_EBUSY, naming it) a
+ * directory that exists and is not empty — a restore never replaces data — else creates
+ * it 0700, owned by the service user when ra->drop. Shared by every engine's
+ * restore_physical. */
+int dbp_restore_target(const char *dir, const dbp_runas_t *ra, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
+/* Size of the file at `path` in bytes, 0 when it does not exist (e.g. the offset of a tool
+ * log before a run appends to it). */
+long dbp_file_size(const char *path);
 
 /* Checks that every parent of `path` can be traversed by the service user (mode o+x, or
  * owned by it): a data dir under a 0700 home or /tmp/pytest-of-root would make the

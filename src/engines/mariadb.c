@@ -186,6 +186,26 @@ static int mdb_init_primary(const engine_instance_t *in, dbp_err_t *err)
 /* Clones the running primary: a streamed mariadb-backup (the same pipe works across
  * hosts), then --prepare. The tools run as the service user, which owns the primary's
  * files and logs in over its socket through unix_socket (see ensure_internal). */
+/* CHANGE MASTER TO on connection `m` of replica `in`: follow `primary` by GTID
+ * (slave_pos) as dbplane's replication account. The statement carries the replication
+ * password, so it runs through mdb_cmd_secret (never logged). */
+static int mdb_change_master(MYSQL *m, const engine_instance_t *in,
+                             const engine_instance_t *primary, dbp_err_t *err)
+{
+    dbp_sb_t q = {0};
+    dbp_sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
+    sb_lit(&q, m, primary->host);
+    dbp_sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
+                  primary->port);
+    sb_lit(&q, m, in->repl_password);
+    dbp_sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
+    int rc = sb_check(&q, err);
+    if (!rc)
+        rc = mdb_cmd_secret(m, q.buf, in->repl_password, err);
+    dbp_sb_free(&q);
+    return rc;
+}
+
 static int mdb_init_replica(const engine_instance_t *in, const engine_instance_t *primary,
                             dbp_err_t *err)
 {
@@ -710,14 +730,7 @@ static int mdb_follow(const engine_instance_t *in, const engine_instance_t *prim
             dbp_sb_printf(&q, "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos");
         if (q.len && ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, q.buf, err))))
             goto out;
-        dbp_sb_free(&q);
-        dbp_sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
-        sb_lit(&q, m, primary->host);
-        dbp_sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
-                  primary->port);
-        sb_lit(&q, m, in->repl_password);
-        dbp_sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
-        if ((rc = sb_check(&q, err)) || (rc = mdb_cmd_secret(m, q.buf, in->repl_password, err)))
+        if ((rc = mdb_change_master(m, in, primary, err)))
             goto out;
         if ((rc = mdb_cmd(m, "START SLAVE", err)))
             goto out;
@@ -1073,14 +1086,7 @@ static int mdb_rejoin(const engine_instance_t *in, const engine_instance_t *prim
     if ((rc = sb_check(&q, err)) || (rc = mdb_cmd(m, "RESET SLAVE ALL", err)) ||
         (rc = mdb_cmd(m, q.buf, err)))
         goto out;
-    dbp_sb_free(&q);
-    dbp_sb_printf(&q, "CHANGE MASTER TO MASTER_HOST = ");
-    sb_lit(&q, m, primary->host);
-    dbp_sb_printf(&q, ", MASTER_PORT = %d, MASTER_USER = '" MDB_REPL_USER "', MASTER_PASSWORD = ",
-                  primary->port);
-    sb_lit(&q, m, in->repl_password);
-    dbp_sb_printf(&q, ", MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1");
-    if ((rc = sb_check(&q, err)) || (rc = mdb_cmd_secret(m, q.buf, in->repl_password, err)))
+    if ((rc = mdb_change_master(m, in, primary, err)))
         goto out;
     dbp_info("mariadb_rejoined", "instance=%s primary=%s gtid_slave_pos=%s", in->name,
              primary->name, old_pos);

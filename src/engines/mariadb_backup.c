@@ -52,12 +52,6 @@ static void mdbb_self(const engine_instance_t *in, dbp_runas_t *out)
 }
 
 /* Size of a file, 0 when absent (to find the log lines a tool wrote in this run). */
-static long mdbb_file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long)st.st_size : 0;
-}
-
 /* Copies the GTID list that follows `marker` in text (digits, '-' and ',') into buf;
  * the last occurrence wins. False when there is none. */
 static bool mdbb_find_gtid(const char *text, size_t len, const char *marker, char *buf, size_t cap)
@@ -108,7 +102,7 @@ int mdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
     snprintf(socket, sizeof(socket), "--socket=%s", sock);
     snprintf(user, sizeof(user), "--user=%s", in->runas->name);
     char *argv[] = {MDB_BACKUP, defaults, "--backup", "--stream=mbstream", user, socket, NULL};
-    long from = mdbb_file_size(in->tool_log_path);
+    long from = dbp_file_size(in->tool_log_path);
     dbp_pipe_t p;
     rc = dbp_pipe_spawn(argv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
                         err);
@@ -140,12 +134,7 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
         return dbp_err_set(err, DBP_EUNSUPPORTED,
                            "MariaDB has no recovery target: a point-in-time restore replays "
                            "archived binary logs after the restore (binlog_replay)");
-    if (!dbp_dir_is_empty(in->data_dir))
-        return dbp_err_set(err, DBP_EBUSY,
-                           "restore into %s refused: the directory is not empty (a restore "
-                           "never replaces an existing data directory)",
-                           in->data_dir);
-    int rc = dbp_mkdir_p(in->data_dir, 0700, in->runas, err);
+    int rc = dbp_restore_target(in->data_dir, in->runas, err);
     if (rc)
         return rc;
     char *xargv[] = {MDB_MBSTREAM, "-x", "-C", (char *)in->data_dir, NULL};

@@ -73,12 +73,6 @@ static int pgb_source_info(const engine_instance_t *in, engine_backup_info_t *in
 }
 
 /* Size of a file, 0 when absent (to find the log lines a tool wrote in this run). */
-static long pgb_file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long)st.st_size : 0;
-}
-
 /* Scans the tool log from byte `from` for pg_basebackup -v's start/end point lines. */
 static void pgb_parse_points(const char *log, long from, engine_backup_info_t *info)
 {
@@ -121,7 +115,7 @@ int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                     "-X",   "fetch", "-h",        (char *)in->sock_dir,
                     "-p",   port,   "-U",         PGB_REPL_ROLE,  "-c",
                     "fast", "-v",   "--no-password", NULL};
-    long from = pgb_file_size(in->tool_log_path);
+    long from = dbp_file_size(in->tool_log_path);
     dbp_pipe_t p;
     rc = dbp_pipe_spawn(argv, NULL, in->runas, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
                         err);
@@ -273,12 +267,7 @@ int pg_recovery_cleanup(const engine_instance_t *in, dbp_err_t *err)
 int pg_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
                         engine_read_fn read, void *ud, dbp_err_t *err)
 {
-    if (!dbp_dir_is_empty(in->data_dir))
-        return dbp_err_set(err, DBP_EBUSY,
-                           "restore into %s refused: the directory is not empty (a restore "
-                           "never replaces an existing data directory)",
-                           in->data_dir);
-    int rc = dbp_mkdir_p(in->data_dir, 0700, in->runas, err);
+    int rc = dbp_restore_target(in->data_dir, in->runas, err);
     if (rc)
         return rc;
     /* GNU tar as the service user: members named with "..", absolute names and links

@@ -318,12 +318,7 @@ int rdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
 {
     if (opts && opts->recovery_target_time)
         return dbp_err_set(err, DBP_EUNSUPPORTED, "Redis has no point-in-time restore");
-    if (!dbp_dir_is_empty(in->data_dir))
-        return dbp_err_set(err, DBP_EBUSY,
-                           "restore into %s refused: the directory is not empty (a restore "
-                           "never replaces an existing data directory)",
-                           in->data_dir);
-    int rc = dbp_mkdir_p(in->data_dir, 0700, in->runas, err);
+    int rc = dbp_restore_target(in->data_dir, in->runas, err);
     if (rc)
         return rc;
     char path[PATH_MAX + 32], marker[PATH_MAX + 32];
