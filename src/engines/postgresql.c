@@ -1008,13 +1008,18 @@ static int pg_needs_restart(const engine_instance_t *in, char *names, size_t len
 {
     /* pending_restart is set by the reload that read a changed postmaster-context value
      * (https://www.postgresql.org/docs/15/view-pg-settings.html); new backends inherit it
-     * from the postmaster, so a fresh connection sees the state after the last reload. */
+     * from the postmaster, so a fresh connection sees the state after the last reload.
+     * The recovery_target* settings are excluded: they are read only when archive
+     * recovery starts, so resetting them after a point-in-time restore (restore.c) has
+     * no effect on the running server and must not trigger a rolling restart (which
+     * would end in a switchover away from the restored primary). */
     PGconn *conn = engine_pg_connect(in, "postgres", err);
     if (!conn)
         return DBP_EENGINE;
     PGresult *r = engine_pg_exec(conn,
                                  "SELECT coalesce(string_agg(name, ',' ORDER BY name), '') "
-                                 "FROM pg_settings WHERE pending_restart",
+                                 "FROM pg_settings WHERE pending_restart "
+                                 "AND name NOT LIKE 'recovery\\_target%'",
                                  0, NULL, err);
     int rc = DBP_EENGINE;
     if (r) {
