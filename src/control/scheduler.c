@@ -59,18 +59,41 @@ static ctl_sched_entry_t *entry_get(ctl_scheduler_t *s, const char *tenant, cons
     return e;
 }
 
-/* Reaps a finished `wal-ship` child without blocking. */
+/* Longest pause between two `wal-ship` runs after consecutive failures, milliseconds. */
+#define CTL_SHIP_BACKOFF_MAX_MS 60000
+
+/* Reaps a finished `wal-ship` child without blocking. A failure (the primary is down, the
+ * store unreachable) is logged at warn level the 1st, 2nd, 4th, 8th... time in a row only,
+ * so an outage does not flood the log; the first success after failures says so. */
 static void reap_ship(ctl_sched_entry_t *e)
 {
     int status;
     pid_t w = waitpid(e->ship_pid, &status, WNOHANG);
     if (w == e->ship_pid || (w < 0 && errno == ECHILD)) {
         int code = w == e->ship_pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        if (code != 0)
-            dbp_warn("wal_ship_exited", "tenant=%s backup=%s pid=%d status=%d", e->tenant,
-                     e->backup, (int)e->ship_pid, code);
+        if (code != 0) {
+            int f = ++e->ship_failures;
+            dbp_log((f & (f - 1)) == 0 ? DBP_LOG_WARN : DBP_LOG_DEBUG, "wal_ship_exited",
+                    "tenant=%s backup=%s pid=%d status=%d failures=%d", e->tenant, e->backup,
+                    (int)e->ship_pid, code, f);
+        } else if (e->ship_failures > 0) {
+            dbp_info("wal_ship_recovered", "tenant=%s backup=%s failures=%d", e->tenant,
+                     e->backup, e->ship_failures);
+            e->ship_failures = 0;
+        }
         e->ship_pid = 0;
     }
+}
+
+/* Milliseconds to wait after a failed `wal-ship` before the next run: 1 s doubled per
+ * consecutive failure, at most CTL_SHIP_BACKOFF_MAX_MS; 0 when the last run succeeded. */
+static int64_t ship_backoff_ms(const ctl_sched_entry_t *e)
+{
+    if (e->ship_failures <= 0)
+        return 0;
+    int shift = e->ship_failures - 1 < 6 ? e->ship_failures - 1 : 6;
+    int64_t ms = (int64_t)1000 << shift;
+    return ms < CTL_SHIP_BACKOFF_MAX_MS ? ms : CTL_SHIP_BACKOFF_MAX_MS;
 }
 
 /* Reaps finished children without blocking. */
@@ -170,7 +193,8 @@ static void ship(ctl_scheduler_t *s, ctl_sched_entry_t *e, const char *cluster, 
     snprintf(polled, sizeof(polled), "%s.binlog", spool);
     bool poll = e->ship_ms == 0 ||
                 (now_ms - e->ship_ms >= CTL_ARCHIVE_POLL_MS && access(polled, F_OK) == 0);
-    if (e->ship_pid > 0 || (!poll && !spool_ready(spool)))
+    if (e->ship_pid > 0 || (!poll && !spool_ready(spool)) ||
+        now_ms - e->ship_ms < ship_backoff_ms(e))
         return;
     e->ship_ms = now_ms;
     char *argv[] = {s->exe, "wal-ship", (char *)cluster, "--tenant", e->tenant, "--data-dir",

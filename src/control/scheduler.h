@@ -36,6 +36,7 @@ typedef struct ctl_sched_entry {
     pid_t pid;             /* running child, 0 when none */
     pid_t ship_pid;        /* running `dbplane wal-ship` of a pitr Backup, 0 when none */
     int64_t ship_ms;       /* unix ms the last `wal-ship` was started, 0 never */
+    int ship_failures;     /* consecutive failed `wal-ship` runs; drives the back-off */
     int64_t started_ms;    /* unix ms the child was started */
     char status_msg[256];  /* last status message written, to write only on change */
     bool seen;             /* still declared in this tick */
