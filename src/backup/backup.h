@@ -175,8 +175,13 @@ typedef struct backup_wal_state {
     const char *tenant;
     const char *cluster;
     const char *backup;
-    char last_shipped[64]; /* newest segment stored in the archive; "" none yet */
-    int spooled;           /* files handed over by the server, not shipped yet */
+    const char *archive;   /* "wal" (PostgreSQL) or "binlog" (MariaDB) */
+    char last_shipped[64]; /* wal: newest segment stored in the archive; "" none yet */
+    int spooled;           /* wal: files handed over by the server, not shipped yet */
+    unsigned long long binlog_end_seq; /* binlog: GTID sequence number the archive ends
+                                        * at (domain 0); 0 none yet */
+    char binlog_open[64];  /* binlog: the primary's open log, archived once closed */
+    long long binlog_open_since_s; /* binlog: unix s that log was first seen; 0 unknown */
 } backup_wal_state_t;
 typedef int (*backup_wal_status_fn)(const backup_wal_state_t *st, void *ud);
 

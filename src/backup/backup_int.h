@@ -145,6 +145,10 @@ int bk_archive_get_file(backup_store_t *bs, const char *okey, const backup_codec
  * to the store of pitr Backup b, each with its JSON index, closing the current log
  * first when it is older than BK_BINLOG_ARCHIVE_INTERVAL_S. *shipped (may be NULL)
  * counts the logs stored. A jump in GTID sequence numbers raises a WalArchiveGap event. */
+/* Reads the binlog archive's shipping state of cluster (tenant) into st's binlog_* fields
+ * (left zero when nothing was shipped yet). */
+void bk_binlog_status(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                      backup_wal_state_t *st);
 int bk_binlog_ship(backup_ctx_t *ctx, const spec_resource_t *c, const spec_resource_t *b,
                    int *shipped, dbp_err_t *err) __attribute__((warn_unused_result));
 

@@ -269,6 +269,20 @@ static void bl_state_write(const char *path, const bl_state_t *st)
         dbp_warn("binlog_state_write_failed", "error=%s", dbp_log_q(e.msg));
 }
 
+void bk_binlog_status(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                      backup_wal_state_t *st)
+{
+    char spool[PATH_MAX], state[PATH_MAX + 16];
+    ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, tenant, cluster);
+    snprintf(state, sizeof(state), "%s.binlog", spool);
+    bl_state_t bl;
+    bl_state_read(state, &bl);
+    st->binlog_end_seq = bl.end_seq;
+    snprintf(st->binlog_open, sizeof(st->binlog_open), "%s",
+             strcmp(bl.open_name, "-") == 0 ? "" : bl.open_name);
+    st->binlog_open_since_s = bl.opened_s;
+}
+
 int bk_binlog_ship(backup_ctx_t *ctx, const spec_resource_t *c, const spec_resource_t *b,
                    int *shipped, dbp_err_t *err)
 {

@@ -758,6 +758,17 @@ int backup_wal_status(backup_ctx_t *ctx, const char *tenant, backup_wal_status_f
         st.tenant = b->tenant.v;
         st.cluster = b->u.backup.cluster.v;
         st.backup = b->name.v;
+        st.archive = "wal";
+        const spec_resource_t *c = bk_find(ctx, SPEC_KIND_CLUSTER, st.tenant, st.cluster);
+        const engine_ops_t *ops = c ? engine_lookup((spec_engine_t)c->u.cluster.engine) : NULL;
+        if (ops && ops->binlog_list) { /* MariaDB: binary logs, polled (binlog.c) */
+            st.archive = "binlog";
+            bk_binlog_status(ctx, st.tenant, st.cluster, &st);
+            int rc = cb(&st, ud);
+            if (rc)
+                return rc;
+            continue;
+        }
         char spool[PATH_MAX], state[PATH_MAX + 8];
         ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, st.tenant, st.cluster);
         snprintf(state, sizeof(state), "%s.last", spool);

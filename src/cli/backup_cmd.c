@@ -311,15 +311,42 @@ static int wal_cb(const backup_wal_state_t *st, void *ud)
     wal_list_t *l = ud;
     if (l->cluster && strcmp(l->cluster, st->cluster) != 0)
         return 0;
+    bool binlog = strcmp(st->archive, "binlog") == 0;
+    if (l->table && binlog) {
+        char since[32] = "";
+        if (st->binlog_open_since_s > 0) {
+            time_t t = (time_t)st->binlog_open_since_s;
+            struct tm tm;
+            strftime(since, sizeof(since), " (since %Y-%m-%dT%H:%M:%SZ)", gmtime_r(&t, &tm));
+        }
+        if (st->binlog_end_seq)
+            printf("Binlog archive of %s (Backup %s): archived up to GTID sequence %llu of "
+                   "domain 0; open log %s%s is archived once closed\n",
+                   st->cluster, st->backup, st->binlog_end_seq,
+                   st->binlog_open[0] ? st->binlog_open : "unknown", since);
+        else
+            printf("Binlog archive of %s (Backup %s): no binary log archived yet; open log "
+                   "%s%s\n", st->cluster, st->backup,
+                   st->binlog_open[0] ? st->binlog_open : "unknown", since);
+        return 0;
+    }
+    if (binlog) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I}", "tenant", st->tenant,
+                              "cluster", st->cluster, "backup", st->backup, "archive", "binlog",
+                              "gtid_seq_end", (json_int_t)st->binlog_end_seq, "open_binlog",
+                              st->binlog_open, "open_binlog_since_s",
+                              (json_int_t)st->binlog_open_since_s);
+        return j && json_array_append_new(l->items, j) == 0 ? 0 : DBP_ENOMEM;
+    }
     if (l->table) {
         printf("WAL archive of %s (Backup %s): last shipped %s, %d file%s waiting in the spool\n",
                st->cluster, st->backup, st->last_shipped[0] ? st->last_shipped : "none yet",
                st->spooled, st->spooled == 1 ? "" : "s");
         return 0;
     }
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i}", "tenant", st->tenant, "cluster",
-                          st->cluster, "backup", st->backup, "last_shipped", st->last_shipped,
-                          "spooled", st->spooled);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "tenant", st->tenant, "cluster",
+                          st->cluster, "backup", st->backup, "archive", "wal", "last_shipped",
+                          st->last_shipped, "spooled", st->spooled);
     return j && json_array_append_new(l->items, j) == 0 ? 0 : DBP_ENOMEM;
 }
 

@@ -193,7 +193,7 @@ def test_archive_command_ships_wal_to_the_store(env):
     assert last == seg and failed == 0
     wal = json.loads(bk(d, "backups", "pitr", "-o", "json").stdout)["wal"]
     assert wal == [{"tenant": "default", "cluster": "pitr", "backup": "pitr-base",
-                    "last_shipped": seg, "spooled": 0}]
+                    "archive": "wal", "last_shipped": seg, "spooled": 0}]
     # The archived segment decodes to the server's own file.
     raw = subprocess.run(["zstd", "-dc", str(d.wal / f"{seg}.zst")], capture_output=True,
                          check=True).stdout

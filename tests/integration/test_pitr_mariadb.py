@@ -160,6 +160,14 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
     ix = indexes(d)
     assert ix and all(len(x["sha256"]) == 64 and x["object"].endswith(".zst") for x in ix), ix
     assert any(x["first_time"] and x["last_gtid"] for x in ix), ix
+    # `dbplane backups` shows the binlog archive's position, not PostgreSQL WAL fields.
+    def archived():
+        doc = json.loads(bk(d, "backups", "mpitr", "-o", "json").stdout)
+        return [w for w in doc["wal"] if w["archive"] == "binlog" and w["gtid_seq_end"] >= seq_b]
+    wait_until(archived, timeout=30, what="dbplane backups to show the archived GTID")
+    assert archived()[0]["open_binlog"], archived()
+    table = bk(d, "backups", "mpitr").stdout
+    assert f"Binlog archive of mpitr (Backup mpitr-base): archived up to GTID sequence" in table, table
 
     target = d.work / "restored"
     when = between.isoformat(timespec="milliseconds").replace("+00:00", "Z")
