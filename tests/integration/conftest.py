@@ -221,3 +221,56 @@ class S3Server:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def backup_stores_yaml(store, s3port=None, prefix="it"):
+    """YAML documents every backup test starts from: a posix BackupStore `local` at store
+    and, when s3port is given, an S3 BackupStore `s3` (bucket bk, the given key prefix) on
+    the s3rver at that port with its credentials Secret `s3creds`, plus a generated
+    encryption key Secret `backup-key`. Literal text, not a format template."""
+    docs = [f"""apiVersion: dbplane/v1
+kind: Secret
+metadata: {{name: backup-key}}
+generate: {{keys: [key]}}
+---
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {{name: local}}
+spec:
+  posix: {{path: {store}}}
+"""]
+    if s3port is not None:
+        docs.append(f"""apiVersion: dbplane/v1
+kind: Secret
+metadata: {{name: s3creds}}
+stringData: {{ak: S3RVER, sk: S3RVER}}
+---
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {{name: s3}}
+spec:
+  s3:
+    endpoint: http://127.0.0.1:{s3port}
+    bucket: bk
+    prefix: {prefix}
+    region: us-east-1
+    accessKeyIdSecretKeyRef: {{name: s3creds, key: ak}}
+    secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
+""")
+    return "---\n".join(docs)
+
+
+def stop_and_check(d, work=None, *others):
+    """Stops daemon d (then each of others, e.g. an S3Server), removes the work directory,
+    and fails the test when d's log holds a sanitizer report or d exited non-zero."""
+    rc = d.stop()
+    for o in others:
+        o.stop()
+    text = d.log_text()
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    rep = sanitizer_report(text)
+    if rep:
+        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
+    if rc not in (0, None):
+        pytest.fail(f"dbplane up exited {rc}:\n{text[-4000:]}")

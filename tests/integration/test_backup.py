@@ -21,49 +21,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import BIN, S3RVER, Daemon, S3Server, free_port, sanitizer_report, wait_until
+from conftest import (BIN, S3RVER, Daemon, S3Server, backup_stores_yaml, free_port,
+                      sanitizer_report, stop_and_check, wait_until)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
 
-def runtime_dir(data_dir):
-    """The daemon's short runtime dir (common/proc.c dbp_runtime_dir: FNV-1a 64)."""
-    h = 1469598103934665603
-    for b in os.path.realpath(data_dir).encode():
-        h ^= b
-        h = (h * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return f"/tmp/dbplane-{h:016x}"
-
-
 SPEC = """
-apiVersion: dbplane/v1
-kind: Secret
-metadata: {{name: s3creds}}
-stringData: {{ak: S3RVER, sk: S3RVER}}
----
-apiVersion: dbplane/v1
-kind: Secret
-metadata: {{name: backup-key}}
-generate: {{keys: [key]}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: local}}
-spec:
-  posix: {{path: {store}}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: s3}}
-spec:
-  s3:
-    endpoint: http://127.0.0.1:{s3port}
-    bucket: bk
-    prefix: it
-    region: us-east-1
-    accessKeyIdSecretKeyRef: {{name: s3creds, key: ak}}
-    secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
----
 apiVersion: dbplane/v1
 kind: Cluster
 metadata: {{name: pg}}
@@ -134,7 +98,8 @@ def env():
     s3 = S3Server(work / "s3")
     s3.start()
     spec = work / "backup.yaml"
-    spec.write_text(SPEC.format(store=work / "store", s3port=s3.port))
+    spec.write_text(backup_stores_yaml(work / "store", s3.port, "it") + "---\n" +
+                    SPEC.format())
     d = Daemon(work / "data", work / "data.log")
     d.start(spec, timeout=240)
     d.work, d.s3, d.store = work, s3, work / "store"
@@ -152,19 +117,12 @@ def env():
         c.execute("CREATE TABLE blob AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v"
                   " FROM generate_series(1, 800000) g")
     yield d
-    rc = d.stop()
-    s3.stop()
-    text = d.log_text()
-    rep = sanitizer_report(text)
-    shutil.rmtree(work, ignore_errors=True)
-    if rep:
-        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
-    assert rc == 0, text[-4000:]
+    stop_and_check(d, work, s3)
 
 
 def admin(d, dbname, role="primary"):
     inst = d.instance("pg", role)
-    sock = f"{runtime_dir(d.data_dir)}/s{inst['port']}"
+    sock = f"{d.runtime_dir()}/s{inst['port']}"
     return psycopg.connect(host=sock, port=inst["port"], user="dbplane_admin", dbname=dbname,
                            autocommit=True)
 

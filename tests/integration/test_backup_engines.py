@@ -23,41 +23,14 @@ import pymysql
 import pytest
 import redis
 
-from conftest import BIN, S3RVER, Daemon, S3Server, free_port, sanitizer_report, wait_until
+from conftest import (BIN, S3RVER, Daemon, S3Server, backup_stores_yaml, free_port,
+                      sanitizer_report, stop_and_check, wait_until)
 
 SPEC = """
 apiVersion: dbplane/v1
 kind: Secret
-metadata: {{name: s3creds}}
-stringData: {{ak: S3RVER, sk: S3RVER}}
----
-apiVersion: dbplane/v1
-kind: Secret
-metadata: {{name: backup-key}}
-generate: {{keys: [key]}}
----
-apiVersion: dbplane/v1
-kind: Secret
 metadata: {{name: app}}
 stringData: {{password: app-Secret-2026}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: local}}
-spec:
-  posix: {{path: {store}}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: s3}}
-spec:
-  s3:
-    endpoint: http://127.0.0.1:{s3port}
-    bucket: bk
-    prefix: eng
-    region: us-east-1
-    accessKeyIdSecretKeyRef: {{name: s3creds, key: ak}}
-    secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
 ---
 apiVersion: dbplane/v1
 kind: Cluster
@@ -149,7 +122,8 @@ def env():
     s3 = S3Server(work / "s3")
     s3.start()
     spec = work / "engines.yaml"
-    spec.write_text(SPEC.format(store=work / "store", s3port=s3.port))
+    spec.write_text(backup_stores_yaml(work / "store", s3.port, "eng") + "---\n" +
+                    SPEC.format())
     d = Daemon(work / "data", work / "data.log")
     try:
         d.start(spec, timeout=120)
@@ -179,14 +153,7 @@ def env():
     for i in range(1000):
         r.set(f"k:{i}", f"v{i}" * 8)
     yield d
-    rc = d.stop()
-    s3.stop()
-    text = d.log_text()
-    rep = sanitizer_report(text)
-    shutil.rmtree(work, ignore_errors=True)
-    if rep:
-        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
-    assert rc == 0, text[-4000:]
+    stop_and_check(d, work, s3)
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ Most tests share one daemon (module scope: a cluster takes a few seconds to buil
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from conftest import ROOT, Daemon, sanitizer_report, wait_until
+from conftest import ROOT, Daemon, stop_and_check, wait_until
 
 WECARE = ROOT / "examples" / "wecare.yaml"
 FIXTURES = Path(__file__).resolve().parent / "mariadb"
@@ -43,14 +42,7 @@ def wc():
         d.start(WECARE)
         yield d
     finally:
-        rc = d.stop()
-        text = d.log_text()
-        shutil.rmtree(work, ignore_errors=True)
-        rep = sanitizer_report(text)
-        if rep:
-            pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
-        if rc not in (0, None):
-            pytest.fail(f"dbplane up exited {rc}:\n{text[-4000:]}")
+        stop_and_check(d, work)
 
 
 def instance_dir(d, name, cluster="app-db", tenant=TENANT):

@@ -17,42 +17,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import BIN, S3RVER, Daemon, S3Server, free_port, sanitizer_report, wait_until
+from conftest import (BIN, S3RVER, Daemon, S3Server, backup_stores_yaml, free_port,
+                      sanitizer_report, stop_and_check, wait_until)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
 SPEC = """
 apiVersion: dbplane/v1
-kind: Secret
-metadata: {{name: s3creds}}
-stringData: {{ak: S3RVER, sk: S3RVER}}
----
-apiVersion: dbplane/v1
-kind: Secret
-metadata: {{name: backup-key}}
-generate: {{keys: [key]}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: s3}}
-spec:
-  s3:
-    endpoint: http://127.0.0.1:{s3port}
-    bucket: bk
-    prefix: pitr
-    accessKeyIdSecretKeyRef: {{name: s3creds, key: ak}}
-    secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
----
-apiVersion: dbplane/v1
 kind: Cluster
 metadata: {{name: pitrs3}}
 spec: {{engine: postgresql, version: "15", instances: 1}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: local}}
-spec:
-  posix: {{path: {store}}}
 ---
 apiVersion: dbplane/v1
 kind: Cluster
@@ -79,7 +53,7 @@ def env():
     s3 = S3Server(work / "s3")
     s3.start()
     spec = work / "pitr.yaml"
-    spec.write_text(SPEC.format(store=work / "store", s3port=s3.port))
+    spec.write_text(backup_stores_yaml(work / "store", s3.port, "pitr") + "---\n" + SPEC.format())
     d = Daemon(work / "data", work / "data.log")
     d.s3 = s3
     d.start(spec, timeout=180)
@@ -90,14 +64,7 @@ def env():
     with conn(d, "pitr", "app") as c:
         c.execute("CREATE TABLE t (id int PRIMARY KEY, what text, at timestamptz DEFAULT now())")
     yield d
-    rc = d.stop()
-    s3.stop()
-    text = d.log_text()
-    rep = sanitizer_report(text)
-    shutil.rmtree(work, ignore_errors=True)
-    if rep:
-        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
-    assert rc == 0, text[-4000:]
+    stop_and_check(d, work, s3)
 
 
 def conn(d, cluster, dbname, role="primary"):

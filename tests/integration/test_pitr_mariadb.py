@@ -9,7 +9,6 @@ small data: the file runs in well under a minute.
 import datetime
 import json
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,16 +16,10 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from conftest import BIN, Daemon, sanitizer_report, wait_until
+from conftest import BIN, Daemon, backup_stores_yaml, sanitizer_report, stop_and_check, wait_until
 from test_backup_engines import MariadbServer
 
 SPEC = """
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: local}}
-spec:
-  posix: {{path: {store}}}
----
 apiVersion: dbplane/v1
 kind: Cluster
 metadata: {{name: mpitr}}
@@ -49,7 +42,7 @@ def env():
     work = Path(tempfile.mkdtemp(prefix="dbplane-mpitr-"))
     work.chmod(0o755)
     spec = work / "mpitr.yaml"
-    spec.write_text(SPEC.format(store=work / "store"))
+    spec.write_text(backup_stores_yaml(work / "store") + "---\n" + SPEC.format())
     d = Daemon(work / "data", work / "data.log")
     try:
         d.start(spec, timeout=180)
@@ -64,13 +57,7 @@ def env():
                   " at DATETIME(6) DEFAULT NOW(6)) ENGINE=InnoDB")
         c.execute("INSERT INTO app.t (id, what) VALUES (1, 'base')")
     yield d
-    rc = d.stop()
-    text = d.log_text()
-    rep = sanitizer_report(text)
-    shutil.rmtree(work, ignore_errors=True)
-    if rep:
-        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
-    assert rc == 0, text[-4000:]
+    stop_and_check(d, work)
 
 
 class _Cur:
@@ -167,7 +154,7 @@ def test_restore_to_a_point_in_time_between_two_writes(env):
     wait_until(archived, timeout=30, what="dbplane backups to show the archived GTID")
     assert archived()[0]["open_binlog"], archived()
     table = bk(d, "backups", "mpitr").stdout
-    assert f"Binlog archive of mpitr (Backup mpitr-base): archived up to GTID sequence" in table, table
+    assert "Binlog archive of mpitr (Backup mpitr-base): archived up to GTID sequence" in table, table
 
     target = d.work / "restored"
     when = between.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -251,7 +238,7 @@ def test_retention_keeps_the_binlogs_the_kept_run_needs(env):
     d = env
     # Keep one run: a new base backup starts a new window past the gap above.
     spec = d.work / "mpitr-keep1.yaml"
-    spec.write_text(SPEC.format(store=d.store).replace(
+    spec.write_text(backup_stores_yaml(d.store) + "---\n" + SPEC.format().replace(
         "pitr: true, verify: false", "pitr: true, verify: false, retentionCount: 1"))
     d.cli("apply", "-f", str(spec))
     run = json.loads(bk(d, "backup", "mpitr", "--backup", "mpitr-base", "-o", "json").stdout)

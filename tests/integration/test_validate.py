@@ -1,6 +1,5 @@
 """`dbplane validate` and `dbplane up` on good and bad specs (no servers needed)."""
 import re
-import subprocess
 
 import pytest
 
