@@ -37,7 +37,14 @@ POOL=${POOL:-20}
 IDLE=${IDLE:-5000}
 PGBIN=/usr/lib/postgresql/15/bin
 PW=benchpw
-PGPORT=55450; BOUNCER_PORT=56451; DBP_PORT=56452
+# Free loopback ports, picked at start (fixed ports collided with tests and other runs:
+# with SO_REUSEPORT a second proxy could share one and take half the connections).
+# Five distinct ports (the sockets are held open together while they are picked).
+read -r PGPORT BOUNCER_PORT DBP_PORT BOUNCER_CG_PORT DBP_CG_PORT < <(/usr/bin/python3 -c '
+import socket
+ss = [socket.socket() for _ in range(5)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
 RUNAS=()
 if [ "$(id -u)" = 0 ]; then RUNAS=(runuser -u dbplane --); fi
 [ -x "$BIN" ] || { echo "build dbplane first ($BIN)"; exit 1; }
@@ -51,7 +58,19 @@ cleanup() {
   "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$W/data" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$W"
 }
-trap cleanup EXIT
+# A silent stop (set -e) once cost a run its diagnosis: name the failing command, and keep
+# the poolers' and PostgreSQL's logs when the script fails.
+trap 'echo "pg-proxy.sh: exit $? at line $LINENO: $BASH_COMMAND" >&2' ERR
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ] || [ -e "$W/pooler_exited" ]; then
+    local keep; keep=$(mktemp -d /tmp/dbp-bench-logs-XXXXXX)
+    cp "$W"/*.log "$W"/*.out "$keep"/ 2>/dev/null || true
+    echo "pg-proxy.sh: exit $rc; logs kept in $keep" >&2
+  fi
+  cleanup
+}
+trap on_exit EXIT
 
 echo "== setup in $W"
 echo "$PW" > "$W/pw"; [ "$(id -u)" = 0 ] && chown dbplane "$W/pw"
@@ -127,6 +146,8 @@ run() {
     echo "0 0 0 FAIL:pooler_pid_${pid}_exited"
     echo "pooler pid $pid exited; last log lines:" >&2
     tail -5 "$W/dbplane.log" "$W/pgbouncer.log" >&2 2>/dev/null || true
+    dmesg 2>/dev/null | tail -3 >&2 || true
+    : > "$W/pooler_exited"  # run is in a subshell: tell on_exit through a file
     return
   fi
   tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
@@ -197,7 +218,6 @@ fi
 
 if [ "${ONLY_IDLE:-0}" != 1 ] && [ "${SKIP_CALLGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then
   CG_T=${CG_T:-1000}
-  BOUNCER_CG_PORT=56453; DBP_CG_PORT=56454
   echo
   echo "== callgrind: user-space instructions per transaction (pgbench -S -M simple -c 10 -t $CG_T, start-up and warm-up zeroed)"
   sed -e "s/^listen_port = .*/listen_port = $BOUNCER_CG_PORT/" -e "s|pgbouncer.pid|pgbouncer-cg.pid|" \

@@ -207,6 +207,23 @@ static px_lsock_t *lsock_get(proxy_t *p, const char *address, int port, dbp_err_
         dbp_err_set(err, DBP_EINVAL, "listen address %s is not an IP address", address);
         return NULL;
     }
+    /* SO_REUSEPORT lets any process of the same user bind the port too, and the kernel
+     * would then split new connections between the two silently (seen when a test's proxy
+     * and a benchmark's picked the same port). A probe bound without SO_REUSEPORT fails
+     * with EADDRINUSE when anything listens there already: refuse the port. */
+    {
+        int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+            bind(probe, (struct sockaddr *)&ss, sl) != 0) {
+            dbp_err_set(err, DBP_EIO, "listen on %s:%d: %s", address, port, strerror(errno));
+            if (probe >= 0)
+                close(probe);
+            free(ls);
+            return NULL;
+        }
+        close(probe);
+    }
     for (int i = 0; i < ls->nfds; i++) {
         int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int one = 1;

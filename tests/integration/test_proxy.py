@@ -505,6 +505,21 @@ def test_config_file_must_be_0600(env):
     assert "0600" in p.stderr
 
 
+def test_port_taken_by_another_proxy_is_refused(env):
+    """The workers' SO_REUSEPORT sockets must not let a second proxy process share a port
+    (the kernel would split new connections between the two): the second one fails."""
+    dup = env["base"] / "dup.json"
+    fd = os.open(dup, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(env["px"].cfg_path.read_text())
+    p = subprocess.run([BIN, "proxy-run", "--config", str(dup)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0
+    assert "Address already in use" in p.stderr, p.stderr
+    with psycopg.connect(env["px"].dsn("app"), autocommit=True) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
 def test_session_on_demoted_primary_is_closed(env):
     """Session pooling: after a topology change a session must not go on writing to the old
     primary. Idle sessions end at once, one in a transaction at its end (the COMMIT still
