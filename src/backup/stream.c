@@ -163,7 +163,9 @@ int backup_wstream_open(backup_wstream_t **out, backup_obj_writer_t *w,
         /* One compression worker thread, as the zstd command line uses by default: the
          * pipe from the engine's tool is read while the previous block compresses. A
          * libzstd built without threads refuses it and compresses inline. */
-        if (!rc && !ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_nbWorkers, 1)))
+        int workers = o->workers < 0 ? 0 : o->workers ? o->workers : 1;
+        if (!rc && workers &&
+            !ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_nbWorkers, workers)))
             (void)ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_jobSize, ST_ZSTD_JOB_SIZE);
         /* Keep the window within what the reader accepts whatever the level. */
         if (!rc && level > 3 &&
