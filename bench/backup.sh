@@ -99,7 +99,7 @@ EOF
   local mb=(runuser -u dbplane -- mariadb-backup --defaults-file="$cnf" --user=dbplane
             --socket="$sock")
   install -d -o dbplane -g dbplane "$WORK/mb"
-  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_prep= a_size rss
+  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_sync= a_prep= a_size rss
   fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
   for rep in $(seq 1 "${REPS:-2}"); do
     echo "# [$rep] mariadb-backup --backup --target-dir" >&2
@@ -122,6 +122,13 @@ EOF
     t0=$(now)
     "${mb[@]}" --backup --stream=mbstream 2>> "$WORK/mb.log" | zstd -q -"$LEVEL" > "$WORK/mb/stream.zst"
     a_stream=$(fastest "$a_stream" "$(secs "$t0" "$(now)")")
+
+    echo "# [$rep] the same, then fsync of the file (as dbplane does)" >&2
+    sync
+    t0=$(now)
+    "${mb[@]}" --backup --stream=mbstream 2>> "$WORK/mb.log" | zstd -q -"$LEVEL" > "$WORK/mb/stream.zst"
+    sync "$WORK/mb/stream.zst"
+    a_sync=$(fastest "$a_sync" "$(secs "$t0" "$(now)")")
 
     echo "# [$rep] zstd -d | mbstream -x + mariadb-backup --prepare" >&2
     rm -rf "$WORK/mb/restore"
@@ -150,6 +157,7 @@ EOF
 |---|---|---|---|
 | physical backup (s) | $m_bk | \`mariadb-backup --backup --target-dir\` $a_dir | $(python3 -c "print(f'{$m_bk/$a_dir:.2f}x')") |
 | physical backup (s) | $m_bk | \`mariadb-backup --backup --stream \| zstd -$LEVEL\` $a_stream | $(python3 -c "print(f'{$m_bk/$a_stream:.2f}x')") |
+| physical backup (s) | $m_bk | \`--stream \| zstd -$LEVEL\`, then \`sync FILE\` $a_sync | $(python3 -c "print(f'{$m_bk/$a_sync:.2f}x')") |
 | physical restore (s) | $m_rest | \`zstd -d \| mbstream -x\` + \`--prepare\` $a_prep | $(python3 -c "print(f'{$m_rest/$a_prep:.2f}x')") |
 | physical backup size (MB) | $((m_size / 1000000)) | stream \| zstd $((a_size / 1000000)) | |
 | peak RSS of dbplane, physical backup (MiB) | $((m_rss / 1024)) | | limit 64 |
