@@ -410,11 +410,12 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
     return rc;
 }
 
-/* Counts (and with full_read, reads) the user tables of one database. */
-static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_db_inventory_t *db,
-                            dbp_err_t *err)
+/* Counts (and with full_read, reads) the user tables of one database, over `conn` when
+ * given (a connection to that database, borrowed), else over a new one. */
+static int pgb_inventory_db(const engine_instance_t *in, PGconn *conn, bool full_read,
+                            engine_db_inventory_t *db, dbp_err_t *err)
 {
-    PGconn *c = engine_pg_connect(in, db->name, err);
+    PGconn *c = conn ? conn : engine_pg_connect(in, db->name, err);
     if (!c)
         return DBP_EENGINE;
     int rc = 0;
@@ -428,7 +429,8 @@ static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_
                             " ORDER BY 1",
                             0, NULL, err);
     if (!r) {
-        PQfinish(c);
+        if (!conn)
+            PQfinish(c);
         return DBP_EENGINE;
     }
     int n = PQntuples(r);
@@ -459,7 +461,8 @@ static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_
         }
     }
     PQclear(r);
-    PQfinish(c);
+    if (!conn)
+        PQfinish(c);
     return rc;
 }
 
@@ -496,11 +499,12 @@ int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t
         snprintf(out->dbs[out->ndb++].name, sizeof(out->dbs[0].name), "%s", name);
     }
     PQclear(r);
+    /* The connection to `postgres` serves that database's count too (one connection
+     * fewer before every backup); the others need their own. */
+    int rc = 0;
+    for (int i = 0; i < out->ndb && rc == 0; i++)
+        rc = pgb_inventory_db(in, strcmp(out->dbs[i].name, "postgres") == 0 ? c : NULL,
+                              full_read, &out->dbs[i], err);
     PQfinish(c);
-    for (int i = 0; i < out->ndb; i++) {
-        int rc = pgb_inventory_db(in, full_read, &out->dbs[i], err);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    return rc;
 }
