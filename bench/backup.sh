@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/backup.sh: dbplane backup/restore against the anchors, on the same data in the
 # same run (issue 7): physical backup and restore vs pgBackRest (zstd at the same level,
-# one process each), logical backup vs `pg_dump -Fc`, and the peak RSS of the dbplane
-# process during its backups (sampled from /proc/PID/status VmHWM).
+# one process each), logical backup vs `pg_dump -Fc` (and vs `pg_dump -Fc -Z0 | zstd`,
+# with the sizes of all artifacts), and the peak RSS of the dbplane process during its
+# backups (sampled from /proc/PID/status VmHWM). REPS (default 2) rounds of the logical
+# and MariaDB measurements, tools alternating; the tables show the fastest of each.
 #
 # MariaDB (ONLY=mariadb runs just that part): physical backup and restore vs
 # `mariadb-backup --backup` itself (into a target dir, and streamed through zstd at the
@@ -97,7 +99,7 @@ EOF
   local mb=(runuser -u dbplane -- mariadb-backup --defaults-file="$cnf" --user=dbplane
             --socket="$sock")
   install -d -o dbplane -g dbplane "$WORK/mb"
-  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_prep= a_size rss
+  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_sync= a_prep= a_size rss
   fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
   for rep in $(seq 1 "${REPS:-2}"); do
     echo "# [$rep] mariadb-backup --backup --target-dir" >&2
@@ -121,6 +123,13 @@ EOF
     "${mb[@]}" --backup --stream=mbstream 2>> "$WORK/mb.log" | zstd -q -"$LEVEL" > "$WORK/mb/stream.zst"
     a_stream=$(fastest "$a_stream" "$(secs "$t0" "$(now)")")
 
+    echo "# [$rep] the same, then fsync of the file (as dbplane does)" >&2
+    sync
+    t0=$(now)
+    "${mb[@]}" --backup --stream=mbstream 2>> "$WORK/mb.log" | zstd -q -"$LEVEL" > "$WORK/mb/stream.zst"
+    sync "$WORK/mb/stream.zst"
+    a_sync=$(fastest "$a_sync" "$(secs "$t0" "$(now)")")
+
     echo "# [$rep] zstd -d | mbstream -x + mariadb-backup --prepare" >&2
     rm -rf "$WORK/mb/restore"
     install -d -m 700 -o dbplane -g dbplane "$WORK/mb/restore"
@@ -141,12 +150,14 @@ EOF
   kill "$MPID" 2>/dev/null && wait "$MPID" 2>/dev/null || true
   MPID=
 
+  echo "load average at the end of the MariaDB part: $(cut -d' ' -f1-3 /proc/loadavg)"
   cat <<EOF
 
 | MariaDB $MDB_ROWS rows (${mdbsize} MB data dir), zstd level $LEVEL, fastest of ${REPS:-2} | dbplane | anchor | ratio |
 |---|---|---|---|
 | physical backup (s) | $m_bk | \`mariadb-backup --backup --target-dir\` $a_dir | $(python3 -c "print(f'{$m_bk/$a_dir:.2f}x')") |
 | physical backup (s) | $m_bk | \`mariadb-backup --backup --stream \| zstd -$LEVEL\` $a_stream | $(python3 -c "print(f'{$m_bk/$a_stream:.2f}x')") |
+| physical backup (s) | $m_bk | \`--stream \| zstd -$LEVEL\`, then \`sync FILE\` $a_sync | $(python3 -c "print(f'{$m_bk/$a_sync:.2f}x')") |
 | physical restore (s) | $m_rest | \`zstd -d \| mbstream -x\` + \`--prepare\` $a_prep | $(python3 -c "print(f'{$m_rest/$a_prep:.2f}x')") |
 | physical backup size (MB) | $((m_size / 1000000)) | stream \| zstd $((a_size / 1000000)) | |
 | peak RSS of dbplane, physical backup (MiB) | $((m_rss / 1024)) | | limit 64 |
@@ -207,17 +218,44 @@ PHYS_SIZE=$(du -sb "$WORK/store" | cut -f1)
 echo "# dbplane physical restore" >&2
 read -r DB_REST _ < <(timed_rss "$BIN" restore "$PHYS_ID" --to "$WORK/restore-dbplane" --data-dir "$DATA")
 
-echo "# dbplane logical backup" >&2
-read -r DB_LOG DB_LOG_RSS < <(timed_rss "$BIN" backup bench --type logical --no-verify \
-  --store local -o json --data-dir "$DATA")
+# Logical: REPS rounds (default 2), dbplane and the anchors alternating, each after a
+# `sync`; the table shows the fastest of each. dbplane's default runs pg_dump with zlib
+# level 1 inside the archive and zstd on top (DBPLANE_PG_DUMP_LEVEL, postgresql_backup.c);
+# "pure zstd" is DBPLANE_PG_DUMP_LEVEL=0 (raw archive, zstd in dbplane only).
+fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
+DB_LOG= DB_LOG_RSS=0 DB_LOG0= PGDUMP= PGDUMP_ZSTD=
+for rep in $(seq 1 "${REPS:-2}"); do
+  echo "# [$rep] pg_dump -Fc" >&2
+  sync
+  T0=$(now)
+  "$PGBIN/pg_dump" -Fc -h "$SOCK" -p "$PORT" -U dbplane_admin -d pgbench -f "$WORK/pgbench.dump"
+  PGDUMP=$(fastest "$PGDUMP" "$(secs "$T0" "$(now)")")
 
-echo "# pg_dump -Fc" >&2
-T0=$(now)
-"$PGBIN/pg_dump" -Fc -h "$SOCK" -p "$PORT" -U dbplane_admin -d pgbench -f "$WORK/pgbench.dump"
-PGDUMP=$(secs "$T0" "$(now)")
-T0=$(now)
-"$PGBIN/pg_dump" -Fc -Z0 -h "$SOCK" -p "$PORT" -U dbplane_admin -d pgbench | zstd -q -"$LEVEL" > "$WORK/pgbench.dump.zst"
-PGDUMP_ZSTD=$(secs "$T0" "$(now)")
+  echo "# [$rep] dbplane logical backup" >&2
+  sync
+  read -r x rss < <(timed_rss "$BIN" backup bench --type logical --no-verify \
+    --store local -o json --data-dir "$DATA")
+  DB_LOG=$(fastest "$DB_LOG" "$x")
+  [ "$rss" -gt "$DB_LOG_RSS" ] && DB_LOG_RSS=$rss
+  LOG_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
+
+  echo "# [$rep] pg_dump -Fc -Z0 | zstd -$LEVEL" >&2
+  sync
+  T0=$(now)
+  "$PGBIN/pg_dump" -Fc -Z0 -h "$SOCK" -p "$PORT" -U dbplane_admin -d pgbench | zstd -q -"$LEVEL" > "$WORK/pgbench.dump.zst"
+  PGDUMP_ZSTD=$(fastest "$PGDUMP_ZSTD" "$(secs "$T0" "$(now)")")
+
+  echo "# [$rep] dbplane logical backup, DBPLANE_PG_DUMP_LEVEL=0" >&2
+  sync
+  read -r x _ < <(DBPLANE_PG_DUMP_LEVEL=0 timed_rss "$BIN" backup bench --type logical \
+    --no-verify --store local -o json --data-dir "$DATA")
+  DB_LOG0=$(fastest "$DB_LOG0" "$x")
+  LOG0_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
+done
+LOG_SIZE=$(du -sb "$WORK/store/default/bench/$LOG_ID" | cut -f1)
+LOG0_SIZE=$(du -sb "$WORK/store/default/bench/$LOG0_ID" | cut -f1)
+PGDUMP_SIZE=$(stat -c %s "$WORK/pgbench.dump")
+PGDUMP_ZSTD_SIZE=$(stat -c %s "$WORK/pgbench.dump.zst")
 
 echo "# pgBackRest $(pgbackrest version | cut -d' ' -f2) full backup + restore" >&2
 install -d -o dbplane -g dbplane "$WORK/pgbr" "$WORK/pgbr-log"
@@ -241,6 +279,7 @@ runuser -u dbplane -- pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench
   --spool-path="$WORK/pgbr-log" --pg1-path="$WORK/restore-pgbr" --process-max=1 restore >/dev/null
 PGBR_REST=$(secs "$T0" "$(now)")
 
+echo "load average at the end of the PostgreSQL part: $(cut -d' ' -f1-3 /proc/loadavg)"
 cat <<EOF
 
 | pgbench -s $SCALE ($DBSIZE), zstd level $LEVEL, 1 process each | dbplane | anchor | ratio |
@@ -248,8 +287,10 @@ cat <<EOF
 | physical backup (s) | $DB_PHYS | pgBackRest $PGBR_BK | $(python3 -c "print(f'{$DB_PHYS/$PGBR_BK:.2f}x')") |
 | physical restore (s) | $DB_REST | pgBackRest $PGBR_REST | $(python3 -c "print(f'{$DB_REST/$PGBR_REST:.2f}x')") |
 | physical backup size (MB) | $((PHYS_SIZE / 1000000)) | pgBackRest $((PGBR_SIZE / 1000000)) | |
-| logical backup (s) | $DB_LOG | pg_dump -Fc $PGDUMP | $(python3 -c "print(f'{$DB_LOG/$PGDUMP:.2f}x')") |
-| logical backup (s) | $DB_LOG | pg_dump -Fc -Z0 \| zstd -$LEVEL $PGDUMP_ZSTD | $(python3 -c "print(f'{$DB_LOG/$PGDUMP_ZSTD:.2f}x')") |
+| logical backup (s), fastest of ${REPS:-2} | $DB_LOG | \`pg_dump -Fc\` $PGDUMP | $(python3 -c "print(f'{$DB_LOG/$PGDUMP:.2f}x')") |
+| logical backup (s), fastest of ${REPS:-2} | $DB_LOG | \`pg_dump -Fc -Z0 \| zstd -$LEVEL\` $PGDUMP_ZSTD | $(python3 -c "print(f'{$DB_LOG/$PGDUMP_ZSTD:.2f}x')") |
+| logical backup, pure zstd (DBPLANE_PG_DUMP_LEVEL=0) (s) | $DB_LOG0 | \`pg_dump -Fc\` $PGDUMP | $(python3 -c "print(f'{$DB_LOG0/$PGDUMP:.2f}x')") |
+| logical backup size (bytes) | $LOG_SIZE (pure zstd: $LOG0_SIZE) | \`pg_dump -Fc\` $PGDUMP_SIZE; \`-Z0 \| zstd\` $PGDUMP_ZSTD_SIZE | |
 | peak RSS of dbplane, physical backup (MiB) | $((DB_PHYS_RSS / 1024)) | | limit 64 |
 | peak RSS of dbplane, logical backup (MiB) | $((DB_LOG_RSS / 1024)) | | limit 64 |
 EOF

@@ -14,6 +14,7 @@
 #include "backup/backup_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +315,7 @@ typedef struct part_job {
     engine_backup_info_t info;
     backup_wstream_t *ws;
     int64_t raw_base, stored_base; /* totals of earlier parts, for progress */
+    bool quiet;                    /* no progress reports (a part run in a side thread) */
 } part_job_t;
 
 static int part_write_cb(void *ud, const void *buf, size_t len, dbp_err_t *err)
@@ -324,6 +326,8 @@ static int part_write_cb(void *ud, const void *buf, size_t len, dbp_err_t *err)
     int rc = backup_wstream_write(j->ws, buf, len, err);
     if (rc)
         return rc;
+    if (j->quiet)
+        return 0;
     int64_t raw = 0, stored = 0;
     backup_wstream_progress(j->ws, &raw, &stored);
     bk_progress(j->ctx, "backup", j->raw_base + raw, j->stored_base + stored, false);
@@ -351,12 +355,34 @@ static int run_part(part_job_t *j, backup_store_t *bs, const char *key,
     }
     rc = backup_wstream_finish(j->ws, st, err);
     j->ws = NULL;
-    if (!rc) {
+    if (!rc && !j->quiet) {
         j->raw_base += st->raw_bytes;
         j->stored_base += st->bytes;
         bk_progress(j->ctx, "backup", j->raw_base, j->stored_base, true);
     }
     return rc;
+}
+
+/* A part streamed by a side thread while the main thread streams the others: the
+ * logical run's cluster-wide objects (a short tool run, mostly process start-up and
+ * connection latency) overlap the first database dump instead of preceding it. The
+ * thread has its own store handle (an S3 store's curl handle is not shared) and its own
+ * engine info; it touches neither the catalog nor the progress display. */
+typedef struct side_part {
+    part_job_t job;
+    backup_store_t *bs; /* owned by the caller */
+    char key[700];
+    const backup_codec_opts_t *co;
+    backup_part_stat_t st;
+    dbp_err_t err;
+    int rc;
+} side_part_t;
+
+static void *side_part_main(void *ud)
+{
+    side_part_t *s = ud;
+    s->rc = run_part(&s->job, s->bs, s->key, s->co, &s->st, &s->err);
+    return NULL;
 }
 
 /* Chooses the source instance by target; fills *in and the inventory. */
@@ -486,6 +512,8 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     long lvl = env_long("DBPLANE_BACKUP_ZSTD_LEVEL", 1, 19);
     if (lvl && co.codec == BACKUP_CODEC_ZSTD)
         co.level = (int)lvl;
+    /* zstd worker threads (bench knob): -1 = compress inline; unset = two (stream.c). */
+    co.workers = (int)env_long("DBPLANE_BACKUP_ZSTD_WORKERS", -1, 4);
     int verify = o->verify >= 0 ? o->verify : b ? b->u.backup.verify.v : 0;
     int target = b ? b->u.backup.target : SPEC_BACKUP_TARGET_PREFER_REPLICA;
 
@@ -561,6 +589,8 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
         snprintf(p->kind, sizeof(p->kind), "data");
         char okey[700];
         snprintf(okey, sizeof(okey), "%s/%s", row.path, p->name);
+        /* The inventory just read the version: an engine may skip asking again. */
+        snprintf(job.info.version, sizeof(job.info.version), "%s", inv.version);
         backup_part_stat_t st;
         if ((rc = run_part(&job, bs, okey, &co, &st, err)))
             goto done;
@@ -573,49 +603,81 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
             m->dbs[m->ndbs++].tables = inv.dbs[i].tables;
         }
     } else {
-        /* The cluster-wide objects first, then each database. */
+        /* Part 0: the cluster-wide objects, streamed by a side thread (own store handle)
+         * while this thread streams each database in turn (parts 1..n); joined before
+         * anything else happens, so a failure of either fails the run. */
         const spec_strlist_t *want = b ? &b->u.backup.databases : NULL;
-        for (int i = -1; i < inv.ndb; i++) {
-            const char *db = i < 0 ? NULL : inv.dbs[i].name;
-            if (db) {
-                bool listed = !want || want->n == 0;
-                if (listed && strcmp(db, "postgres") == 0)
-                    continue; /* the maintenance database, unless asked for by name */
-                for (size_t k = 0; want && k < want->n; k++)
-                    if (strcmp(want->v[k], db) == 0)
-                        listed = true;
-                if (!listed)
-                    continue;
-            }
+        side_part_t *side = calloc(1, sizeof(*side));
+        if (!side) {
+            rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
+            goto done;
+        }
+        backup_part_t *gp = &m->parts[m->nparts++];
+        snprintf(gp->name, sizeof(gp->name), "globals.sql%s%s", backup_codec_suffix(co.codec), enc);
+        snprintf(gp->kind, sizeof(gp->kind), "globals");
+        side->job = (part_job_t){.ctx = ctx, .ops = ops, .in = &in, .quiet = true};
+        side->co = &co;
+        snprintf(side->key, sizeof(side->key), "%s/%s", row.path, gp->name);
+        pthread_t tid;
+        bool threaded = false;
+        rc = bk_open_store(ctx, tenant, store_name, &side->bs, err);
+        if (!rc && pthread_create(&tid, NULL, side_part_main, side) == 0)
+            threaded = true;
+        else if (!rc)
+            side_part_main(side); /* no thread: in turn */
+        for (int i = 0; !rc && i < inv.ndb; i++) {
+            const char *db = inv.dbs[i].name;
+            bool listed = !want || want->n == 0;
+            if (listed && strcmp(db, "postgres") == 0)
+                continue; /* the maintenance database, unless asked for by name */
+            for (size_t k = 0; want && k < want->n; k++)
+                if (strcmp(want->v[k], db) == 0)
+                    listed = true;
+            if (!listed)
+                continue;
             if (m->nparts == BACKUP_MANIFEST_MAX_PARTS) {
                 rc = dbp_err_set(err, DBP_EINVAL, "too many databases");
-                goto done;
+                break;
             }
             backup_part_t *p = &m->parts[m->nparts];
-            if (db)
-                snprintf(p->name, sizeof(p->name), "db-%d%s%s%s", m->nparts - 1,
-                         ops->logical_ext ? ops->logical_ext : ".dump",
-                         backup_codec_suffix(co.codec), enc);
-            else
-                snprintf(p->name, sizeof(p->name), "globals.sql%s%s",
-                         backup_codec_suffix(co.codec), enc);
-            snprintf(p->kind, sizeof(p->kind), "%s", db ? "database" : "globals");
-            snprintf(p->database, sizeof(p->database), "%s", db ? db : "");
+            snprintf(p->name, sizeof(p->name), "db-%d%s%s%s", m->nparts - 1,
+                     ops->logical_ext ? ops->logical_ext : ".dump",
+                     backup_codec_suffix(co.codec), enc);
+            snprintf(p->kind, sizeof(p->kind), "database");
+            snprintf(p->database, sizeof(p->database), "%s", db);
             char okey[700];
             snprintf(okey, sizeof(okey), "%s/%s", row.path, p->name);
             job.database = db;
             backup_part_stat_t st;
             if ((rc = run_part(&job, bs, okey, &co, &st, err)))
-                goto done;
+                break;
             p->bytes = st.bytes;
             p->raw_bytes = st.raw_bytes;
             snprintf(p->sha256, sizeof(p->sha256), "%s", st.sha256);
             m->nparts++;
-            if (db && m->ndbs < 64) {
+            if (m->ndbs < 64) {
                 snprintf(m->dbs[m->ndbs].name, sizeof(m->dbs[0].name), "%s", db);
                 m->dbs[m->ndbs++].tables = inv.dbs[i].tables;
             }
         }
+        if (threaded)
+            pthread_join(tid, NULL);
+        backup_store_close(side->bs);
+        if (!rc && side->rc) {
+            rc = side->rc;
+            if (err)
+                *err = side->err;
+        }
+        if (!rc) {
+            gp->bytes = side->st.bytes;
+            gp->raw_bytes = side->st.raw_bytes;
+            snprintf(gp->sha256, sizeof(gp->sha256), "%s", side->st.sha256);
+            if (!job.info.version[0]) /* no database dumped: the globals' source info */
+                job.info = side->job.info;
+        }
+        free(side);
+        if (rc)
+            goto done;
     }
     snprintf(m->engine_version, sizeof(m->engine_version), "%s", job.info.version);
     snprintf(m->start_position, sizeof(m->start_position), "%s", job.info.start_position);

@@ -18,6 +18,7 @@
 #define ST_IO_BUF (256 * 1024)
 #define ST_ZSTD_WINDOW_LOG_MAX 23 /* 8 MiB: enough for levels <= 19 of our own writer */
 #define ST_ZSTD_JOB_SIZE (2 << 20) /* bytes per job of the compression worker (memory bound) */
+#define ST_ZSTD_WORKERS 2          /* default compression worker threads */
 
 const char *backup_codec_str(backup_codec_t c)
 {
@@ -160,10 +161,16 @@ int backup_wstream_open(backup_wstream_t **out, backup_obj_writer_t *w,
             ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_checksumFlag, 1)) ||
             ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_windowLog, 0)))
             rc = dbp_err_set(err, DBP_ENOMEM, "zstd: cannot create a compression context");
-        /* One compression worker thread, as the zstd command line uses by default: the
-         * pipe from the engine's tool is read while the previous block compresses. A
-         * libzstd built without threads refuses it and compresses inline. */
-        if (!rc && !ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_nbWorkers, 1)))
+        /* Two compression worker threads by default: the pipe from the engine's tool is
+         * read while earlier 2 MiB jobs compress, and when the tool stalls on its own
+         * I/O both cores keep compressing (measured on the 2-core bench machine:
+         * MariaDB physical 1.3-1.75 s with two workers, 1.9-2.0 s with one, 2.0-2.5 s
+         * inline; docs/benchmarks.md). Memory: about two jobs' buffers per worker, still
+         * far under the 64 MiB budget. A libzstd built without threads refuses it and
+         * compresses inline. */
+        int workers = o->workers < 0 ? 0 : o->workers ? o->workers : ST_ZSTD_WORKERS;
+        if (!rc && workers &&
+            !ZSTD_isError(ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_nbWorkers, workers)))
             (void)ZSTD_CCtx_setParameter(ws->zc, ZSTD_c_jobSize, ST_ZSTD_JOB_SIZE);
         /* Keep the window within what the reader accepts whatever the level. */
         if (!rc && level > 3 &&

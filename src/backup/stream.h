@@ -35,6 +35,7 @@ typedef enum backup_codec {
 typedef struct backup_codec_opts {
     backup_codec_t codec;
     int level;               /* compression level; 0 = default (zstd 3, gzip 6) */
+    int workers;             /* zstd worker threads: 0 = default (2), -1 = none (inline) */
     const void *key;         /* encryption secret (borrowed during open), NULL = plain */
     size_t key_len;
     const char *expect_sha256; /* read side: hex SHA-256 the stored bytes must have, or NULL */

@@ -274,7 +274,7 @@ typedef struct engine_ops {
                            engine_write_fn write, void *ud, dbp_err_t *err);
 
     /* Streams a logical backup of one database of the running instance `in` (PG:
-     * pg_dump custom format, uncompressed: the backup pipeline compresses), or of the
+     * pg_dump custom format, zlib level 1 inside, compressed again by the pipeline), or of the
      * cluster-wide objects (roles, tablespaces: a SQL script) when `database` is NULL. */
     int (*backup_logical)(const engine_instance_t *in, const char *database,
                           engine_backup_info_t *info, engine_write_fn write, void *ud,

@@ -75,10 +75,18 @@ static bool mdbb_find_gtid(const char *text, size_t len, const char *marker, cha
     return found;
 }
 
-/* The server's version into info->version. */
+/* The server's version into info->version, and the other fields cleared. A version the
+ * caller already has (run.c passes the inventory's, read a moment before) is kept, which
+ * saves a connection before the tool starts. */
 static int mdbb_source_info(const engine_instance_t *in, engine_backup_info_t *info, dbp_err_t *err)
 {
+    char known[sizeof(info->version)];
+    snprintf(known, sizeof(known), "%s", info->version);
     memset(info, 0, sizeof(*info));
+    if (known[0]) {
+        memcpy(info->version, known, sizeof(known));
+        return 0;
+    }
     MYSQL *m = mdb_connect(in, false, err);
     if (!m)
         return DBP_EENGINE;

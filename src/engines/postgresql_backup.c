@@ -5,7 +5,8 @@
  * stream of `pg_basebackup -D - -Ft -X fetch` (the data directory plus the WAL needed to
  * make it consistent, and pg_basebackup's own backup_manifest), read from the tool's
  * stdout and handed to the caller's write callback; a logical backup is `pg_dump -Fc`
- * without compression (the backup pipeline compresses), or `pg_dumpall --globals-only`
+ * with zlib level 1 inside the archive (the backup pipeline compresses the archive again
+ * with its codec; see pgb_dump_level), or `pg_dumpall --globals-only`
  * for roles. Restores run the reverse: GNU tar extracting a physical stream into a new
  * data directory as the unprivileged service user (so a hostile archive cannot write
  * where that user cannot), or pg_restore / psql fed through stdin.
@@ -130,12 +131,33 @@ int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
     return 0;
 }
 
+/* The compression level pg_dump applies inside its custom-format archive (zlib; the
+ * archive stays readable by pg_restore whatever the level): 1 by default, so the table
+ * data leaves pg_dump compressed and the pipe to dbplane carries a fraction of the
+ * bytes (on a 2-core machine moving every raw byte through a pipe and into zstd costs
+ * more wall time than zlib level 1 inside pg_dump; docs/benchmarks.md). The backup
+ * pipeline still compresses the archive with its own codec on top. The environment
+ * variable DBPLANE_PG_DUMP_LEVEL (0-9) overrides it: 0 = raw table data, compressed by
+ * the pipeline alone (smallest artifact with zstd, more CPU). */
+static const char *pgb_dump_level(void)
+{
+    const char *v = getenv("DBPLANE_PG_DUMP_LEVEL");
+    if (v && v[0] >= '0' && v[0] <= '9' && v[1] == '\0')
+        return v;
+    return "1";
+}
+
 int pg_backup_logical(const engine_instance_t *in, const char *database,
                       engine_backup_info_t *info, engine_write_fn write, void *ud,
                       dbp_err_t *err)
 {
-    memset(info, 0, sizeof(*info));
-    int rc = pgb_source_info(in, info, err);
+    /* The source's version and LSN once per run: the parts of a run share `info`
+     * (run.c), and the position taken before the first part bounds them all. */
+    int rc = 0;
+    if (!info->start_position[0]) {
+        memset(info, 0, sizeof(*info));
+        rc = pgb_source_info(in, info, err);
+    }
     if (rc)
         return rc;
     char tool[PATH_MAX], port[16];
@@ -145,8 +167,9 @@ int pg_backup_logical(const engine_instance_t *in, const char *database,
     dbp_pipe_t p;
     if (database) {
         engine_pg_tool(in, "pg_dump", tool, sizeof(tool));
-        char *argv[] = {tool, "-F", "c", "-Z", "0", "-h", (char *)in->sock_dir, "-p", port,
-                        "-U", PGB_ADMIN_ROLE, "-d", (char *)database, "--no-password", NULL};
+        char *argv[] = {tool, "-F", "c", "-Z", (char *)pgb_dump_level(), "-h", (char *)in->sock_dir,
+                        "-p", port, "-U", PGB_ADMIN_ROLE, "-d", (char *)database, "--no-password",
+                        NULL};
         rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
                             err);
     } else {
@@ -387,11 +410,12 @@ int pg_restore_logical(const engine_instance_t *in, const char *database,
     return rc;
 }
 
-/* Counts (and with full_read, reads) the user tables of one database. */
-static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_db_inventory_t *db,
-                            dbp_err_t *err)
+/* Counts (and with full_read, reads) the user tables of one database, over `conn` when
+ * given (a connection to that database, borrowed), else over a new one. */
+static int pgb_inventory_db(const engine_instance_t *in, PGconn *conn, bool full_read,
+                            engine_db_inventory_t *db, dbp_err_t *err)
 {
-    PGconn *c = engine_pg_connect(in, db->name, err);
+    PGconn *c = conn ? conn : engine_pg_connect(in, db->name, err);
     if (!c)
         return DBP_EENGINE;
     int rc = 0;
@@ -405,7 +429,8 @@ static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_
                             " ORDER BY 1",
                             0, NULL, err);
     if (!r) {
-        PQfinish(c);
+        if (!conn)
+            PQfinish(c);
         return DBP_EENGINE;
     }
     int n = PQntuples(r);
@@ -436,7 +461,8 @@ static int pgb_inventory_db(const engine_instance_t *in, bool full_read, engine_
         }
     }
     PQclear(r);
-    PQfinish(c);
+    if (!conn)
+        PQfinish(c);
     return rc;
 }
 
@@ -473,11 +499,12 @@ int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t
         snprintf(out->dbs[out->ndb++].name, sizeof(out->dbs[0].name), "%s", name);
     }
     PQclear(r);
+    /* The connection to `postgres` serves that database's count too (one connection
+     * fewer before every backup); the others need their own. */
+    int rc = 0;
+    for (int i = 0; i < out->ndb && rc == 0; i++)
+        rc = pgb_inventory_db(in, strcmp(out->dbs[i].name, "postgres") == 0 ? c : NULL,
+                              full_read, &out->dbs[i], err);
     PQfinish(c);
-    for (int i = 0; i < out->ndb; i++) {
-        int rc = pgb_inventory_db(in, full_read, &out->dbs[i], err);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    return rc;
 }
