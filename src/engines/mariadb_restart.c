@@ -185,9 +185,9 @@ static bool mdb_value_same(const char *type, const char *cur, const char *want, 
  * spec change does not move. */
 static bool mdb_restart_skip(const char *name)
 {
-    static const char *const skip[] = {"log_bin", "log_basename", "relay_log", "datadir",
-                                       "pid_file", "socket", "port", "bind_address",
-                                       "server_id", NULL};
+    static const char *const skip[] = {
+        "log_bin", "log_basename", "relay_log",    "datadir",   "pid_file",
+        "socket",  "port",         "bind_address", "server_id", NULL};
     for (int i = 0; skip[i]; i++)
         if (strcmp(name, skip[i]) == 0)
             return true;

@@ -32,8 +32,8 @@
 /* Directives dbplane renders from the instance layout and role (never a restart's
  * business: the role moves with REPLICAOF, the layout does not move). */
 static const char *const rd_restart_skip[] = {
-    "bind",    "port",   "unixsocket", "unixsocketperm", "dir",        "aclfile",
-    "logfile", "daemonize", "supervised", "protected-mode", "replicaof", "slaveof",
+    "bind",       "port",      "unixsocket", "unixsocketperm", "dir",       "aclfile",
+    "logfile",    "daemonize", "supervised", "protected-mode", "replicaof", "slaveof",
     "masteruser", NULL};
 
 /* One directive of redis.conf: its name and its value as one string (arguments joined by
@@ -103,8 +103,8 @@ static bool rd_number(const char *tok, size_t len, long double *out)
     static const struct {
         const char *u;
         long double mul;
-    } units[] = {{"", 1},           {"b", 1},          {"k", 1e3},  {"kb", 1024.0L},
-                 {"m", 1e6},        {"mb", 1048576.0L}, {"g", 1e9}, {"gb", 1073741824.0L}};
+    } units[] = {{"", 1},    {"b", 1},           {"k", 1e3}, {"kb", 1024.0L},
+                 {"m", 1e6}, {"mb", 1048576.0L}, {"g", 1e9}, {"gb", 1073741824.0L}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
         if (strcasecmp(end, units[i].u) == 0) {
             *out = v * units[i].mul;
