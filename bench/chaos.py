@@ -532,7 +532,10 @@ class Harness:
         else:
             procs = tree(pid)
             for p in procs:
-                os.kill(p, signal.SIGSTOP)
+                try:
+                    os.kill(p, signal.SIGSTOP)
+                except ProcessLookupError:  # a backend that exited since tree() listed it
+                    pass
             # Resume after the failover (or 30 s), like a VM that was paused.
             end = time.monotonic() + 30
             while time.monotonic() < end and self.sut.epoch() == epoch0:

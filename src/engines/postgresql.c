@@ -206,6 +206,13 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     if (detect_ms > 10000)
         detect_ms = 10000;
     dbp_sb_printf(&conf, "wal_receiver_timeout = '%lldms'\n", (long long)detect_ms);
+    /* After its receiver timed out, a standby waits wal_retrieve_retry_interval (default
+     * 5 s) before it looks for WAL again, and a promote request that arrives while it
+     * waits for the rest of a partly received record waits with it (measured: promotion
+     * 4.7 s instead of 0.3 s). Half the failover interval, 100 ms .. 1 s. */
+    int64_t retry_ms = (c->failover.interval.ms > 0 ? c->failover.interval.ms : 1000) / 2;
+    dbp_sb_printf(&conf, "wal_retrieve_retry_interval = '%lldms'\n",
+                  (long long)(retry_ms < 100 ? 100 : retry_ms > 1000 ? 1000 : retry_ms));
     /* Defaults derived from spec.memory unless the user set them in spec.config. */
     bool has_sb = false, has_mc = false;
     for (size_t i = 0; i < c->config.n; i++) {
