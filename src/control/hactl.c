@@ -730,6 +730,24 @@ static void after_change(ctl_daemon_t *d, cluster_rt_t *cr, int new_primary, int
     ctl_cluster_unready(d, cr->res->tenant.v, cr->res->name.v, msg);
 }
 
+/* ha_hooks_t.routed for a failover: the proxy sends new transactions to the candidate
+ * while it promotes (it refuses writes until then; the old primary is fenced). */
+static void hook_routed(void *ud, const char *tenant, const char *cluster, int primary,
+                        int64_t epoch)
+{
+    ctl_daemon_t *d = ud;
+    for (int c = 0; c < d->ncl; c++) {
+        cluster_rt_t *cr = &d->crs[c];
+        if (strcmp(cr->res->tenant.v, tenant) != 0 || strcmp(cr->res->name.v, cluster) != 0 ||
+            primary < 0 || primary >= cr->n)
+            continue;
+        cr->primary = primary;
+        cr->epoch = epoch;
+        ctl_proxy_sync(d);
+        return;
+    }
+}
+
 static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
                          const mon_request_t *rq)
 {
@@ -755,6 +773,7 @@ static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
     hook_event(d, tenant, cluster, "Warning", "FailoverStarted", msg);
     ha_cluster_t view = ha_view(cr);
     ha_hooks_t h = hooks_for(d);
+    h.routed = hook_routed;
     int64_t epoch = 0;
     ha_timing_t t;
     dbp_err_t err;
