@@ -134,6 +134,7 @@ static int run_monitor(bool auto_failover, int watch_ms, bool *woke)
     /* The view is the test's: free only what ctl_ha_view_publish allocated. */
     free(d.view);
     free(d.ha);
+    ctl_sup_free(&d.sup);
     free(cr);
     close(wake[0]);
     close(wake[1]);
