@@ -295,8 +295,18 @@ class Dbplane:
         replica."""
         if self.cli("wait", "--timeout", "90s", check=False).returncode != 0:
             return False
-        roles = sorted(i["role"] for i in self.status()["instances"])
-        return roles == ["primary", "replica"]
+        # Ready can be reported while a rejoined replica still starts (its role is the
+        # topology's): wait until both run and the primary sees the replica stream
+        # (lag_bytes >= 0), so the next trial never starts without a candidate.
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            insts = self.status()["instances"]
+            if sorted(i["role"] for i in insts) == ["primary", "replica"] and \
+                    all(i["state"] == "running" for i in insts) and \
+                    all(i["lag_bytes"] >= 0 for i in insts if i["role"] == "replica"):
+                return True
+            time.sleep(0.5)
+        return False
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -532,7 +542,10 @@ class Harness:
         else:
             procs = tree(pid)
             for p in procs:
-                os.kill(p, signal.SIGSTOP)
+                try:
+                    os.kill(p, signal.SIGSTOP)
+                except ProcessLookupError:  # a backend that exited since tree() listed it
+                    pass
             # Resume after the failover (or 30 s), like a VM that was paused.
             end = time.monotonic() + 30
             while time.monotonic() < end and self.sut.epoch() == epoch0:
@@ -612,6 +625,8 @@ def main():
     lost = None
     try:
         for i in range(a.trials):
+            if not h.sut.settled():
+                print(f"trial {i + 1}: the cluster did not settle before the fault", flush=True)
             print(f"trial {i + 1}: {kinds[i % len(kinds)]} at t={time.monotonic() - h.t_start:.2f}s",
                   flush=True)
             r = h.trial(kinds[i % len(kinds)])

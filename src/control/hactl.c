@@ -67,8 +67,16 @@ int ctl_fence(ctl_daemon_t *d, const engine_instance_t *in, int grace_ms, dbp_er
 {
     char id[160], marker[PATH_MAX + 32];
     snprintf(id, sizeof(id), "%s/%s", in->tenant, in->name);
-    /* The marker first: whatever happens next, this data directory must not start again
-     * as it is. */
+    if (grace_ms == 0) {
+        /* A failover: the server is killed before anything else (it is on the clock).
+         * Safe before the marker: until the marker is written and the epoch moved, a
+         * restart of this server is the restart of the topology's primary. */
+        const ctl_proc_t *p0 = ctl_sup_find(&d->sup, id);
+        if (p0 && p0->state == CTL_PROC_RUNNING && p0->pid > 0)
+            ctl_sup_kill_tree(p0->pid);
+    }
+    /* The marker before the fence returns: whatever happens next, this data directory
+     * must not start again as it is. */
     ctl_rejoin_marker(in, marker, sizeof(marker));
     int rc = dbp_write_file(marker, "fenced\n", 7, 0644, NULL, err);
     if (rc)
@@ -463,7 +471,12 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
     if (!rq)
         return mc->next_ms;
     bool healthy = pp.reachable && pp.role == ENGINE_ROLE_PRIMARY;
-    if (!healthy) {
+    int failcount = pol->failcount.set ? (int)pol->failcount.v : 3;
+    /* The replicas matter only to the round that can reach the verdict (is one still
+     * streaming? which is the candidate?): probing them in the rounds before would push
+     * the next round past its interval (a replica probe takes 50-150 ms under load), and
+     * detection from failcount x interval towards failcount x (interval + that). */
+    if (!healthy && mc->det.failures + 1 >= failcount) {
         for (int i = 0; i < cr->n; i++) {
             if (i == t->primary)
                 continue;
@@ -474,7 +487,6 @@ static int64_t mon_round(ctl_hamon_t *m, const cluster_rt_t *cr, const mon_topo_
             rq->map[rq->nrep++] = i;
         }
     }
-    int failcount = pol->failcount.set ? (int)pol->failcount.v : 3;
     ha_verdict_t v = ha_detect(&mc->det, failcount, &pp, rq->rep, rq->nrep, dbp_now_ms());
     if (v != HA_HEALTHY)
         dbp_info("ha_probe", "tenant=%s cluster=%s primary=%s verdict=%s failures=%d",
@@ -718,6 +730,24 @@ static void after_change(ctl_daemon_t *d, cluster_rt_t *cr, int new_primary, int
     ctl_cluster_unready(d, cr->res->tenant.v, cr->res->name.v, msg);
 }
 
+/* ha_hooks_t.routed for a failover: the proxy sends new transactions to the candidate
+ * while it promotes (it refuses writes until then; the old primary is fenced). */
+static void hook_routed(void *ud, const char *tenant, const char *cluster, int primary,
+                        int64_t epoch)
+{
+    ctl_daemon_t *d = ud;
+    for (int c = 0; c < d->ncl; c++) {
+        cluster_rt_t *cr = &d->crs[c];
+        if (strcmp(cr->res->tenant.v, tenant) != 0 || strcmp(cr->res->name.v, cluster) != 0 ||
+            primary < 0 || primary >= cr->n)
+            continue;
+        cr->primary = primary;
+        cr->epoch = epoch;
+        ctl_proxy_sync(d);
+        return;
+    }
+}
+
 static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
                          const mon_request_t *rq)
 {
@@ -743,6 +773,7 @@ static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
     hook_event(d, tenant, cluster, "Warning", "FailoverStarted", msg);
     ha_cluster_t view = ha_view(cr);
     ha_hooks_t h = hooks_for(d);
+    h.routed = hook_routed;
     int64_t epoch = 0;
     ha_timing_t t;
     dbp_err_t err;
@@ -769,9 +800,10 @@ static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
              "promoted +%lld ms",
              cr->inst[cand].name, (long long)epoch, (long long)detect_ms, (long long)t.fenced_ms,
              (long long)t.epoch_ms, (long long)t.promoted_ms);
-    hook_event(d, tenant, cluster, "Normal", "FailoverCompleted", msg);
     hs->reported_no_candidate = false;
+    /* The proxy first (after_change): clients wait on it, not on the event. */
     after_change(d, cr, cand, epoch);
+    hook_event(d, tenant, cluster, "Normal", "FailoverCompleted", msg);
 }
 
 void ctl_ha_on_exit(ctl_daemon_t *d, const char *id)

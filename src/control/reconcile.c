@@ -304,11 +304,16 @@ static int instance_run(ctl_daemon_t *d, cluster_rt_t *cr, int i, const engine_i
         return changed;
     const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
     bool running = p && p->state == CTL_PROC_RUNNING;
-    if (changed > 0 && running && cr->ops->reload_signal) {
-        (void)ctl_sup_signal(&d->sup, id, cr->ops->reload_signal);
+    if (changed > 0 && running) {
+        /* Engines without a reload signal (MariaDB, Redis) applied the change to the
+         * running server inside render_config; either way rolling.c then asks
+         * needs_restart what is left for a restart. */
+        if (cr->ops->reload_signal)
+            (void)ctl_sup_signal(&d->sup, id, cr->ops->reload_signal);
         cr->reloaded = true;
         event(d, in->tenant, "Instance", in->name, "Normal", "ConfigReloaded",
-              "configuration changed; server reloaded");
+              cr->ops->reload_signal ? "configuration changed; server reloaded"
+                                     : "configuration changed; applied to the running server");
     }
     char *argv[CTL_MAX_ARGS];
     char buf[2 * PATH_MAX];

@@ -1130,4 +1130,5 @@ const engine_ops_t engine_mariadb = {
     .run_sql = mdb_run_sql,
     .promote = mdb_promote,
     .rejoin = mdb_rejoin,
+    .needs_restart = mdb_needs_restart,
 };

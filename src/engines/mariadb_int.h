@@ -100,6 +100,13 @@ const char *mdb_col(MYSQL_RES *r, MYSQL_ROW row, const char *name);
  * query fails or returns no row. */
 int mdb_scalar(MYSQL *m, const char *sql, char *buf, size_t len, dbp_err_t *err);
 
+/* ---- rolling changes (mariadb_restart.c) ------------------------------------------- */
+
+/* engine_ops_t.needs_restart: 1 with the names of the read-only system variables whose
+ * running value is not what my.cnf now sets (written after the server started), 0 when
+ * the server runs its option file, DBP_E* when it cannot be asked. */
+int mdb_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_err_t *err);
+
 /* One row of SHOW SLAVE STATUS (the default connection). */
 typedef struct mdb_slave {
     bool configured;      /* a master is set */

@@ -1488,5 +1488,6 @@ const engine_ops_t engine_redis = {
     .drop_user = rd_drop_user,
     .promote = rd_promote,
     .rejoin = rd_rejoin,
+    .needs_restart = rd_needs_restart,
     .failover_on_crash = true,
 };

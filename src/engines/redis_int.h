@@ -48,6 +48,13 @@ int64_t rd_info_i64(const char *info, const char *key, int64_t dflt);
  * NULL with err filled. */
 char *rd_info_all(redisContext *c, dbp_err_t *err);
 
+/* ---- rolling changes (redis_restart.c) --------------------------------------------- */
+
+/* engine_ops_t.needs_restart: 1 with the names of the directives whose running value is
+ * not what redis.conf (written after the server started) says and that CONFIG SET cannot
+ * change (immutable), 0 when the server runs its file, DBP_E* when it cannot be asked. */
+int rd_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_err_t *err);
+
 /* ---- sync mode (redis_sync.c) ------------------------------------------------------ */
 
 /* repl-timeout in seconds for the Cluster spec: (failcount - 1) x failover interval,

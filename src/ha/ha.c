@@ -78,8 +78,11 @@ static int take_over(const ha_cluster_t *c, int candidate, const ha_hooks_t *h,
     char msg[256];
     snprintf(msg, sizeof(msg), "epoch %lld: primary %s (was %s)", (long long)*new_epoch,
              cand->name, c->inst[c->primary].name);
-    h->event(h->ud, c->tenant, c->cluster, "Normal", "TopologyChanged", msg);
+    if (h->routed)
+        h->routed(h->ud, c->tenant, c->cluster, candidate, *new_epoch);
+    /* Promote before recording the event: the promotion is on the clients' clock. */
     rc = c->ops->promote(cand, err);
+    h->event(h->ud, c->tenant, c->cluster, "Normal", "TopologyChanged", msg);
     if (rc) {
         /* The epoch already names the candidate and the old primary is fenced: nothing
          * can take writes; the reconciler retries the promotion. */

@@ -81,6 +81,13 @@ typedef struct ha_hooks {
      * switchover stopped before the epoch changed (primary is NULL). */
     void (*resume)(void *ud, const char *tenant, const char *cluster, const char *primary,
                    int64_t epoch);
+    /* Optional, failover only: the epoch moved to `primary` (index into the cluster's
+     * instances) and its promotion starts now. The hook has clients routed there at once:
+     * a write that arrives before the promotion ends is refused by the server (read-only),
+     * not taken, so the next retry after the promotion succeeds without waiting for the
+     * sequence to observe it. */
+    void (*routed)(void *ud, const char *tenant, const char *cluster, int primary,
+                   int64_t epoch);
 } ha_hooks_t;
 
 /* One cluster as the sequences see it. Instances are borrowed. */

@@ -5,6 +5,7 @@ pooling see no error and lose no acknowledged write. A reload-only setting is re
 everywhere at once, without restarts. A change the replica cannot start with stops the
 rollout at the replica while the primary keeps serving; the fixed spec recovers."""
 import threading
+import time
 
 import psycopg
 
@@ -149,3 +150,149 @@ def test_rolling_restart_replicas_first_primary_last(daemon, tmp_path):
     for inst in d.cluster("pg-roll")["instances"]:
         assert d.admin_sql(inst, "SHOW shared_buffers") == "128MB", inst["name"]
         assert d.admin_sql(inst, "SHOW max_connections") == "150", inst["name"]
+
+
+# ---- MariaDB and Redis: needs_restart from the running server ---------------------------
+
+ROLL_REASONS = ("RollingUpdateStarted", "InstanceRestarted", "SwitchoverCompleted",
+                "RollingUpdateCompleted", "RollingUpdateFailed")
+
+MDB_SPEC = """\
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: mdb-roll}}
+spec:
+  engine: mariadb
+  version: "10.11"
+  instances: 2
+  memory: 128Mi
+  failover: {{auto: true, interval: 1s, failcount: 3}}
+  config:
+    innodb_log_file_size: 16M
+{config}"""
+
+RD_SPEC = """\
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: rd-roll}}
+spec:
+  engine: redis
+  version: "7"
+  instances: 2
+  memory: 32Mi
+  redis: {{class: session}}
+  failover: {{auto: true, interval: 1s, failcount: 3}}
+{config}"""
+
+
+def roll_events(d, name, since):
+    evs = [e for e in d.events() if e["kind"] == "Cluster" and e["name"] == name][since:]
+    return [(e["reason"], e["message"]) for e in evs if e["reason"] in ROLL_REASONS]
+
+
+def n_cluster_events(d, name):
+    return len([e for e in d.events() if e["kind"] == "Cluster" and e["name"] == name])
+
+
+def check_rollout(d, name, since, setting, old_primary, replica):
+    """Waits for the rollout started by a restart-only `setting` and checks its order:
+    the replica, a switchover to it, then the old primary."""
+    wait_until(lambda: any(r in ("RollingUpdateCompleted", "RollingUpdateFailed")
+                           for r, _ in roll_events(d, name, since)),
+               timeout=150, what="the rolling update to finish")
+    d.wait(120)
+    steps = roll_events(d, name, since)
+    print("\nrolling update events:\n  " + "\n  ".join(f"{r}: {m}" for r, m in steps))
+    assert [r for r, _ in steps] == ["RollingUpdateStarted", "InstanceRestarted",
+                                     "SwitchoverCompleted", "InstanceRestarted",
+                                     "RollingUpdateCompleted"], steps
+    assert setting in steps[0][1], steps[0]
+    assert f"replica {replica} restarted" in steps[1][1]
+    assert f"from {old_primary} to {replica}" in steps[2][1]
+    assert f"old primary {old_primary}" in steps[3][1]
+    assert d.cluster(name)["primary"] == replica
+
+
+def no_rollout_after_dynamic_change(d, name, since):
+    """A setting the running servers took at once: nothing is restarted. The rolling code
+    asks needs_restart for 10 s after the change; wait past that."""
+    time.sleep(12)
+    d.wait(60)
+    assert not roll_events(d, name, since), roll_events(d, name, since)
+
+
+def test_mariadb_rolling_restart_for_read_only_variable(daemon, tmp_path):
+    from test_mariadb import admin
+
+    spec = tmp_path / "mdb.yaml"
+    spec.write_text(MDB_SPEC.format(config=""))
+    d = daemon.start(spec)
+    c0 = d.cluster("mdb-roll")
+    p0 = c0["primary"]
+    r0 = next(i["name"] for i in c0["instances"] if i["name"] != p0)
+
+    def var(inst, v):
+        return admin(d, inst, f"SELECT @@GLOBAL.{v}", cluster="mdb-roll", tenant="default")
+
+    assert var(p0, "max_digest_length") == "1024"
+    # max_connections is dynamic: SET GLOBAL applies it, no restart.
+    seen = n_cluster_events(d, "mdb-roll")
+    spec.write_text(MDB_SPEC.format(config="    max_connections: 180\n"))
+    d.cli("apply", "-f", str(spec))
+    wait_until(lambda: all(var(i, "max_connections") == "180" for i in (p0, r0)), timeout=60,
+               what="max_connections applied at run time")
+    no_rollout_after_dynamic_change(d, "mdb-roll", seen)
+    assert d.cluster("mdb-roll")["primary"] == p0
+
+    # max_digest_length is read-only at run time: a rolling restart, primary last.
+    seen = n_cluster_events(d, "mdb-roll")
+    spec.write_text(MDB_SPEC.format(config="    max_connections: 180\n"
+                                           "    max_digest_length: 2048\n"))
+    d.cli("apply", "-f", str(spec))
+    check_rollout(d, "mdb-roll", seen, "max_digest_length", p0, r0)
+    for i in (p0, r0):
+        assert var(i, "max_digest_length") == "2048", i
+        assert var(i, "max_connections") == "180", i
+    # Back and settled: no second rollout once both run the file.
+    no_rollout_after_dynamic_change(d, "mdb-roll", n_cluster_events(d, "mdb-roll"))
+
+
+def test_redis_rolling_restart_for_immutable_directive(daemon, tmp_path):
+    import redis
+
+    spec = tmp_path / "rd.yaml"
+    spec.write_text(RD_SPEC.format(config=""))
+    d = daemon.start(spec)
+    adm_pw = d.secret("dbplane-internal-rd-roll", "admin")
+    c0 = d.cluster("rd-roll")
+    p0 = c0["primary"]
+    r0 = next(i["name"] for i in c0["instances"] if i["name"] != p0)
+
+    def conf(name, key):
+        i = next(x for x in d.cluster("rd-roll")["instances"] if x["name"] == name)
+        c = redis.Redis(host=i["host"], port=i["port"], username="dbplane-admin",
+                        password=adm_pw, socket_timeout=5)
+        try:
+            return c.config_get(key)[key]
+        finally:
+            c.close()
+
+    assert conf(p0, "databases") == "16"
+    # hz can be changed with CONFIG SET: applied at once, no restart.
+    seen = n_cluster_events(d, "rd-roll")
+    spec.write_text(RD_SPEC.format(config="  config: {hz: '20'}\n"))
+    d.cli("apply", "-f", str(spec))
+    wait_until(lambda: all(conf(i, "hz") == "20" for i in (p0, r0)), timeout=60,
+               what="hz applied at run time")
+    no_rollout_after_dynamic_change(d, "rd-roll", seen)
+    assert d.cluster("rd-roll")["primary"] == p0
+
+    # databases is immutable: a rolling restart, primary last through a switchover.
+    seen = n_cluster_events(d, "rd-roll")
+    spec.write_text(RD_SPEC.format(config="  config: {hz: '20', databases: '32'}\n"))
+    d.cli("apply", "-f", str(spec))
+    check_rollout(d, "rd-roll", seen, "databases", p0, r0)
+    for i in (p0, r0):
+        assert conf(i, "databases") == "32", i
+        assert conf(i, "hz") == "20", i
+    no_rollout_after_dynamic_change(d, "rd-roll", n_cluster_events(d, "rd-roll"))
