@@ -881,7 +881,8 @@ int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *
             bootstrap_cleanup(replica);
         else
             snprintf(out->catch_up, sizeof(out->catch_up),
-                     "it replicates the transactions since GTID %s from %s's binary logs",
+                     "at GTID %s; it replicates the transactions since from %s's binary "
+                     "logs (MASTER_USE_GTID = slave_pos)",
                      m->start_position, primary->name);
         goto out;
     }
