@@ -118,17 +118,33 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
                             const engine_instance_t *target, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* What a replica bootstrap used, for its event. */
+typedef struct backup_bootstrap {
+    char run_id[128];   /* the run restored */
+    char position[128]; /* the run's start position (PG LSN, MariaDB GTID list) */
+    char catch_up[200]; /* how the replica catches up, e.g. "replays the WAL archived since" */
+} backup_bootstrap_t;
+
 /* For the reconciler's replica bootstrap (Cluster.spec.bootstrapFrom): makes the data
  * directory of replica `replica` (not running, data dir absent or empty) from the newest
- * complete and verified run of physical Backup `backup`, plus the WAL written since (the
- * Backup's archive and the spool not yet shipped) in the data directory's WAL directory;
- * the caller renders it as a replica, which replays that WAL and then streams from the
- * primary. The run's id goes into run_id. DBP_EUNSUPPORTED when the Backup does not
- * archive WAL (pitr), DBP_ENOENT when it has no verified run, DBP_EIO for an archive
- * gap; then nothing is left in the data directory and the caller clones the primary. */
+ * complete and verified run of physical Backup `backup`, so that it catches up with the
+ * running `primary` without a clone:
+ * - PostgreSQL: plus the WAL written since (the Backup's archive and the spool not yet
+ *   shipped) in the data directory's WAL directory; the replica replays that WAL and then
+ *   streams from the primary. DBP_EUNSUPPORTED when the Backup does not archive WAL
+ *   (pitr), DBP_EIO for an archive gap.
+ * - MariaDB (engine bootstrap_check): the run's GTID position (manifest start_position)
+ *   must be in the primary's history and its binary logs must still hold everything
+ *   after it (checked before and after the restore); the replica then follows the
+ *   primary from that GTID (gtid_slave_pos, MASTER_USE_GTID = slave_pos). DBP_ENOENT
+ *   when the binary logs were purged or the history differs.
+ * - Other engines: DBP_EUNSUPPORTED.
+ * DBP_ENOENT when the Backup has no verified run. On any error nothing is left in the
+ * data directory and the caller clones the primary. *out is filled as far as known. */
 int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
-                             const engine_instance_t *replica, char *run_id, size_t run_id_cap,
-                             dbp_err_t *err) __attribute__((warn_unused_result));
+                             const engine_instance_t *replica, const engine_instance_t *primary,
+                             backup_bootstrap_t *out, dbp_err_t *err)
+    __attribute__((warn_unused_result));
 
 /* Applies the retention of Backup `backup` (spec.retention, spec.retentionCount) to its
  * runs: deletes the selected runs' objects (manifest first) and catalog rows, and the

@@ -819,14 +819,32 @@ out:
     return rc;
 }
 
-int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
-                             const engine_instance_t *replica, char *run_id, size_t run_id_cap,
-                             dbp_err_t *err)
+/* Removes a bootstrap's data dir after a failure (logged when that fails too). */
+static void bootstrap_cleanup(const engine_instance_t *replica)
 {
+    dbp_err_t ignore;
+    if (dbp_rm_rf(replica->data_dir, &ignore) != 0)
+        dbp_warn("restore_cleanup_failed", "path=%s error=%s", dbp_log_q(replica->data_dir),
+                 dbp_log_q(ignore.msg));
+}
+
+int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *backup,
+                             const engine_instance_t *replica, const engine_instance_t *primary,
+                             backup_bootstrap_t *out, dbp_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
     const spec_resource_t *b = bk_find(ctx, SPEC_KIND_BACKUP, tenant, backup);
     if (!b)
         return dbp_err_set(err, DBP_ENOENT, "Backup %s not found in tenant %s", backup, tenant);
-    if (!b->u.backup.pitr.v)
+    const engine_ops_t *ops = engine_lookup((spec_engine_t)replica->spec->engine);
+    if (!ops)
+        return dbp_err_set(err, DBP_EUNSUPPORTED, "engine not available in this build");
+    /* Catch-up from the primary's own logs (MariaDB), or from the WAL archive (PG). */
+    bool from_primary = ops->bootstrap_check != NULL;
+    if (!from_primary && strcmp(ops->name, "postgresql") != 0)
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "replica bootstrap from a backup is not supported for %s", ops->name);
+    if (!from_primary && !b->u.backup.pitr.v)
         return dbp_err_set(err, DBP_EUNSUPPORTED,
                            "Backup %s does not archive WAL (pitr: false), so the WAL written "
                            "since its runs is not kept",
@@ -840,22 +858,37 @@ int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *
         return dbp_err_set(err, DBP_ENOENT, "Backup %s has no complete, verified physical run",
                            backup);
     store_backup_t *row = &f.best;
-    snprintf(run_id, run_id_cap, "%s", row->id);
+    snprintf(out->run_id, sizeof(out->run_id), "%s", row->id);
     backup_store_t *bs = NULL;
     backup_manifest_t *m = calloc(1, sizeof(*m));
     char *key = NULL;
     if (!m)
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     if ((rc = bk_open_store(ctx, tenant, row->store, &bs, err)) ||
-        (rc = bk_load_manifest(bs, row->path, m, err)) ||
-        (rc = check_parts(bs, row->path, m, NULL, err)) ||
-        (rc = run_key(ctx, m, &key, err)))
+        (rc = bk_load_manifest(bs, row->path, m, err)))
         goto out;
+    snprintf(out->position, sizeof(out->position), "%s", m->start_position);
+    /* Before anything is extracted: can the primary still serve the catch-up? */
+    if (from_primary && (rc = ops->bootstrap_check(primary, NULL, m->start_position, err)))
+        goto out;
+    if ((rc = check_parts(bs, row->path, m, NULL, err)) || (rc = run_key(ctx, m, &key, err)))
+        goto out;
+    if ((rc = restore_physical_into(ctx, bs, row->path, m, replica, NULL, err)))
+        goto out;
+    if (from_primary) {
+        /* Again after the restore, which took time: the primary may have purged logs. */
+        if ((rc = ops->bootstrap_check(primary, replica, m->start_position, err)))
+            bootstrap_cleanup(replica);
+        else
+            snprintf(out->catch_up, sizeof(out->catch_up),
+                     "at GTID %s; it replicates the transactions since from %s's binary "
+                     "logs (MASTER_USE_GTID = slave_pos)",
+                     m->start_position, primary->name);
+        goto out;
+    }
     /* The run, then the WAL since it (the archive, then the spool not yet shipped) in
      * the server's own WAL directory: the new replica replays it at its first start and
      * streams the rest from the primary. */
-    if ((rc = restore_physical_into(ctx, bs, row->path, m, replica, NULL, err)))
-        goto out;
     char waldir[PATH_MAX + 16], note[300];
     snprintf(waldir, sizeof(waldir), "%s/pg_wal", replica->data_dir);
     rc = bk_wal_prefetch(ctx, bs, row->path, m, key, waldir, note, sizeof(note), err);
@@ -863,12 +896,12 @@ int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *
         rc = dbp_err_set(err, DBP_EIO, "%s", note);
     if (!rc)
         rc = bk_wal_copy_spool(ctx, tenant, b->u.backup.cluster.v, m, waldir, err);
-    if (rc) {
-        dbp_err_t ignore;
-        if (dbp_rm_rf(replica->data_dir, &ignore) != 0)
-            dbp_warn("restore_cleanup_failed", "path=%s error=%s",
-                     dbp_log_q(replica->data_dir), dbp_log_q(ignore.msg));
-    }
+    if (rc)
+        bootstrap_cleanup(replica);
+    else
+        snprintf(out->catch_up, sizeof(out->catch_up),
+                 "with the WAL archived since; it replays it, then streams from %s",
+                 primary->name);
 out:
     secrets_free_value(key);
     free(m);

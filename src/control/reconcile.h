@@ -207,7 +207,8 @@ const char *ctl_restore_check_recovery(ctl_daemon_t *d, cluster_rt_t *cr,
 void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
 
 /* For a replica R of a cluster with spec.bootstrapFrom: makes its data directory from the
- * Backup's newest verified physical run plus the archived WAL (backup_bootstrap_replica)
+ * Backup's newest verified physical run plus the archived WAL (PG) or from the run's GTID
+ * position on, caught up from primary P's binary logs (MariaDB; backup_bootstrap_replica)
  * and records a Bootstrapped event; true when done. False when the cluster has no
  * bootstrapFrom, or with a BootstrapFallback event saying why, when it failed (nothing is
  * left in the data directory): the caller then clones primary P. */

@@ -379,25 +379,24 @@ bool ctl_replica_bootstrap(ctl_daemon_t *d, cluster_rt_t *cr, const engine_insta
         return false;
     backup_ctx_t *ctx = NULL;
     dbp_err_t err;
-    char run[128] = "", m[900];
+    backup_bootstrap_t bi;
+    memset(&bi, 0, sizeof(bi));
+    char m[1200];
     int64_t t0 = dbp_now_ms();
     int rc = backup_ctx_open(&ctx, d->data_dir, &err);
     if (!rc)
-        rc = backup_bootstrap_replica(ctx, c->tenant.v, bb, R, run, sizeof(run), &err);
+        rc = backup_bootstrap_replica(ctx, c->tenant.v, bb, R, P, &bi, &err);
     backup_ctx_close(ctx);
+    if (rc)
+        snprintf(m, sizeof(m), "cannot start from Backup %s (%s): cloning primary %s instead",
+                 bb, err.msg, P->name);
+    else
+        snprintf(m, sizeof(m), "data directory restored from verified run %s of Backup %s in "
+                 "%.1f s, %s",
+                 bi.run_id, bb, (double)(dbp_now_ms() - t0) / 1000.0, bi.catch_up);
     dbp_err_t e2;
     if (store_add_event(d->store, c->tenant.v, "Instance", R->name, rc ? "Warning" : "Normal",
-                        rc ? "BootstrapFallback" : "Bootstrapped",
-                        (rc ? snprintf(m, sizeof(m), "cannot start from Backup %s (%s): cloning "
-                                                     "primary %s instead",
-                                       bb, err.msg, P->name)
-                            : snprintf(m, sizeof(m), "data directory restored from verified run "
-                                                     "%s of Backup %s in %.1f s, with the WAL "
-                                                     "archived since; it replays it, then streams "
-                                                     "from %s",
-                                       run, bb, (double)(dbp_now_ms() - t0) / 1000.0, P->name),
-                         m),
-                        &e2) != 0)
+                        rc ? "BootstrapFallback" : "Bootstrapped", m, &e2) != 0)
         dbp_warn("event_write_failed", "error=%s", dbp_log_q(e2.msg));
     dbp_log(rc ? DBP_LOG_WARN : DBP_LOG_INFO, "event",
             "tenant=%s kind=Instance name=%s reason=%s message=%s", c->tenant.v, R->name,

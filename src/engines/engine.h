@@ -324,6 +324,18 @@ typedef struct engine_ops {
     int (*binlog_replay)(const engine_instance_t *in, const char *const *paths, int n,
                          const char *start, int64_t stop_time, dbp_err_t *err);
 
+    /* Optional, replica bootstrap from a physical run (Cluster.spec.bootstrapFrom) for
+     * engines whose new replica catches up from the primary itself (MariaDB: from its
+     * binary logs by GTID). On the running `primary`: 0 when a replica restored from a run
+     * taken at `position` (the manifest's start_position) can catch up from it, i.e. the
+     * position is in the primary's history and its logs still hold everything after it;
+     * DBP_ENOENT saying what is missing otherwise. With `replica` not NULL (its data dir
+     * just restored, not running) also checks that the data dir starts at `position`.
+     * The caller clones the primary when this fails. NULL: the engine catches up another
+     * way (PostgreSQL: archived WAL) or cannot bootstrap from a backup. */
+    int (*bootstrap_check)(const engine_instance_t *primary, const engine_instance_t *replica,
+                           const char *position, dbp_err_t *err);
+
     /* Object names of backup parts, before the compression and encryption suffixes: the
      * physical stream (PG "data.tar", MariaDB "data.mbstream", Redis "dump.rdb") and the
      * extension of one database's logical dump (PG ".dump", MariaDB ".sql"). NULL means

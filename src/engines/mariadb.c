@@ -661,8 +661,7 @@ static int mdb_server_argv(const engine_instance_t *in, char **argv, int max, ch
 /* The GTID position a clone was taken at, from mariadb-backup's xtrabackup_binlog_info
  * ("<binlog file>\t<offset>\t<gtid list>") in the data dir, path into `path`. False when
  * the file is absent (no clone, or its position was already used). */
-static bool mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len, char *path,
-                            size_t plen)
+bool mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len, char *path, size_t plen)
 {
     char *text = NULL;
     dbp_err_t ignore;
@@ -946,8 +945,8 @@ static int mdb_promote(const engine_instance_t *in, dbp_err_t *err)
 /* True when GTID d-s-n is in a gtid_binlog_state list ("d-s-m,..."): an entry of the same
  * domain and server id with m >= n. Under gtid_strict_mode sequence numbers grow within a
  * domain on every server that has the history, so m >= n means the server holds n too. */
-static bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s,
-                              unsigned long long n)
+bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s,
+                       unsigned long long n)
 {
     for (const char *p = state; p && *p;) {
         unsigned long d2, s2;
@@ -1131,4 +1130,5 @@ const engine_ops_t engine_mariadb = {
     .promote = mdb_promote,
     .rejoin = mdb_rejoin,
     .needs_restart = mdb_needs_restart,
+    .bootstrap_check = mdb_bootstrap_check,
 };

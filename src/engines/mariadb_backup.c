@@ -188,6 +188,159 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
     return rc;
 }
 
+/* ---- replica bootstrap from a physical run ------------------------------------------ */
+
+/* Checks that `list` is a GTID list ("d-s-n,d-s-n"): digits, '-' and ',' only, every
+ * element three numbers. */
+static bool mdbb_gtid_list_ok(const char *list)
+{
+    if (!list[0] || strspn(list, "0123456789-,") != strlen(list))
+        return false;
+    for (const char *p = list; p && *p;) {
+        unsigned long d, s;
+        unsigned long long n;
+        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) != 3)
+            return false;
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    return true;
+}
+
+/* The highest sequence number of domain `d` in GTID list `list`; false when the list has
+ * no GTID of that domain. */
+static bool mdbb_domain_seq(const char *list, unsigned long d, unsigned long long *seq)
+{
+    bool found = false;
+    for (const char *p = list; p && *p;) {
+        unsigned long d2, s2;
+        unsigned long long n;
+        if (sscanf(p, "%lu-%lu-%llu", &d2, &s2, &n) == 3 && d2 == d && (!found || n > *seq)) {
+            *seq = n;
+            found = true;
+        }
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    return found;
+}
+
+/* The GTID list at the start of the primary's oldest binary log (its Gtid_list event:
+ * what came before the log, "" for the first log ever) into buf, the log's name into
+ * `name`. DBP_ENOENT when the primary has no binary log. */
+static int mdbb_oldest_binlog_start(MYSQL *m, const engine_instance_t *primary, char *name,
+                                    size_t name_cap, char *buf, size_t cap, dbp_err_t *err)
+{
+    buf[0] = name[0] = '\0';
+    MYSQL_RES *r = mdb_query(m, "SHOW BINARY LOGS", err);
+    if (!r)
+        return DBP_EENGINE;
+    MYSQL_ROW row = mysql_fetch_row(r);
+    const char *first = row ? mdb_col(r, row, "Log_name") : NULL;
+    if (first)
+        snprintf(name, name_cap, "%s", first);
+    mysql_free_result(r);
+    if (!name[0])
+        return dbp_err_set(err, DBP_ENOENT, "primary %s has no binary log", primary->name);
+    dbp_sb_t q = {0};
+    dbp_sb_printf(&q, "SHOW BINLOG EVENTS IN ");
+    sb_lit(&q, m, name);
+    dbp_sb_printf(&q, " LIMIT 4");
+    int rc = sb_check(&q, err);
+    r = rc ? NULL : mdb_query(m, q.buf, err);
+    dbp_sb_free(&q);
+    if (!rc && !r)
+        rc = DBP_EENGINE;
+    bool seen = false;
+    while (r && (row = mysql_fetch_row(r))) {
+        const char *type = mdb_col(r, row, "Event_type"), *info = mdb_col(r, row, "Info");
+        if (!type || strcmp(type, "Gtid_list") != 0 || !info)
+            continue;
+        /* Info is "[0-1-42,1-2-7]", "[]" for the first log. */
+        const char *o = strchr(info, '['), *c = o ? strchr(o, ']') : NULL;
+        if (!c || (size_t)(c - o - 1) >= cap)
+            break;
+        memcpy(buf, o + 1, (size_t)(c - o - 1));
+        buf[c - o - 1] = '\0';
+        seen = true;
+        break;
+    }
+    if (r)
+        mysql_free_result(r);
+    if (!rc && !seen)
+        rc = dbp_err_set(err, DBP_EENGINE, "binary log %s of %s has no Gtid_list event", name,
+                         primary->name);
+    return rc;
+}
+
+/* Replica bootstrap (engine.h bootstrap_check): the run's GTID `position` must be in the
+ * primary's gtid_binlog_state (the same history: under gtid_strict_mode a domain's sequence
+ * numbers order it) and its oldest binary log must not start after it (nothing the
+ * replica needs was purged), so that CHANGE MASTER ... MASTER_USE_GTID = slave_pos from
+ * `position` (mdb_follow, with the restored xtrabackup_binlog_info) replays exactly the
+ * transactions since the run. With `replica`, its restored data dir must be at
+ * `position`. */
+int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_t *replica,
+                        const char *position, dbp_err_t *err)
+{
+    const spec_cluster_t *c = primary->spec;
+    if (c->replication.gtid_strict_mode.set && !c->replication.gtid_strict_mode.v)
+        return dbp_err_set(err, DBP_EUNSUPPORTED,
+                           "gtid_strict_mode is off: the primary's history cannot be checked to "
+                           "contain the run's GTID position");
+    if (!position || !mdbb_gtid_list_ok(position))
+        return dbp_err_set(err, DBP_ENOENT, "the run records no GTID position ('%s')",
+                           position ? position : "");
+    if (replica) {
+        char gtid[256], path[PATH_MAX + 40];
+        if (!mdb_backup_gtid(replica, gtid, sizeof(gtid), path, sizeof(path)))
+            return dbp_err_set(err, DBP_ENOENT, "the restored data dir has no %s", path);
+        if (strcmp(gtid, position) != 0)
+            return dbp_err_set(err, DBP_EINVAL,
+                               "the restored data dir is at GTID '%s' but the manifest says '%s'",
+                               gtid, position);
+    }
+    MYSQL *m = mdb_connect(primary, false, err);
+    if (!m)
+        return DBP_EENGINE;
+    char state[2048], oldest[128], start[1024];
+    int rc = mdb_scalar(m, "SELECT @@gtid_binlog_state", state, sizeof(state), err);
+    for (const char *p = position; !rc && p && *p;) {
+        unsigned long d, s;
+        unsigned long long n;
+        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) == 3 && !mdb_gtid_in_state(state, d, s, n))
+            rc = dbp_err_set(err, DBP_ENOENT,
+                             "the run's transaction %lu-%lu-%llu is not in primary %s's history "
+                             "(gtid_binlog_state '%s'): the run is from another history",
+                             d, s, n, primary->name, state);
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    if (!rc)
+        rc = mdbb_oldest_binlog_start(m, primary, oldest, sizeof(oldest), start, sizeof(start),
+                                      err);
+    for (const char *p = start; !rc && *p;) {
+        unsigned long d, s;
+        unsigned long long n, have = 0, need = 0;
+        /* The replica asks for the transactions after `have` in domain d; the oldest
+         * log holds those after `need` (the highest of d in its Gtid_list). */
+        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) == 3 && mdbb_domain_seq(start, d, &need) &&
+            (!mdbb_domain_seq(position, d, &have) || have < need))
+            rc = dbp_err_set(err, DBP_ENOENT,
+                             "primary %s no longer has the binary logs after the run's GTID "
+                             "position %s: its oldest binary log %s starts after %s",
+                             primary->name, position, oldest, start);
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    mysql_close(m);
+    return rc;
+}
+
 /* ---- logical ------------------------------------------------------------------------ */
 
 /* Forwards a dump to the caller's writer and keeps its last MDBB_TAIL bytes. */

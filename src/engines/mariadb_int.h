@@ -132,6 +132,15 @@ int mdb_slave_status(MYSQL *m, mdb_slave_t *s, dbp_err_t *err);
  * logical backups leave them out. */
 bool mdb_reserved_user(const engine_instance_t *in, const char *u);
 
+/* True when GTID d-s-n is in a gtid_binlog_state list ("d-s-m,..."): an entry of the
+ * same domain and server id with m >= n (gtid_strict_mode orders a domain); mariadb.c. */
+bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s, unsigned long long n);
+
+/* The GTID list a mariadb-backup data dir was taken at (its xtrabackup_binlog_info) into
+ * buf ("" when the file has none), the file's path into `path`. False when the file is
+ * absent (no backup, or its position was already used); mariadb.c. */
+bool mdb_backup_gtid(const engine_instance_t *in, char *buf, size_t len, char *path, size_t plen);
+
 /* Writes the marker of an initialised instance (<instance dir>/.initialized); mariadb.c. */
 int mdb_mark_initialized(const engine_instance_t *in, dbp_err_t *err);
 
@@ -154,6 +163,8 @@ int mdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                         engine_write_fn write, void *ud, dbp_err_t *err);
 int mdb_backup_logical(const engine_instance_t *in, const char *database,
                        engine_backup_info_t *info, engine_write_fn write, void *ud, dbp_err_t *err);
+int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_t *replica,
+                        const char *position, dbp_err_t *err);
 int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
                          engine_read_fn read, void *ud, dbp_err_t *err);
 int mdb_restore_logical(const engine_instance_t *in, const char *database,

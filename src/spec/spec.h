@@ -248,7 +248,8 @@ typedef struct spec_cluster {
     spec_redis_t redis;
     spec_str_t bootstrap_backup; /* `bootstrapFrom.backup`: new and rebuilt replicas start from
                                     the newest verified run of this physical Backup plus the
-                                    WAL archive, instead of a clone of the primary */
+                                    WAL archive (PG) or the primary's binary logs (MariaDB),
+                                    instead of a clone of the primary; not for Redis */
 } spec_cluster_t;
 
 /* kind: Database */

@@ -393,6 +393,15 @@ static void check_cluster(vctx_t *v, const spec_resource_t *r)
         vreporth(v, r, SPEC_ERROR, c->bootstrap_backup.at, "spec.bootstrapFrom.backup",
                  "name a Backup with type: physical and cluster: this cluster",
                  "Backup '%s' is not a physical Backup of cluster '%s'", bb->name.v, r->name.v);
+    /* A Redis replica loaded from an RDB run still does a full resync (a fresh RDB from
+     * the primary) unless the run's replication offset is inside the primary's backlog,
+     * so a run would only add a restore in front of the usual sync (docs/backup.md). */
+    if (c->engine == SPEC_ENGINE_REDIS && c->bootstrap_backup.v)
+        vreporth(v, r, SPEC_ERROR, c->bootstrap_backup.at, "spec.bootstrapFrom",
+                 "remove bootstrapFrom: Redis replicas always sync from the primary",
+                 "bootstrapFrom is not supported for Redis: a replica loaded from an RDB backup "
+                 "still needs a full resync from the primary unless the writes since the "
+                 "backup fit in the primary's replication backlog");
     if (c->engine != SPEC_ENGINE_REDIS)
         return;
     const spec_redis_t *rd = &c->redis;
