@@ -16,7 +16,6 @@ The PostgreSQL bootstrap is tested in test_pitr.py.
 """
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,19 +23,14 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from conftest import BIN, Daemon, run, sanitizer_report, wait_until
+from conftest import (BIN, Daemon, backup_stores_yaml, run, sanitizer_report, stop_and_check,
+                      wait_until)
 
 BASE = """
 apiVersion: dbplane/v1
 kind: Secret
 metadata: {{name: app}}
 stringData: {{password: app-Secret-2026}}
----
-apiVersion: dbplane/v1
-kind: BackupStore
-metadata: {{name: local}}
-spec:
-  posix: {{path: {store}}}
 """
 
 CLUSTER = """
@@ -82,20 +76,14 @@ def env():
     d = Daemon(work / "data", work / "data.log")
     d.work, d.store = work, work / "store"
     base = work / "base.yaml"
-    base.write_text(BASE.format(store=d.store))
+    base.write_text(backup_stores_yaml(d.store) + "---\n" + BASE.format())
     try:
         d.start(base, timeout=60)
     except BaseException:
         d.stop()
         raise
     yield d
-    rc = d.stop()
-    text = d.log_text()
-    rep = sanitizer_report(text)
-    shutil.rmtree(work, ignore_errors=True)
-    if rep:
-        pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
-    assert rc == 0, text[-4000:]
+    stop_and_check(d, work)
 
 
 # ---- helpers -------------------------------------------------------------------------------
