@@ -1096,6 +1096,10 @@ static int rd_server_argv(const engine_instance_t *in, char **argv, int max, cha
 
 /* ---- probe -------------------------------------------------------------------------- */
 
+/* Seconds without any byte from the primary (master_last_io_seconds_ago) after which a
+ * replica no longer counts as streaming; the primary pings every second. */
+#define RD_SILENT_S 2
+
 /* The name of the sibling instance (same cluster directory) whose redis.conf says
  * `port <port>`; "127.0.0.1:<port>" style fallback when none does (instances on other
  * machines). Redis reports replicas only by address. */
@@ -1212,10 +1216,17 @@ static int rd_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
     if (out->role == ENGINE_ROLE_REPLICA) {
         char link[16] = "";
         (void)rd_info(info, "master_link_status", link, sizeof(link));
-        out->streaming = strcmp(link, "up") == 0;
+        /* The link stays "up" until repl-timeout (2 s or more) has passed without a byte
+         * from the primary, and Redis checks that once a second: a hung primary would
+         * block the failover verdict for up to repl-timeout + 1 s. With dbplane's
+         * repl-ping-replica-period of 1 s, RD_SILENT_S seconds without anything from the
+         * primary already mean it does not reach this replica (HA: "no healthy replica
+         * still sees it streaming"). */
+        int64_t silent = rd_info_i64(info, "master_last_io_seconds_ago", 0);
+        out->streaming = strcmp(link, "up") == 0 && silent < RD_SILENT_S;
         /* masterauth lives only in the server's memory (see the top of this file): give it
          * to a replica whose link is down, e.g. after a restart by the supervisor. */
-        if (!out->streaming && in->repl_password) {
+        if (strcmp(link, "up") != 0 && in->repl_password) {
             const char *argv[] = {"CONFIG", "SET", "masterauth", in->repl_password};
             dbp_err_t serr;
             if (rd_do(c, &serr, 4, argv) != 0)
