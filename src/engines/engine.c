@@ -4,6 +4,8 @@
 #include "engines/engine.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 const engine_ops_t *engine_lookup(spec_engine_t engine)
 {
@@ -26,4 +28,11 @@ const char *engine_role_str(engine_role_t role)
     case ENGINE_ROLE_REPLICA: return "replica";
     default: return "";
     }
+}
+
+void engine_names_add(char *names, size_t len, const char *name)
+{
+    size_t l = strlen(names);
+    if (l + 1 < len)
+        snprintf(names + l, len - l, "%s%s", l ? "," : "", name);
 }

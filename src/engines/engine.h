@@ -353,6 +353,10 @@ extern const engine_ops_t engine_postgresql;
 extern const engine_ops_t engine_mariadb;
 extern const engine_ops_t engine_redis;
 
+/* Appends `name` to the comma-separated list in names (a NUL-terminated buffer of len
+ * bytes), silently truncating when it is full: needs_restart's output. */
+void engine_names_add(char *names, size_t len, const char *name);
+
 /* Text of a role for status output: "primary", "replica", "". */
 const char *engine_role_str(engine_role_t role);
 

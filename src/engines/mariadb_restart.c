@@ -194,14 +194,6 @@ static bool mdb_restart_skip(const char *name)
     return false;
 }
 
-/* Appends `name` to the comma-separated list in names (len bytes, truncated). */
-static void names_add(char *names, size_t len, const char *name)
-{
-    size_t l = strlen(names);
-    if (l + 1 < len)
-        snprintf(names + l, len - l, "%s%s", l ? "," : "", name);
-}
-
 int mdb_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_err_t *err)
 {
     names[0] = '\0';
@@ -271,7 +263,7 @@ int mdb_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_
             dbp_info("mariadb_restart_pending", "instance=%s variable=%s running=%s declared=%s",
                      in->name, name, dbp_log_q(cur ? cur : ""),
                      dbp_log_q(want ? want : "(default)"));
-            names_add(names, len, name);
+            engine_names_add(names, len, name);
             rc = 1;
         }
     }

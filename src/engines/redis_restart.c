@@ -137,13 +137,6 @@ static bool rd_value_same(const char *cur, const char *want)
     }
 }
 
-static void names_add(char *names, size_t len, const char *name)
-{
-    size_t l = strlen(names);
-    if (l + 1 < len)
-        snprintf(names + l, len - l, "%s%s", l ? "," : "", name);
-}
-
 int rd_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_err_t *err)
 {
     names[0] = '\0';
@@ -230,7 +223,7 @@ int rd_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_e
         if (strstr(serr.msg, "immutable")) {
             dbp_info("redis_restart_pending", "instance=%s directive=%s running=%s declared=%s",
                      in->name, dirs[i].name, dbp_log_q(curv), dbp_log_q(dirs[i].value));
-            names_add(names, len, dirs[i].name);
+            engine_names_add(names, len, dirs[i].name);
             rc = 1;
         }
     }
