@@ -46,7 +46,7 @@ asan:
 fuzz:
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DDBP_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
-	bash tests/fuzz/run.sh $(FUZZ_BUILD) 30
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) 20
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c
