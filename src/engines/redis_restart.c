@@ -221,8 +221,12 @@ int rd_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_e
             goto out;
         }
         if (strstr(serr.msg, "immutable")) {
+            /* Values are logged except for anything that may hold a credential. */
+            bool secret = strstr(dirs[i].name, "pass") || strstr(dirs[i].name, "auth") ||
+                          strstr(dirs[i].name, "key");
             dbp_info("redis_restart_pending", "instance=%s directive=%s running=%s declared=%s",
-                     in->name, dirs[i].name, dbp_log_q(curv), dbp_log_q(dirs[i].value));
+                     in->name, dirs[i].name, secret ? "(hidden)" : dbp_log_q(curv),
+                     secret ? "(hidden)" : dbp_log_q(dirs[i].value));
             engine_names_add(names, len, dirs[i].name);
             rc = 1;
         }
