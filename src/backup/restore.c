@@ -839,11 +839,10 @@ int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *
     const engine_ops_t *ops = engine_lookup((spec_engine_t)replica->spec->engine);
     if (!ops)
         return dbp_err_set(err, DBP_EUNSUPPORTED, "engine not available in this build");
-    /* Catch-up from the primary's own logs (MariaDB), or from the WAL archive (PG). */
+    /* Catch-up from the primary's own logs (engines with bootstrap_check: MariaDB), or
+     * else from the Backup's WAL archive (pitr, which validation allows only where the
+     * server archives: PostgreSQL). */
     bool from_primary = ops->bootstrap_check != NULL;
-    if (!from_primary && strcmp(ops->name, "postgresql") != 0)
-        return dbp_err_set(err, DBP_EUNSUPPORTED,
-                           "replica bootstrap from a backup is not supported for %s", ops->name);
     if (!from_primary && !b->u.backup.pitr.v)
         return dbp_err_set(err, DBP_EUNSUPPORTED,
                            "Backup %s does not archive WAL (pitr: false), so the WAL written "

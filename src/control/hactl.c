@@ -736,16 +736,12 @@ static void hook_routed(void *ud, const char *tenant, const char *cluster, int p
                         int64_t epoch)
 {
     ctl_daemon_t *d = ud;
-    for (int c = 0; c < d->ncl; c++) {
-        cluster_rt_t *cr = &d->crs[c];
-        if (strcmp(cr->res->tenant.v, tenant) != 0 || strcmp(cr->res->name.v, cluster) != 0 ||
-            primary < 0 || primary >= cr->n)
-            continue;
-        cr->primary = primary;
-        cr->epoch = epoch;
-        ctl_proxy_sync(d);
+    cluster_rt_t *cr = ctl_cluster_find(d->crs, d->ncl, tenant, cluster);
+    if (!cr || primary < 0 || primary >= cr->n)
         return;
-    }
+    cr->primary = primary;
+    cr->epoch = epoch;
+    ctl_proxy_sync(d);
 }
 
 static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
@@ -949,10 +945,9 @@ static void hook_resume(void *ud, const char *tenant, const char *cluster, const
     ctl_daemon_t *d = ud;
     if (!d->proxy)
         return;
-    for (int i = 0; epoch > 0 && primary && i < d->ncl; i++) {
-        cluster_rt_t *cr = &d->crs[i];
-        if (strcmp(cr->res->tenant.v, tenant) != 0 || strcmp(cr->res->name.v, cluster) != 0)
-            continue;
+    cluster_rt_t *cr = epoch > 0 && primary ? ctl_cluster_find(d->crs, d->ncl, tenant, cluster)
+                                            : NULL;
+    if (cr) {
         for (int j = 0; j < cr->n; j++)
             if (strcmp(cr->inst[j].name, primary) == 0) {
                 if (cr->primary >= 0)

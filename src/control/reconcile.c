@@ -640,7 +640,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
 
 /* ---- databases, users, grants ------------------------------------------------------- */
 
-static cluster_rt_t *find_cluster(cluster_rt_t *crs, int n, const char *tenant, const char *name)
+cluster_rt_t *ctl_cluster_find(cluster_rt_t *crs, int n, const char *tenant, const char *name)
 {
     for (int i = 0; i < n; i++)
         if (strcmp(crs[i].res->tenant.v, tenant) == 0 && strcmp(crs[i].res->name.v, name) == 0)
@@ -694,7 +694,7 @@ static void reconcile_member(ctl_daemon_t *d, desired_t *des, size_t idx, cluste
     const char *cluster = r->kind == SPEC_KIND_USER       ? r->u.user.cluster.v
                           : r->kind == SPEC_KIND_DATABASE ? r->u.database.cluster.v
                                                           : r->u.grant.cluster.v;
-    cluster_rt_t *cr = find_cluster(crs, ncrs, r->tenant.v, cluster);
+    cluster_rt_t *cr = ctl_cluster_find(crs, ncrs, r->tenant.v, cluster);
     char msg[512];
     if (!cr || !cr->primary_ready) {
         snprintf(msg, sizeof(msg), "waiting for cluster %s to be ready", cluster);
@@ -782,7 +782,7 @@ static void reconcile_sql_job(ctl_daemon_t *d, desired_t *des, size_t idx, clust
             return;
         }
     }
-    cluster_rt_t *cr = find_cluster(crs, ncrs, r->tenant.v, j->cluster.v);
+    cluster_rt_t *cr = ctl_cluster_find(crs, ncrs, r->tenant.v, j->cluster.v);
     if (!cr || !cr->primary_ready || !cr->ops->run_sql) {
         snprintf(msg, sizeof(msg), cr && cr->primary_ready ? "engine %s cannot run SQL"
                                                           : "waiting for cluster %s to be ready",

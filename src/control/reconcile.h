@@ -181,6 +181,10 @@ void ctl_restore_prepare(ctl_daemon_t *d, desired_t *des);
 
 /* Sets cr->restore (and its generation and completion) to the Restore whose target is
  * cr's cluster, or NULL. Borrows des until the end of the pass. */
+/* The cluster `name` of `tenant` among the n clusters of crs (a pass's runtime view, e.g.
+ * d->crs / d->ncl), borrowed; NULL when there is none. */
+cluster_rt_t *ctl_cluster_find(cluster_rt_t *crs, int n, const char *tenant, const char *name);
+
 void ctl_restore_attach(cluster_rt_t *cr, const desired_t *des);
 
 /* Creates the data directory of primary P from the Restore's backup instead of

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 const engine_ops_t *engine_lookup(spec_engine_t engine)
 {
@@ -35,4 +36,9 @@ void engine_names_add(char *names, size_t len, const char *name)
     size_t l = strlen(names);
     if (l + 1 < len)
         snprintf(names + l, len - l, "%s%s", l ? "," : "", name);
+}
+
+bool engine_conf_current(time_t conf_mtime, int64_t uptime_s)
+{
+    return conf_mtime < time(NULL) - (time_t)uptime_s - 1;
 }

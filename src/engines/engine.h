@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/proc.h"
@@ -356,6 +357,12 @@ extern const engine_ops_t engine_redis;
 /* Appends `name` to the comma-separated list in names (a NUL-terminated buffer of len
  * bytes), silently truncating when it is full: needs_restart's output. */
 void engine_names_add(char *names, size_t len, const char *name);
+
+/* needs_restart's first question, for engines that never re-read their config file:
+ * whether a server up for `uptime_s` seconds started after the file was last written at
+ * `conf_mtime` (one second of slack for the uptime's rounding), i.e. runs the current
+ * file. Keeps a value the server adjusts at start from reading as pending forever. */
+bool engine_conf_current(time_t conf_mtime, int64_t uptime_s);
 
 /* Text of a role for status output: "primary", "replica", "". */
 const char *engine_role_str(engine_role_t role);

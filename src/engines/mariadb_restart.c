@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "engines/mariadb_int.h"
@@ -214,10 +213,7 @@ int mdb_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_
                          "WHERE VARIABLE_NAME = 'UPTIME'",
                          up, sizeof(up), err)))
         goto out;
-    /* Started after the file was written (one second of slack for Uptime's rounding):
-     * the server runs the current file. */
-    time_t started = time(NULL) - (time_t)strtoll(up, NULL, 10);
-    if (st.st_mtime < started - 1)
+    if (engine_conf_current(st.st_mtime, strtoll(up, NULL, 10)))
         goto out;
     opts = calloc(MDB_RESTART_MAX_OPTS, sizeof(*opts));
     if (!opts) {

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "common/proc.h"
@@ -163,9 +162,7 @@ int rd_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_e
         rc = dbp_err_set(err, DBP_EENGINE, "INFO server has no uptime_in_seconds");
         goto out;
     }
-    /* Started after the file was written (one second of slack for the uptime's
-     * rounding): the server runs the current file. */
-    if (st.st_mtime < time(NULL) - (time_t)uptime - 1)
+    if (engine_conf_current(st.st_mtime, uptime))
         goto out;
     if ((rc = dbp_read_file(path, &text, NULL, err)))
         goto out;

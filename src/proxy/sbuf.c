@@ -409,18 +409,11 @@ static int flush_out(sbuf_t *sb, const void *extra, size_t n)
     }
     if (cnt == 0)
         return 0;
-    /* One range (the common case: nothing queued): send(2), which skips sendmsg's iovec
-     * import; two ranges: one sendmsg. */
-    ssize_t w;
-    if (cnt == 1) {
-        w = send(sb->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } else {
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)cnt;
-        w = sendmsg(sb->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    }
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)cnt;
+    ssize_t w = sendmsg(sb->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return -1;
