@@ -1056,6 +1056,8 @@ static int rd_render_config(const engine_instance_t *in, const engine_instance_t
     dbp_err_t cerr;
     redisContext *c = rd_connect(in, 1000, &refused, &cerr);
     if (c) {
+        if (!conf_same)
+            rd_keep_running_conf(c, in);
         rc = rd_apply_running(c, in, primary, &acl, cf, err);
         redisFree(c);
         if (rc < 0)

@@ -19,6 +19,9 @@
 #define RD_ADMIN_USER "dbplane-admin"
 #define RD_REPL_USER "dbplane-repl"
 #define RD_CONF "redis.conf"
+/* A hard link to the redis.conf the running server was started from, kept when a changed
+ * file replaces it (redis_restart.c: directives removed from the spec). */
+#define RD_CONF_RUNNING "redis.conf.running"
 #define RD_ACLFILE "users.acl"
 #define RD_SOCK "redis.sock"
 #define RD_INIT_MARKER ".dbplane-initialized"
@@ -54,6 +57,14 @@ char *rd_info_all(redisContext *c, dbp_err_t *err);
  * not what redis.conf (written after the server started) says and that CONFIG SET cannot
  * change (immutable), 0 when the server runs its file, DBP_E* when it cannot be asked. */
 int rd_needs_restart(const engine_instance_t *in, char *names, size_t len, dbp_err_t *err);
+
+/* Called by render_config on a reachable server just before a changed redis.conf replaces
+ * the old one: when the server was started from the old file (it is older than the
+ * server's start), keeps it as RD_CONF_RUNNING (a hard link, same mtime) so that
+ * needs_restart can see which directives the new file drops. Leaves an existing
+ * RD_CONF_RUNNING alone when the server already runs an older file. Failures are logged,
+ * never fatal: the only loss is that a removed directive is not detected. */
+void rd_keep_running_conf(redisContext *c, const engine_instance_t *in);
 
 /* ---- sync mode (redis_sync.c) ------------------------------------------------------ */
 

@@ -299,4 +299,15 @@ def test_redis_rolling_restart_for_immutable_directive(daemon, tmp_path):
     for i in (p0, r0):
         assert conf(i, "databases") == "32", i
         assert conf(i, "hz") == "20", i
+
+    # Dropping the immutable directive from spec.config: the servers still run 32, and
+    # only a restart brings back the default. Found through the file each server was
+    # started from (redis.conf.running); a second rollout, in the same order.
+    seen = n_cluster_events(d, "rd-roll")
+    spec.write_text(RD_SPEC.format(config="  config: {hz: '20'}\n"))
+    d.cli("apply", "-f", str(spec))
+    check_rollout(d, "rd-roll", seen, "databases", r0, p0)
+    for i in (p0, r0):
+        assert conf(i, "databases") == "16", i
+        assert conf(i, "hz") == "20", i
     no_rollout_after_dynamic_change(d, "rd-roll", n_cluster_events(d, "rd-roll"))
