@@ -1246,7 +1246,11 @@ static void server_tls_answer(px_server_t *s)
         lg->tls_wait = false;
         px_worker_t *w = s->w;
         bool verify = mode == PROXY_SERVER_TLS_VERIFY_FULL;
-        SSL_CTX *ctx = verify ? w->p->tls_client_verify : w->p->tls_client;
+        /* verify-full: the cluster's own CA bundle when it has one, else the proxy's. */
+        px_cluster_t *cl = s->pool->cl;
+        SSL_CTX *ctx = !verify                   ? w->p->tls_client
+                       : cl && cl->tls_verify    ? cl->tls_verify
+                                                 : w->p->tls_client_verify;
         if (!ctx || sbuf_start_tls_client(&s->sb, ctx, s->host, verify) != 0 ||
             send_startup(s) != 0)
             server_close(s, "TLS setup failed", true);
