@@ -1,13 +1,14 @@
 """The spec reaches the proxy: Cluster.spec.proxy.serverTLS turns TLS on in dbplane's own
 PostgreSQL servers and the proxy reaches them over it (verify-full against the cluster's
 generated certificate), and Database.spec.maxConnections caps the database's server
-connections. One single-instance cluster for both."""
+connections; a reload that turns TLS off and raises the cap drops no client. One
+single-instance cluster for all of it."""
 import threading
 import time
 
 import psycopg
 
-from conftest import free_port
+from conftest import free_port, wait_until
 
 SPEC = """\
 apiVersion: dbplane/v1
@@ -20,7 +21,7 @@ spec:
   proxy:
     port: {port}
     roPort: {ro_port}
-    serverTLS: verify-full
+    serverTLS: {mode}
     pool: {{mode: transaction, size: 8}}
 ---
 apiVersion: dbplane/v1
@@ -31,14 +32,14 @@ spec: {{cluster: pg-tls, username: app, passwordSecretKeyRef: {{name: app-pw, ke
 apiVersion: dbplane/v1
 kind: Database
 metadata: {{name: app}}
-spec: {{cluster: pg-tls, name: app, owner: app, maxConnections: 2}}
+spec: {{cluster: pg-tls, name: app, owner: app, maxConnections: {cap}}}
 """
 
 
 def test_server_tls_and_database_cap_from_the_spec(daemon, tmp_path):
     port, ro_port = free_port(), free_port()
     spec = tmp_path / "tls.yaml"
-    spec.write_text(SPEC.format(port=port, ro_port=ro_port))
+    spec.write_text(SPEC.format(port=port, ro_port=ro_port, mode="verify-full", cap=2))
     d = daemon.start(spec)
     inst = d.instance("pg-tls", "primary")
     pw = d.secret("app-pw", "password")
@@ -88,4 +89,15 @@ def test_server_tls_and_database_cap_from_the_spec(daemon, tmp_path):
         raise AssertionError("a plaintext TCP login to the server succeeded")
     except psycopg.OperationalError as e:
         assert "no encryption" in str(e), e
+
+    # A reload (serverTLS off, a higher cap) drops no client: the held one goes on, on a
+    # plaintext server connection from its next transaction on.
+    held = psycopg.connect(dsn, autocommit=True)
+    ssl_q = "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+    assert held.execute(ssl_q).fetchone()[0] is True
+    spec.write_text(SPEC.format(port=port, ro_port=ro_port, mode="disable", cap=3))
+    d.cli("apply", "-f", str(spec))
+    wait_until(lambda: held.execute(ssl_q).fetchone()[0] is False, timeout=30, interval=0.05,
+               what="plaintext server connections after serverTLS: disable")
+    held.close()
     admin.close()
