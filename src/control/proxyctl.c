@@ -90,10 +90,16 @@ void ctl_proxy_sync(ctl_daemon_t *d)
         pc->server_idle_timeout_ms = pool->server_idle_timeout.ms;
         pc->server_lifetime_ms = pool->server_lifetime.ms;
         pc->client_login_timeout_ms = pool->client_login_timeout.ms;
-        pc->server_tls = c->proxy.server_tls == SPEC_SERVER_TLS_PREFER        ? PROXY_SERVER_TLS_PREFER
-                         : c->proxy.server_tls == SPEC_SERVER_TLS_REQUIRE     ? PROXY_SERVER_TLS_REQUIRE
-                         : c->proxy.server_tls == SPEC_SERVER_TLS_VERIFY_FULL ? PROXY_SERVER_TLS_VERIFY_FULL
-                                                                              : PROXY_SERVER_TLS_DISABLE;
+        static const proxy_server_tls_t tls_modes[] = {
+            [SPEC_SERVER_TLS_DISABLE] = PROXY_SERVER_TLS_DISABLE,
+            [SPEC_SERVER_TLS_PREFER] = PROXY_SERVER_TLS_PREFER,
+            [SPEC_SERVER_TLS_REQUIRE] = PROXY_SERVER_TLS_REQUIRE,
+            [SPEC_SERVER_TLS_VERIFY_FULL] = PROXY_SERVER_TLS_VERIFY_FULL,
+        };
+        pc->server_tls =
+            c->proxy.server_tls >= 0 && c->proxy.server_tls <= SPEC_SERVER_TLS_VERIFY_FULL
+                ? tls_modes[c->proxy.server_tls]
+                : PROXY_SERVER_TLS_DISABLE;
         if (pc->server_tls == PROXY_SERVER_TLS_VERIFY_FULL)
             snprintf(pc->server_tls_ca, sizeof(pc->server_tls_ca), "%s/server.crt",
                      cr->inst[0].tls_dir);

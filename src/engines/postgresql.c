@@ -348,16 +348,17 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     /* With serverTLS require or verify-full, TCP logins must come over TLS (hostssl):
      * the proxy never falls back to plaintext, and neither may anything else. */
     const char *tcp = tls && c->proxy.server_tls != SPEC_SERVER_TLS_PREFER ? "hostssl" : "host   ";
-    dbp_sb_printf(&hba, "# Written by dbplane; edits are replaced.\n"
-                    "# TYPE  DATABASE     USER                 ADDRESS       METHOD\n"
-                    "local   all          " PG_ADMIN_ROLE "                      peer map=dbplane\n"
-                    "local   replication  " PG_REPL_ROLE "                 peer map=dbplane\n"
-                    "local   all          " PG_REPL_ROLE "                 reject\n"
-                    "local   all          all                                scram-sha-256\n"
-                    "host    all          " PG_ADMIN_ROLE "  all           reject\n"
-                    "host    replication  all                  all           reject\n"
-                    "%s all          all                  127.0.0.1/32  scram-sha-256\n"
-                    "%s all          all                  ::1/128       scram-sha-256\n",
+    dbp_sb_printf(&hba,
+                  "# Written by dbplane; edits are replaced.\n"
+                  "# TYPE  DATABASE     USER                 ADDRESS       METHOD\n"
+                  "local   all          " PG_ADMIN_ROLE "                      peer map=dbplane\n"
+                  "local   replication  " PG_REPL_ROLE "                 peer map=dbplane\n"
+                  "local   all          " PG_REPL_ROLE "                 reject\n"
+                  "local   all          all                                scram-sha-256\n"
+                  "host    all          " PG_ADMIN_ROLE "  all           reject\n"
+                  "host    replication  all                  all           reject\n"
+                  "%s all          all                  127.0.0.1/32  scram-sha-256\n"
+                  "%s all          all                  ::1/128       scram-sha-256\n",
                   tcp, tcp);
     dbp_sb_printf(&ident, "# Written by dbplane; edits are replaced.\n"
                       "# MAP      OS-USER   ROLE\n"

@@ -408,8 +408,8 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
             cl->ndbs++;
             snprintf(d->name, sizeof(d->name), "%s", sd->name);
             d->max_connections = sd->max_connections < 0 ? -1 : sd->max_connections;
-            /* "\x1f" keeps database keys apart from "tenant/cluster/user" ones. */
-            snprintf(key, sizeof(key), "%s/%s\x1f" "db\x1f%s", src->tenant, src->name, sd->name);
+            /* The unit separator (\037) keeps database keys apart from "tenant/cluster/user". */
+            snprintf(key, sizeof(key), "%s/%s\037db\037%s", src->tenant, src->name, sd->name);
             d->server_count = counter_get(p, key);
             if (!d->server_count)
                 goto oom;

@@ -452,8 +452,8 @@ typedef struct px_msg {
     px_stats_req_t *req;         /* STATS */
     px_pause_req_t *pause;       /* PAUSE: a reference for the worker */
     char tenant[64], cluster[64]; /* PAUSE, RESUME, EVICT */
-    char user[64];               /* EVICT: free a unit of this user's cap, or (user "") ... */
-    char db[64];                 /* EVICT: ... of this database's cap */
+    char user[64];                /* EVICT: free a unit of this user's cap, or (user "") ... */
+    char db[64];                  /* EVICT: ... of this database's cap */
 } px_msg_t;
 
 /* Sends a message to worker w; takes ownership of m. Returns 0 or -1. */

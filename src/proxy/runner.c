@@ -20,8 +20,8 @@
  * A cluster's "server_tls_ca" overrides the top-level one for its verify-full.
  *
  * SIGHUP reloads the file, SIGUSR1 prints stats, SIGUSR2 toggles PAUSE/RESUME of every
- * cluster (toggle_pause). Signals are taken synchronously with sigwait in the main thread (blocked before the
- * workers start, so they never see them).
+ * cluster (toggle_pause). Signals are taken synchronously with sigwait in the main thread (blocked
+ * before the workers start, so they never see them).
  */
 #include "proxy/runner.h"
 
@@ -215,7 +215,8 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
         for (size_t k = 0; k < json_array_size(ds); k++) {
             json_t *dobj = json_array_get(ds, k);
             proxy_database_t *db = &out->databases[di++];
-            if (copy_str(db->name, sizeof(db->name), jstr(dobj, "name", ""), "database name", err)) {
+            if (copy_str(db->name, sizeof(db->name), jstr(dobj, "name", ""), "database name",
+                         err)) {
                 proxy_run_cfg_free(out);
                 return DBP_EINVAL;
             }

@@ -1248,9 +1248,9 @@ static void server_tls_answer(px_server_t *s)
         bool verify = mode == PROXY_SERVER_TLS_VERIFY_FULL;
         /* verify-full: the cluster's own CA bundle when it has one, else the proxy's. */
         px_cluster_t *cl = s->pool->cl;
-        SSL_CTX *ctx = !verify                   ? w->p->tls_client
-                       : cl && cl->tls_verify    ? cl->tls_verify
-                                                 : w->p->tls_client_verify;
+        SSL_CTX *ctx = !verify                ? w->p->tls_client
+                       : cl && cl->tls_verify ? cl->tls_verify
+                                              : w->p->tls_client_verify;
         if (!ctx || sbuf_start_tls_client(&s->sb, ctx, s->host, verify) != 0 ||
             send_startup(s) != 0)
             server_close(s, "TLS setup failed", true);
@@ -1415,8 +1415,7 @@ bool px_pools_evict_db(px_worker_t *w, const char *tenant, const char *cluster, 
         px_server_t *s = px_container(pool->idle_servers.prev, px_server_t, link);
         if (!s->db_count)
             continue;
-        server_close(s, "evicted: the database's max_connections is needed by another pool",
-                     false);
+        server_close(s, "evicted: the database's max_connections is needed by another pool", false);
         return true;
     }
     return false;

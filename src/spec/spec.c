@@ -131,8 +131,7 @@ typedef struct sfield {
 static const char *const engine_vals[] = {"postgresql", "mariadb", "redis", NULL};
 static const char *const repl_vals[] = {"async", "semi-sync", "sync", NULL};
 static const char *const pool_vals[] = {"transaction", "session", "statement", NULL};
-static const char *const server_tls_vals[] = {"disable", "prefer", "require", "verify-full",
-                                              NULL};
+static const char *const server_tls_vals[] = {"disable", "prefer", "require", "verify-full", NULL};
 static const char *const class_vals[] = {"cache", "session", "queue", NULL};
 static const char *const update_vals[] = {"ReplicasFirstPrimaryLast", "AllAtOnce", NULL};
 static const char *const btype_vals[] = {"logical", "physical", NULL};

@@ -254,8 +254,7 @@ static void check_database(vctx_t *v, const spec_resource_t *r)
     else if (c->engine && !c->proxy.port.set)
         vreporth(v, r, SPEC_WARNING, db->max_connections.at, "spec.maxConnections",
                  "set spec.proxy.port on the Cluster",
-                 "maxConnections has no effect: cluster '%s' has no proxy endpoint",
-                 cl->name.v);
+                 "maxConnections has no effect: cluster '%s' has no proxy endpoint", cl->name.v);
 }
 
 static void check_user(vctx_t *v, const spec_resource_t *r)

@@ -786,14 +786,15 @@ static void test_server_tls_and_db_cap(void **state)
     spec_diags_t d;
     spec_set_init(&s);
     spec_diags_init(&d);
-    const char *ok = "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg}\n"
-                     "spec: {engine: postgresql, proxy: {port: 7000, serverTLS: verify-full}}\n---\n"
-                     "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg2}\n"
-                     "spec: {engine: postgresql}\n---\n"
-                     "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: a}\n"
-                     "spec: {cluster: pg, name: a, maxConnections: 5}\n---\n"
-                     "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: b}\n"
-                     "spec: {cluster: pg, name: b}\n";
+    const char *ok =
+        "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg}\n"
+        "spec: {engine: postgresql, proxy: {port: 7000, serverTLS: verify-full}}\n---\n"
+        "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg2}\n"
+        "spec: {engine: postgresql}\n---\n"
+        "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: a}\n"
+        "spec: {cluster: pg, name: a, maxConnections: 5}\n---\n"
+        "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: b}\n"
+        "spec: {cluster: pg, name: b}\n";
     assert_int_equal(parse_str(&s, &d, ok), 0);
     assert_int_equal(spec_validate(&s, NULL, &d), 0);
     const spec_resource_t *c = get(&s, SPEC_KIND_CLUSTER, "default", "pg");
@@ -823,8 +824,8 @@ static void test_server_tls_and_db_cap(void **state)
     assert_int_equal(spec_validate(&s, NULL, &d), DBP_EINVAL);
     bool mode = false, engine = false, dbengine = false, noproxy = false;
     for (size_t i = 0; i < d.n; i++) {
-        mode |= strcmp(d.v[i].path, "Cluster/pg: spec.proxy.serverTLS") == 0 &&
-                d.v[i].line == 4 && strstr(d.v[i].msg, "verify-ca") != NULL;
+        mode |= strcmp(d.v[i].path, "Cluster/pg: spec.proxy.serverTLS") == 0 && d.v[i].line == 4 &&
+                strstr(d.v[i].msg, "verify-ca") != NULL;
         engine |= strcmp(d.v[i].path, "Cluster/rd: spec.proxy.serverTLS") == 0 &&
                   strstr(d.v[i].msg, "only to engine postgresql") != NULL;
         dbengine |= strcmp(d.v[i].path, "Database/m: spec.maxConnections") == 0 &&
