@@ -5,6 +5,12 @@
  * their passwords (from the secret store, in memory only), and the servers with the
  * topology's epoch and primary — and pushed to the proxy when it differs from the last
  * one. The proxy never reads the store itself.
+ *
+ * spec.proxy.serverTLS maps onto proxy_cluster_t.server_tls: the servers are then reached
+ * over loopback TCP (Unix sockets carry no TLS), and verify-full checks them against the
+ * cluster's own self-signed certificate (engines/postgresql.c makes it). Each declared
+ * Database of the cluster is listed with its maxConnections (-1 when unset) so that the
+ * proxy counts its server connections from the start and a cap added later is exact.
  */
 #include "control/reconcile.h"
 
@@ -43,10 +49,11 @@ void ctl_proxy_sync(ctl_daemon_t *d)
     size_t nusers_max = d->des->set.n ? d->des->set.n : 1;
     proxy_user_t *users = calloc(nusers_max, sizeof(*users));
     char **pws = calloc(nusers_max, sizeof(char *));
+    proxy_database_t *dbs = calloc(nusers_max, sizeof(*dbs));
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!pcs || !users || !pws || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+    if (!pcs || !users || !pws || !dbs || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
         goto out;
-    size_t nu = 0;
+    size_t nu = 0, ndb = 0;
     int k = 0;
     for (int i = 0; i < d->ncl; i++) {
         cluster_rt_t *cr = &d->crs[i];
@@ -83,13 +90,28 @@ void ctl_proxy_sync(ctl_daemon_t *d)
         pc->server_idle_timeout_ms = pool->server_idle_timeout.ms;
         pc->server_lifetime_ms = pool->server_lifetime.ms;
         pc->client_login_timeout_ms = pool->client_login_timeout.ms;
+        static const proxy_server_tls_t tls_modes[] = {
+            [SPEC_SERVER_TLS_DISABLE] = PROXY_SERVER_TLS_DISABLE,
+            [SPEC_SERVER_TLS_PREFER] = PROXY_SERVER_TLS_PREFER,
+            [SPEC_SERVER_TLS_REQUIRE] = PROXY_SERVER_TLS_REQUIRE,
+            [SPEC_SERVER_TLS_VERIFY_FULL] = PROXY_SERVER_TLS_VERIFY_FULL,
+        };
+        pc->server_tls =
+            c->proxy.server_tls >= 0 && c->proxy.server_tls <= SPEC_SERVER_TLS_VERIFY_FULL
+                ? tls_modes[c->proxy.server_tls]
+                : PROXY_SERVER_TLS_DISABLE;
+        if (pc->server_tls == PROXY_SERVER_TLS_VERIFY_FULL)
+            snprintf(pc->server_tls_ca, sizeof(pc->server_tls_ca), "%s/server.crt",
+                     cr->inst[0].tls_dir);
         pc->epoch = cr->epoch;
         for (int b = 0; b < cr->n && b < PROXY_MAX_BACKENDS; b++) {
             proxy_backend_t *be = &pc->backends[pc->nbackends++];
             snprintf(be->name, sizeof(be->name), "%s", cr->inst[b].name);
             snprintf(be->host, sizeof(be->host), "%s", cr->inst[b].host);
             be->port = cr->inst[b].port;
-            snprintf(be->sock_dir, sizeof(be->sock_dir), "%s", cr->inst[b].sock_dir);
+            /* TLS needs TCP: an empty sock_dir makes the proxy dial host:port. */
+            if (pc->server_tls == PROXY_SERVER_TLS_DISABLE)
+                snprintf(be->sock_dir, sizeof(be->sock_dir), "%s", cr->inst[b].sock_dir);
             be->primary = b == cr->primary;
             be->healthy = cr->probe[b].reachable;
         }
@@ -113,6 +135,18 @@ void ctl_proxy_sync(ctl_daemon_t *d)
             nu++;
             pc->nusers++;
         }
+        pc->databases = &dbs[ndb];
+        for (size_t r = 0; r < d->des->set.n && ndb < nusers_max; r++) {
+            const spec_resource_t *dr = d->des->set.items[r];
+            if (dr->kind != SPEC_KIND_DATABASE || strcmp(dr->tenant.v, pc->tenant) != 0 ||
+                strcmp(dr->u.database.cluster.v, pc->name) != 0)
+                continue;
+            const spec_database_t *sd = &dr->u.database;
+            proxy_database_t *pd = &dbs[ndb++];
+            snprintf(pd->name, sizeof(pd->name), "%s", sd->name.v);
+            pd->max_connections = sd->max_connections.set ? (int)sd->max_connections.v : -1;
+            pc->ndatabases++;
+        }
         /* Everything above, passwords included, goes into the change digest. */
         digest(md, pc, offsetof(proxy_cluster_t, users));
         for (int u = 0; u < pc->nusers; u++) {
@@ -120,6 +154,7 @@ void ctl_proxy_sync(ctl_daemon_t *d)
             digest(md, pc->users[u].password, strlen(pc->users[u].password) + 1);
             digest(md, &pc->users[u].max_connections, sizeof(int));
         }
+        digest(md, pc->databases, (size_t)pc->ndatabases * sizeof(*pc->databases));
     }
     unsigned char sum[32];
     unsigned int sl = 0;
@@ -143,6 +178,7 @@ out:
     for (size_t i = 0; pws && i < nusers_max; i++)
         secrets_free_value(pws[i]);
     free(pws);
+    free(dbs);
     free(users);
     free(pcs);
 }

@@ -234,6 +234,13 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
     in->runas = runas;
     ctl_wal_spool_path(in->archive_spool, sizeof(in->archive_spool), data_dir, c->tenant.v,
                        c->name.v);
+    ctl_tls_dir_path(in->tls_dir, sizeof(in->tls_dir), data_dir, c->tenant.v, c->name.v);
+}
+
+void ctl_tls_dir_path(char *buf, size_t len, const char *data_dir, const char *tenant,
+                      const char *cluster)
+{
+    snprintf(buf, len, "%s/clusters/%s/%s/tls", data_dir, tenant, cluster);
 }
 
 void ctl_wal_spool_path(char *buf, size_t len, const char *data_dir, const char *tenant,

@@ -157,6 +157,12 @@ void ctl_instance_layout(engine_instance_t *in, const char *data_dir, const char
 void ctl_wal_spool_path(char *buf, size_t len, const char *data_dir, const char *tenant,
                         const char *cluster);
 
+/* The TLS directory of a cluster (see engine_instance_t.tls_dir):
+ * "<data_dir>/clusters/<tenant>/<cluster>/tls"; its server.crt is the proxy's CA bundle
+ * for serverTLS verify-full. */
+void ctl_tls_dir_path(char *buf, size_t len, const char *data_dir, const char *tenant,
+                      const char *cluster);
+
 /* True when a Backup of cluster `cluster` in `tenant` asks for continuous archiving
  * (spec.pitr) in `set`; *backup (may be NULL) receives that Backup. */
 bool ctl_cluster_archives(const spec_set_t *set, const char *tenant, const char *cluster,

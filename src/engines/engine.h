@@ -53,6 +53,11 @@ typedef struct engine_instance {
      * dbplane binary, borrowed; NULL = the cluster does not archive. */
     char archive_spool[PATH_MAX];
     const char *archive_exe;
+    /* The cluster's TLS directory (<data>/clusters/<tenant>/<cluster>/tls), shared by its
+     * instances: a PostgreSQL cluster with spec.proxy.serverTLS other than disable keeps its
+     * self-signed server.crt (also the proxy's CA bundle for verify-full) and server.key
+     * (0600, service user) there. Empty: no TLS. */
+    char tls_dir[PATH_MAX];
 } engine_instance_t;
 
 /* The directory inside a restored data directory that holds the archived WAL fetched for

@@ -35,6 +35,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "common/tlscert.h"
 #include "engines/postgresql_backup.h"
 #include "secrets/scram.h"
 
@@ -160,6 +161,55 @@ static bool pg_key_managed(const char *k)
     return false;
 }
 
+/* True when the cluster's servers run with TLS (spec.proxy.serverTLS other than disable). */
+static bool pg_tls_on(const engine_instance_t *in)
+{
+    return in->spec->proxy.server_tls != SPEC_SERVER_TLS_DISABLE && in->tls_dir[0];
+}
+
+/* Keys dbplane sets itself when the servers run with TLS. */
+static bool pg_key_tls(const char *k)
+{
+    return strcmp(k, "ssl") == 0 || strcmp(k, "ssl_cert_file") == 0 ||
+           strcmp(k, "ssl_key_file") == 0 || strcmp(k, "ssl_ca_file") == 0;
+}
+
+/* Makes the cluster's self-signed server certificate once (common/tlscert.h), shared by
+ * its instances: server.key (0600, the service user: PostgreSQL refuses a key others can
+ * read) and server.crt (0644: the proxy reads it as its CA bundle for verify-full), in a
+ * 0711 directory owned by the daemon's user. The subjectAltName names the loopback
+ * addresses and this instance's host, which the proxy dials and verify-full checks.
+ * Returns 1 when generated, 0 when both files were there, or a negative DBP_E* code. */
+static int pg_tls_files(const engine_instance_t *in, dbp_err_t *err)
+{
+    char crt[PATH_MAX + 16], key[PATH_MAX + 16];
+    snprintf(crt, sizeof(crt), "%s/server.crt", in->tls_dir);
+    snprintf(key, sizeof(key), "%s/server.key", in->tls_dir);
+    if (access(crt, F_OK) == 0 && access(key, F_OK) == 0)
+        return 0;
+    int rc = dbp_mkdir_p(in->tls_dir, 0711, NULL, err);
+    if (rc)
+        return rc;
+    char sans[160] = "DNS:localhost,IP:127.0.0.1,IP:::1";
+    if (in->host[0] && strcmp(in->host, "127.0.0.1") != 0 && strcmp(in->host, "::1") != 0) {
+        bool ip = strchr(in->host, ':') || isdigit((unsigned char)in->host[0]);
+        size_t o = strlen(sans);
+        snprintf(sans + o, sizeof(sans) - o, ",%s:%s", ip ? "IP" : "DNS", in->host);
+    }
+    dbp_tls_pem_t pem;
+    if ((rc = dbp_tls_selfsigned(in->cluster, sans, &pem, err)))
+        return rc;
+    rc = dbp_write_file(key, pem.key, pem.key_len, 0600, in->runas, err);
+    if (!rc)
+        rc = dbp_write_file(crt, pem.crt, pem.crt_len, 0644, NULL, err);
+    dbp_tls_pem_free(&pem);
+    if (rc)
+        return rc;
+    dbp_info("pg_tls_certificate_generated", "cluster=%s dir=%s", in->cluster,
+             dbp_log_q(in->tls_dir));
+    return 1;
+}
+
 /* Quotes a postgresql.conf value: single quotes, embedded quotes doubled. */
 static void sb_conf_value(dbp_sb_t *sb, const char *v)
 {
@@ -253,8 +303,25 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     } else {
         dbp_sb_printf(&conf, "'/bin/true'\n");
     }
+    bool tls = pg_tls_on(in);
+    if (tls) {
+        /* spec.proxy.serverTLS: the proxy reaches the servers over TLS on loopback TCP. */
+        rc = pg_tls_files(in, err);
+        if (rc < 0)
+            goto out;
+        changed |= rc;
+        rc = 0;
+        char path[PATH_MAX + 16];
+        dbp_sb_printf(&conf, "ssl = on\nssl_cert_file = ");
+        snprintf(path, sizeof(path), "%s/server.crt", in->tls_dir);
+        sb_conf_value(&conf, path);
+        dbp_sb_printf(&conf, "\nssl_key_file = ");
+        snprintf(path, sizeof(path), "%s/server.key", in->tls_dir);
+        sb_conf_value(&conf, path);
+        dbp_sb_printf(&conf, "\n");
+    }
     for (size_t i = 0; i < c->config.n; i++) {
-        if (pg_key_managed(c->config.v[i].key))
+        if (pg_key_managed(c->config.v[i].key) || (tls && pg_key_tls(c->config.v[i].key)))
             continue;
         if (in->archive_exe && (strcmp(c->config.v[i].key, "archive_mode") == 0 ||
                                 strcmp(c->config.v[i].key, "archive_command") == 0))
@@ -278,16 +345,21 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
                   primary->sock_dir, primary->port, in->name, slot);
     }
 
-    dbp_sb_printf(&hba, "# Written by dbplane; edits are replaced.\n"
-                    "# TYPE  DATABASE     USER                 ADDRESS       METHOD\n"
-                    "local   all          " PG_ADMIN_ROLE "                      peer map=dbplane\n"
-                    "local   replication  " PG_REPL_ROLE "                 peer map=dbplane\n"
-                    "local   all          " PG_REPL_ROLE "                 reject\n"
-                    "local   all          all                                scram-sha-256\n"
-                    "host    all          " PG_ADMIN_ROLE "  all           reject\n"
-                    "host    replication  all                  all           reject\n"
-                    "host    all          all                  127.0.0.1/32  scram-sha-256\n"
-                    "host    all          all                  ::1/128       scram-sha-256\n");
+    /* With serverTLS require or verify-full, TCP logins must come over TLS (hostssl):
+     * the proxy never falls back to plaintext, and neither may anything else. */
+    const char *tcp = tls && c->proxy.server_tls != SPEC_SERVER_TLS_PREFER ? "hostssl" : "host   ";
+    dbp_sb_printf(&hba,
+                  "# Written by dbplane; edits are replaced.\n"
+                  "# TYPE  DATABASE     USER                 ADDRESS       METHOD\n"
+                  "local   all          " PG_ADMIN_ROLE "                      peer map=dbplane\n"
+                  "local   replication  " PG_REPL_ROLE "                 peer map=dbplane\n"
+                  "local   all          " PG_REPL_ROLE "                 reject\n"
+                  "local   all          all                                scram-sha-256\n"
+                  "host    all          " PG_ADMIN_ROLE "  all           reject\n"
+                  "host    replication  all                  all           reject\n"
+                  "%s all          all                  127.0.0.1/32  scram-sha-256\n"
+                  "%s all          all                  ::1/128       scram-sha-256\n",
+                  tcp, tcp);
     dbp_sb_printf(&ident, "# Written by dbplane; edits are replaced.\n"
                       "# MAP      OS-USER   ROLE\n"
                       "dbplane    %s    " PG_ADMIN_ROLE "\n"

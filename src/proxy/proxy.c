@@ -124,6 +124,9 @@ void px_cfg_unref(px_cfg_t *c)
             OPENSSL_cleanse(&cl->users[j].keys, sizeof(cl->users[j].keys));
         }
         free(cl->users);
+        free(cl->dbs);
+        if (cl->tls_verify)
+            SSL_CTX_free(cl->tls_verify);
     }
     for (int i = 0; i < c->neps; i++)
         px_lsock_unref(c->eps[i].ls);
@@ -151,7 +154,7 @@ px_user_t *px_cluster_user(px_cluster_t *cl, const char *name, size_t len)
 /* A counter that lives as long as the proxy, by key. */
 typedef struct px_counter_node {
     struct px_counter_node *next;
-    char key[160];
+    char key[256];
     atomic_int v;
 } px_counter_node_t;
 
@@ -301,6 +304,8 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
         cl->c = *src;
         cl->c.users = NULL;
         cl->c.nusers = 0;
+        cl->c.databases = NULL;
+        cl->c.ndatabases = 0;
         if (src->engine[0] && strcmp(src->engine, "postgresql") != 0) {
             dbp_err_set(err, DBP_EUNSUPPORTED, "cluster %s: engine %s is not proxied yet",
                         src->name, src->engine);
@@ -313,9 +318,11 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
         }
         if ((int)src->server_tls < PROXY_SERVER_TLS_DISABLE ||
             src->server_tls > PROXY_SERVER_TLS_VERIFY_FULL ||
-            (src->server_tls == PROXY_SERVER_TLS_VERIFY_FULL && !p->tls_client_verify)) {
+            (src->server_tls == PROXY_SERVER_TLS_VERIFY_FULL && !p->tls_client_verify &&
+             !src->server_tls_ca[0])) {
             dbp_err_set(err, DBP_EINVAL,
-                        "cluster %s: bad server_tls (verify-full needs the CA bundle at start)",
+                        "cluster %s: bad server_tls (verify-full needs a CA bundle: the "
+                        "cluster's server_tls_ca, or the proxy's at start)",
                         src->name);
             goto fail;
         }
@@ -330,11 +337,23 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
             cl->c.nbackends = old->c.nbackends;
             cl->c.epoch = old->c.epoch;
         }
+        if (src->server_tls == PROXY_SERVER_TLS_VERIFY_FULL && src->server_tls_ca[0]) {
+            /* The cluster's own CA bundle: the previous snapshot's context is shared when
+             * the path is the same (the bundle is read once). */
+            if (old && old->tls_verify && strcmp(old->c.server_tls_ca, src->server_tls_ca) == 0 &&
+                SSL_CTX_up_ref(old->tls_verify) == 1) {
+                cl->tls_verify = old->tls_verify;
+            } else {
+                cl->tls_verify = px_tls_client_context(true, src->server_tls_ca, err);
+                if (!cl->tls_verify)
+                    goto fail;
+            }
+        }
         cl->primary = -1;
         for (int b = 0; b < cl->c.nbackends; b++)
             if (cl->c.backends[b].primary && cl->primary < 0)
                 cl->primary = b;
-        char key[160];
+        char key[256];
         snprintf(key, sizeof(key), "%s/%s", src->tenant, src->name);
         cl->client_count = counter_get(p, key);
         if (!cl->client_count)
@@ -373,6 +392,27 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
                     goto fail;
                 }
             }
+        }
+        if (src->ndatabases < 0 || (src->ndatabases > 0 && !src->databases)) {
+            dbp_err_set(err, DBP_EINVAL, "cluster %s: bad database list", src->name);
+            goto fail;
+        }
+        if (src->ndatabases > 0) {
+            cl->dbs = calloc((size_t)src->ndatabases, sizeof(*cl->dbs));
+            if (!cl->dbs)
+                goto oom;
+        }
+        for (int j = 0; j < src->ndatabases; j++) {
+            const proxy_database_t *sd = &src->databases[j];
+            px_db_t *d = &cl->dbs[j];
+            cl->ndbs++;
+            snprintf(d->name, sizeof(d->name), "%s", sd->name);
+            d->max_connections = sd->max_connections < 0 ? -1 : sd->max_connections;
+            /* The unit separator (\037) keeps database keys apart from "tenant/cluster/user". */
+            snprintf(key, sizeof(key), "%s/%s\037db\037%s", src->tenant, src->name, sd->name);
+            d->server_count = counter_get(p, key);
+            if (!d->server_count)
+                goto oom;
         }
         const char *addr = src->address[0] ? src->address : "127.0.0.1";
         int ports[2] = {src->rw_port, src->ro_port};
@@ -547,6 +587,11 @@ json_t *px_pool_json(px_pool_t *pool)
     json_object_set_new(o, "transactions", json_integer((json_int_t)pool->transactions));
     json_object_set_new(o, "wait_us", json_integer((json_int_t)pool->wait_us));
     json_object_set_new(o, "paused", json_boolean(pool->paused));
+    if (pool->d) {
+        /* The database's server connections across pools and workers, and its cap. */
+        json_object_set_new(o, "db_servers", json_integer(atomic_load(pool->d->server_count)));
+        json_object_set_new(o, "db_max_connections", json_integer(pool->d->max_connections));
+    }
     if (pool->last_error[0])
         json_object_set_new(o, "last_error", json_string(pool->last_error));
     return o;
@@ -698,7 +743,10 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
             worker_resume(w, m->tenant, m->cluster, "resume");
             break;
         case PX_MSG_EVICT:
-            (void)px_pools_evict_user(w, m->tenant, m->cluster, m->user, NULL);
+            if (m->db[0])
+                (void)px_pools_evict_db(w, m->tenant, m->cluster, m->db, NULL);
+            else
+                (void)px_pools_evict_user(w, m->tenant, m->cluster, m->user, NULL);
             break;
         case PX_MSG_STOP:
             w->stopping = true;

@@ -37,6 +37,13 @@ typedef struct proxy_user {
     int max_connections;  /* server connections for this user across pools; -1 = no cap */
 } proxy_user_t;
 
+/* A cap on one database's server connections (PgBouncer's max_db_connections). */
+typedef struct proxy_database {
+    char name[64];       /* database name as clients send it */
+    int max_connections; /* server connections to this database across its users, both
+                            endpoints and all workers; -1 = no cap */
+} proxy_database_t;
+
 /* Pool modes (Cluster spec proxy.pool.mode). */
 typedef enum proxy_pool_mode {
     PROXY_POOL_TRANSACTION = 0,
@@ -73,11 +80,16 @@ typedef struct proxy_cluster {
     int64_t server_lifetime_ms;
     int64_t client_login_timeout_ms;
     proxy_server_tls_t server_tls; /* TLS towards this cluster's servers */
+    char server_tls_ca[512];       /* PEM CA bundle for this cluster's verify-full; "" = the
+                                      proxy-wide one (proxy_config_t.server_tls_ca_path) */
     int64_t epoch;            /* topology epoch of `backends` */
     proxy_backend_t backends[PROXY_MAX_BACKENDS];
     int nbackends;
     proxy_user_t *users;      /* borrowed for the call */
     int nusers;
+    proxy_database_t *databases; /* per-database caps, borrowed for the call; databases not
+                                    listed have none */
+    int ndatabases;
 } proxy_cluster_t;
 
 /* A whole configuration snapshot. Borrowed for the call; the proxy copies it. */

@@ -7,8 +7,8 @@
  * Threading: every connection, pool and buffer belongs to one worker and is touched only
  * by that worker's thread. Workers share nothing on the per-message path; they meet only
  * through immutable, reference-counted configuration snapshots (px_cfg_t), a few atomic
- * counters on the login/connect path (client and per-user server caps), and each worker's
- * inbox pipe (new snapshot, cancel request, stats request, stop).
+ * counters on the login/connect path (client, per-user and per-database server caps), and
+ * each worker's inbox pipe (new snapshot, cancel request, stats request, stop).
  */
 #ifndef DBP_PROXY_PROXY_INT_H
 #define DBP_PROXY_PROXY_INT_H
@@ -105,11 +105,25 @@ typedef struct px_user {
     atomic_int *server_count; /* shared counter (proxy-lifetime), for max_connections */
 } px_user_t;
 
-/* A cluster: the caller's proxy_cluster_t (users pointer cleared) plus derived data. */
+/* A database with a server-connection cap (proxy_database_t). Every server connection to
+ * a listed database holds a unit of its counter, capped or not, so that a cap added or
+ * lowered by a reload is exact from the first new connection on. */
+typedef struct px_db {
+    char name[64];
+    int max_connections;      /* -1 = no cap */
+    atomic_int *server_count; /* shared counter (proxy-lifetime) */
+} px_db_t;
+
+/* A cluster: the caller's proxy_cluster_t (users/databases pointers cleared) plus derived
+ * data. */
 typedef struct px_cluster {
     proxy_cluster_t c;
     px_user_t *users;
     int nusers;
+    px_db_t *dbs;
+    int ndbs;
+    SSL_CTX *tls_verify;      /* verify-full context for c.server_tls_ca (a reference), or
+                                 NULL: the proxy-wide one */
     int primary;              /* index in c.backends of the primary, -1 if none */
     atomic_int *client_count; /* shared counter (proxy-lifetime) for max_client_connections */
 } px_cluster_t;
@@ -256,6 +270,7 @@ typedef struct px_pool {
     char user[64];
     px_cluster_t *cl;            /* resolved in the worker's current snapshot; NULL if gone */
     px_user_t *u;                /* ditto */
+    px_db_t *d;                  /* ditto: the database's cap, or NULL (not listed) */
     px_link_t idle_servers, active_servers, login_servers;
     px_link_t welcome_clients, idle_clients, waiting_clients, active_clients;
     int n_servers;               /* all states but CLOSING */
@@ -274,6 +289,7 @@ typedef struct px_pool {
     uint8_t scram_salted[32];
     int64_t last_fail_ms;        /* last server connect/login failure (monotonic ms) */
     int64_t last_evict_ms;       /* last request to other workers to free a user slot */
+    int64_t last_db_evict_ms;    /* ... a database slot */
     char last_error[160];
     uint64_t queries, transactions, wait_us;
     bool paused;                 /* its cluster is paused (proxy_pause): hand out no server */
@@ -299,6 +315,8 @@ typedef struct px_server {
     bool in_batch;               /* extended-protocol messages sent since the last Sync */
     bool close_on_release;       /* stale backend or lifetime over */
     bool counted_user;           /* holds a unit of pool->u->server_count */
+    atomic_int *db_count;        /* the database counter it holds a unit of (proxy-lifetime,
+                                    so valid after the database left the snapshot), or NULL */
     size_t pass_left;            /* bytes of the current message still to stream */
     bool pass_discard;           /* ...and they are dropped instead of forwarded */
     px_queue_t q;
@@ -405,8 +423,8 @@ struct proxy {
     SSL_CTX *tls;
     SSL_CTX *tls_client;         /* towards servers, no verification (prefer, require) */
     SSL_CTX *tls_client_verify;  /* towards servers, chain verified (verify-full) */
-    /* Counters that outlive snapshots, per cluster (clients) and per (cluster, user):
-     * a list of px_counter_node_t (proxy.c). */
+    /* Counters that outlive snapshots, per cluster (clients), per (cluster, user) and per
+     * (cluster, database): a list of px_counter_node_t (proxy.c). */
     void *counters;
 };
 
@@ -434,7 +452,8 @@ typedef struct px_msg {
     px_stats_req_t *req;         /* STATS */
     px_pause_req_t *pause;       /* PAUSE: a reference for the worker */
     char tenant[64], cluster[64]; /* PAUSE, RESUME, EVICT */
-    char user[64];               /* EVICT */
+    char user[64];                /* EVICT: free a unit of this user's cap, or (user "") ... */
+    char db[64];                  /* EVICT: ... of this database's cap */
 } px_msg_t;
 
 /* Sends a message to worker w; takes ownership of m. Returns 0 or -1. */
@@ -525,6 +544,11 @@ void px_pools_set_paused(px_worker_t *w, const char *tenant, const char *cluster
  * whose clients wait (PgBouncer's evict_user_connection). True when one was closed. */
 bool px_pools_evict_user(px_worker_t *w, const char *tenant, const char *cluster,
                          const char *user, const px_pool_t *except);
+/* The same for a database's max_connections (PgBouncer's evict_connection): closes the
+ * least recently used idle server of (tenant, cluster, db), of any user or endpoint, in a
+ * pool other than `except`. True when one was closed. */
+bool px_pools_evict_db(px_worker_t *w, const char *tenant, const char *cluster, const char *db,
+                       const px_pool_t *except);
 /* True while a server of (tenant, cluster) is in a transaction, a request or a reset. */
 bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster);
 void px_schedule_reap(px_worker_t *w);

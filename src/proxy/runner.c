@@ -11,13 +11,17 @@
  *        "query_wait_timeout_ms": 120000, "idle_in_transaction_timeout_ms": 0,
  *        "server_idle_timeout_ms": 600000, "server_lifetime_ms": 3600000,
  *        "client_login_timeout_ms": 60000, "epoch": 1, "server_tls": "disable",
+ *        "server_tls_ca": null,
  *        "backends": [ { "name": "pg-0", "host": "127.0.0.1", "port": 5432,
  *                        "sock_dir": "", "primary": true, "healthy": true } ],
- *        "users": [ { "username": "app", "password": "...", "max_connections": -1 } ] } ] }
+ *        "users": [ { "username": "app", "password": "...", "max_connections": -1 } ],
+ *        "databases": [ { "name": "app", "max_connections": -1 } ] } ] }
+ *
+ * A cluster's "server_tls_ca" overrides the top-level one for its verify-full.
  *
  * SIGHUP reloads the file, SIGUSR1 prints stats, SIGUSR2 toggles PAUSE/RESUME of every
- * cluster (toggle_pause). Signals are taken synchronously with sigwait in the main thread (blocked before the
- * workers start, so they never see them).
+ * cluster (toggle_pause). Signals are taken synchronously with sigwait in the main thread (blocked
+ * before the workers start, so they never see them).
  */
 #include "proxy/runner.h"
 
@@ -75,6 +79,7 @@ void proxy_run_cfg_free(proxy_run_cfg_t *rc)
     }
     free(rc->clusters);
     free(rc->users);
+    free(rc->databases);
     memset(rc, 0, sizeof(*rc));
 }
 
@@ -96,12 +101,15 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
         proxy_run_cfg_free(out);
         return dbp_err_set(err, DBP_EINVAL, "%s: \"clusters\" must be a non-empty array", path);
     }
-    size_t ncl = json_array_size(cls), nusers = 0;
-    for (size_t i = 0; i < ncl; i++)
+    size_t ncl = json_array_size(cls), nusers = 0, ndbs = 0;
+    for (size_t i = 0; i < ncl; i++) {
         nusers += json_array_size(json_object_get(json_array_get(cls, i), "users"));
+        ndbs += json_array_size(json_object_get(json_array_get(cls, i), "databases"));
+    }
     out->clusters = calloc(ncl, sizeof(*out->clusters));
     out->users = calloc(nusers ? nusers : 1, sizeof(*out->users));
-    if (!out->clusters || !out->users) {
+    out->databases = calloc(ndbs ? ndbs : 1, sizeof(*out->databases));
+    if (!out->clusters || !out->users || !out->databases) {
         proxy_run_cfg_free(out);
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     }
@@ -114,7 +122,7 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
     c->server_tls_ca_path = jstr(out->doc, "server_tls_ca", NULL);
     c->clusters = out->clusters;
     c->nclusters = (int)ncl;
-    size_t ui = 0;
+    size_t ui = 0, di = 0;
     for (size_t i = 0; i < ncl; i++) {
         json_t *o = json_array_get(cls, i);
         proxy_cluster_t *cl = &out->clusters[i];
@@ -153,6 +161,11 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
                                "verify-full)", i, tm);
         }
         cl->server_tls = (proxy_server_tls_t)ti;
+        if (copy_str(cl->server_tls_ca, sizeof(cl->server_tls_ca), jstr(o, "server_tls_ca", ""),
+                     "server_tls_ca", err)) {
+            proxy_run_cfg_free(out);
+            return DBP_EINVAL;
+        }
         cl->pool_size = (int)jint(o, "pool_size", 20);
         cl->min_pool_size = (int)jint(o, "min_pool_size", 0);
         cl->reserve_pool_size = (int)jint(o, "reserve_pool_size", 0);
@@ -196,6 +209,19 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
             u->password = jstr(uo, "password", "");
             u->max_connections = (int)jint(uo, "max_connections", -1);
             cl->nusers++;
+        }
+        json_t *ds = json_object_get(o, "databases");
+        cl->databases = &out->databases[di];
+        for (size_t k = 0; k < json_array_size(ds); k++) {
+            json_t *dobj = json_array_get(ds, k);
+            proxy_database_t *db = &out->databases[di++];
+            if (copy_str(db->name, sizeof(db->name), jstr(dobj, "name", ""), "database name",
+                         err)) {
+                proxy_run_cfg_free(out);
+                return DBP_EINVAL;
+            }
+            db->max_connections = (int)jint(dobj, "max_connections", -1);
+            cl->ndatabases++;
         }
     }
     return 0;

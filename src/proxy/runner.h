@@ -21,6 +21,7 @@ typedef struct proxy_run_cfg {
     json_t *doc;          /* owns the strings the config points to */
     proxy_cluster_t *clusters;
     proxy_user_t *users;  /* all clusters' users, one array */
+    proxy_database_t *databases; /* all clusters' database caps, one array */
 } proxy_run_cfg_t;
 
 /* Loads and checks path (mode 0600, JSON shape). Returns 0 or a DBP_E* code with err

@@ -81,11 +81,15 @@ static void pool_resolve(px_pool_t *pool)
     px_cfg_t *cfg = pool->w->cfg;
     pool->cl = NULL;
     pool->u = NULL;
+    pool->d = NULL;
     for (int i = 0; cfg && i < cfg->nclusters; i++)
         if (strcmp(cfg->clusters[i].c.name, pool->cluster) == 0 &&
             strcmp(cfg->clusters[i].c.tenant, pool->tenant) == 0) {
             pool->cl = &cfg->clusters[i];
             pool->u = px_cluster_user(pool->cl, pool->user, strlen(pool->user));
+            for (int j = 0; j < pool->cl->ndbs; j++)
+                if (strcmp(pool->cl->dbs[j].name, pool->db) == 0)
+                    pool->d = &pool->cl->dbs[j];
             break;
         }
 }
@@ -317,20 +321,17 @@ static void server_account_remove(px_server_t *s)
     s->w->nservers--;
 }
 
-/* The user's max_connections is reached while clients of `pool` wait (for a server or
- * for their welcome): free a unit held
- * by an idle server of the same user in another pool (another database or endpoint) —
- * here if this worker has one (true), else by asking the other workers, at most every
- * 100 ms (the unit is then taken at a later pool_fill; false). */
-static bool user_cap_evict(px_pool_t *pool)
+/* Asks the other workers to free a unit of `pool`'s user cap (db NULL) or database cap:
+ * each closes its least recently used idle server holding one (px_pools_evict_user /
+ * px_pools_evict_db). At most every 100 ms per pool and kind; the freed unit is taken at
+ * a later pool_fill (the tick, at the latest). */
+static void cap_evict_remote(px_pool_t *pool, bool db)
 {
     px_worker_t *w = pool->w;
-    const char *tenant = pool->cl->c.tenant;
-    if (px_pools_evict_user(w, tenant, pool->cluster, pool->user, pool))
-        return true;
-    if (w->now_ms - pool->last_evict_ms < PX_TICK_MS)
-        return false;
-    pool->last_evict_ms = w->now_ms;
+    int64_t *last = db ? &pool->last_db_evict_ms : &pool->last_evict_ms;
+    if (w->now_ms - *last < PX_TICK_MS)
+        return;
+    *last = w->now_ms;
     for (int i = 0; i < w->p->nworkers; i++) {
         if (i == w->idx)
             continue;
@@ -338,12 +339,51 @@ static bool user_cap_evict(px_pool_t *pool)
         if (!m)
             continue;
         m->kind = PX_MSG_EVICT;
-        snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+        snprintf(m->tenant, sizeof(m->tenant), "%s", pool->cl->c.tenant);
         snprintf(m->cluster, sizeof(m->cluster), "%s", pool->cluster);
-        snprintf(m->user, sizeof(m->user), "%s", pool->user);
+        if (db)
+            snprintf(m->db, sizeof(m->db), "%s", pool->db);
+        else
+            snprintf(m->user, sizeof(m->user), "%s", pool->user);
         if (px_worker_post(&w->p->workers[i], m) != 0)
             free(m);
     }
+}
+
+/* A cap (the user's max_connections, or with `db` the database's) is reached while
+ * clients of `pool` wait (for a server or for their welcome): free a unit held by an idle
+ * server of the same user (database) in another pool — another database or user, or the
+ * other endpoint — here if this worker has one (true), else by asking the other workers
+ * (false). PgBouncer's evict_user_connection / evict_connection. */
+static bool cap_evict(px_pool_t *pool, bool db)
+{
+    if (pool->n_waiting == 0 && px_list_empty(&pool->welcome_clients))
+        return false;
+    px_worker_t *w = pool->w;
+    const char *tenant = pool->cl->c.tenant;
+    if (db ? px_pools_evict_db(w, tenant, pool->cluster, pool->db, pool)
+           : px_pools_evict_user(w, tenant, pool->cluster, pool->user, pool))
+        return true;
+    cap_evict_remote(pool, db);
+    return false;
+}
+
+/* Takes a unit of a shared server counter capped at `max` (-1: no cap, counted anyway).
+ * The cap is exact across workers: the unit is taken before connecting and given back
+ * when the taker sees the cap was full. When full, an idle server elsewhere is evicted
+ * (cap_evict) and the unit tried once more. True when taken. */
+static bool cap_take(px_pool_t *pool, atomic_int *count, int max, bool db)
+{
+    int n = atomic_fetch_add(count, 1);
+    if (max < 0 || n < max)
+        return true;
+    atomic_fetch_sub(count, 1);
+    if (!cap_evict(pool, db))
+        return false;
+    n = atomic_fetch_add(count, 1);
+    if (n < max)
+        return true;
+    atomic_fetch_sub(count, 1);
     return false;
 }
 
@@ -356,20 +396,20 @@ static void pool_launch(px_pool_t *pool)
     if (w->now_ms - pool->last_fail_ms < 1000 && pool->last_fail_ms)
         return;
     px_user_t *u = pool->u;
+    px_db_t *d = pool->d;
+    /* The database's unit first (PgBouncer's order), then the user's. */
+    atomic_int *db_count = NULL;
+    if (d) {
+        if (!cap_take(pool, d->server_count, d->max_connections, true))
+            return;
+        db_count = d->server_count;
+    }
     bool counted = false;
     if (u->max_connections >= 0) {
-        /* The cap is exact across workers: one shared counter, taken before connecting. */
-        int n = atomic_fetch_add(u->server_count, 1);
-        if (n >= u->max_connections) {
-            atomic_fetch_sub(u->server_count, 1);
-            if ((pool->n_waiting == 0 && px_list_empty(&pool->welcome_clients)) ||
-                !user_cap_evict(pool))
-                return;
-            n = atomic_fetch_add(u->server_count, 1);
-            if (n >= u->max_connections) {
-                atomic_fetch_sub(u->server_count, 1);
-                return;
-            }
+        if (!cap_take(pool, u->server_count, u->max_connections, false)) {
+            if (db_count)
+                atomic_fetch_sub(db_count, 1);
+            return;
         }
         counted = true;
     }
@@ -380,6 +420,8 @@ static void pool_launch(px_pool_t *pool)
         free(lg);
         if (counted)
             atomic_fetch_sub(u->server_count, 1);
+        if (db_count)
+            atomic_fetch_sub(db_count, 1);
         return;
     }
     const proxy_backend_t *be = &pool->cl->c.backends[b];
@@ -388,6 +430,7 @@ static void pool_launch(px_pool_t *pool)
     s->id = ++w->next_id;
     s->backend = b;
     s->counted_user = counted;
+    s->db_count = db_count;
     backend_key(be, s->bkey, sizeof(s->bkey));
     snprintf(s->host, sizeof(s->host), "%s", be->host);
     s->port = be->port;
@@ -458,6 +501,9 @@ static void server_close_ex(px_server_t *s, const char *reason, bool login_error
         atomic_fetch_sub(pool->u->server_count, 1);
     }
     s->counted_user = false;
+    if (s->db_count)
+        atomic_fetch_sub(s->db_count, 1);
+    s->db_count = NULL;
     login_free(s);
     sbuf_close(&s->sb);
     px_list_add_tail(&w->reap_servers, &s->link);
@@ -1200,7 +1246,11 @@ static void server_tls_answer(px_server_t *s)
         lg->tls_wait = false;
         px_worker_t *w = s->w;
         bool verify = mode == PROXY_SERVER_TLS_VERIFY_FULL;
-        SSL_CTX *ctx = verify ? w->p->tls_client_verify : w->p->tls_client;
+        /* verify-full: the cluster's own CA bundle when it has one, else the proxy's. */
+        px_cluster_t *cl = s->pool->cl;
+        SSL_CTX *ctx = !verify                ? w->p->tls_client
+                       : cl && cl->tls_verify ? cl->tls_verify
+                                              : w->p->tls_client_verify;
         if (!ctx || sbuf_start_tls_client(&s->sb, ctx, s->host, verify) != 0 ||
             send_startup(s) != 0)
             server_close(s, "TLS setup failed", true);
@@ -1349,6 +1399,23 @@ bool px_pools_evict_user(px_worker_t *w, const char *tenant, const char *cluster
         if (!s->counted_user)
             continue;
         server_close(s, "evicted: the user's max_connections is needed by another pool", false);
+        return true;
+    }
+    return false;
+}
+
+bool px_pools_evict_db(px_worker_t *w, const char *tenant, const char *cluster, const char *db,
+                       const px_pool_t *except)
+{
+    for (px_link_t *l = w->pools.next; l != &w->pools; l = l->next) {
+        px_pool_t *pool = px_container(l, px_pool_t, link);
+        if (pool == except || pool->paused || !pool_of(pool, tenant, cluster) ||
+            strcmp(pool->db, db) != 0 || px_list_empty(&pool->idle_servers))
+            continue;
+        px_server_t *s = px_container(pool->idle_servers.prev, px_server_t, link);
+        if (!s->db_count)
+            continue;
+        server_close(s, "evicted: the database's max_connections is needed by another pool", false);
         return true;
     }
     return false;

@@ -2,7 +2,8 @@
  * tls.c: the proxy's server-side TLS context. With a configured certificate and key they
  * are loaded as they are; otherwise a self-signed P-256 certificate (CN "dbplane-proxy",
  * ten years) is generated once into tls_dir (proxy.crt, and proxy.key with mode 0600) and
- * reused on later starts. TLS 1.2 is the minimum version. It also builds the client-side
+ * reused on later starts (the generator is common/tlscert.c, shared with the PostgreSQL
+ * servers' certificates). TLS 1.2 is the minimum version. It also builds the client-side
  * contexts for TLS towards the servers (proxy_cluster_t.server_tls).
  */
 #include "proxy/proxy_int.h"
@@ -14,57 +15,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
+#include "common/proc.h"
+#include "common/tlscert.h"
 
-static int write_pem(const char *path, int mode, EVP_PKEY *key, X509 *crt)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        return -1;
-    }
-    int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)
-                 : PEM_write_X509(f, crt);
-    if (fclose(f) != 0)
-        ok = 0;
-    return ok ? 0 : -1;
-}
-
-/* Generates a self-signed certificate and key into dir. */
+/* Generates a self-signed certificate and key (common/tlscert.h) into crt_path/key_path. */
 static int generate(const char *crt_path, const char *key_path, dbp_err_t *err)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    X509 *x = X509_new();
-    int rc = -1;
-    if (!key || !x)
-        goto out;
-    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)time(NULL));
-    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 10L * 365 * 24 * 3600);
-    X509_set_version(x, 2);
-    X509_set_pubkey(x, key);
-    X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"dbplane-proxy", -1,
-                               -1, 0);
-    X509_set_issuer_name(x, name);
-    if (!X509_sign(x, key, EVP_sha256()))
-        goto out;
-    if (write_pem(key_path, 0600, key, NULL) != 0 || write_pem(crt_path, 0644, NULL, x) != 0) {
-        dbp_err_set(err, DBP_EIO, "write %s: %s", key_path, strerror(errno));
-        goto out;
-    }
-    rc = 0;
-out:
-    if (rc != 0 && err && !err->msg[0])
-        dbp_err_set(err, DBP_ECRYPTO, "could not generate a TLS certificate");
-    EVP_PKEY_free(key);
-    X509_free(x);
+    dbp_tls_pem_t pem;
+    int rc = dbp_tls_selfsigned("dbplane-proxy", NULL, &pem, err);
+    if (rc)
+        return rc;
+    rc = dbp_write_file(key_path, pem.key, pem.key_len, 0600, NULL, err);
+    if (!rc)
+        rc = dbp_write_file(crt_path, pem.crt, pem.crt_len, 0644, NULL, err);
+    dbp_tls_pem_free(&pem);
     return rc;
 }
 

@@ -131,6 +131,7 @@ typedef struct sfield {
 static const char *const engine_vals[] = {"postgresql", "mariadb", "redis", NULL};
 static const char *const repl_vals[] = {"async", "semi-sync", "sync", NULL};
 static const char *const pool_vals[] = {"transaction", "session", "statement", NULL};
+static const char *const server_tls_vals[] = {"disable", "prefer", "require", "verify-full", NULL};
 static const char *const class_vals[] = {"cache", "session", "queue", NULL};
 static const char *const update_vals[] = {"ReplicasFirstPrimaryLast", "AllAtOnce", NULL};
 static const char *const btype_vals[] = {"logical", "physical", NULL};
@@ -166,6 +167,8 @@ static const sfield_t proxy_fields[] = {
     F_STRF("address", spec_proxy_t, address, F_NONEMPTY, "127.0.0.1"),
     F_BOOLF("readWriteSplit", spec_proxy_t, read_write_split, 0, "false"),
     F_DURF("keepalive", spec_proxy_t, keepalive, 0, NULL),
+    F_ENUMSF("serverTLS", spec_proxy_t, server_tls, server_tls_set, server_tls_at, server_tls_vals,
+             0, 0, "disable"),
     F_OBJF("pool", spec_proxy_t, pool, pool_fields, 0),
     F_ENDF,
 };
@@ -220,6 +223,7 @@ static const sfield_t database_fields[] = {
     F_STRF("owner", spec_database_t, owner, F_NONEMPTY, NULL),
     F_STRF("charset", spec_database_t, charset, F_NONEMPTY, "utf8mb4"),
     F_STRF("collation", spec_database_t, collation, F_NONEMPTY, NULL),
+    F_INTF("maxConnections", spec_database_t, max_connections, 0, -1, 1000000, "-1"),
     F_ENDF,
 };
 
@@ -1011,6 +1015,9 @@ static void cluster_rules(pctx_t *c, spec_cluster_t *cl)
     if (e && e != SPEC_ENGINE_POSTGRESQL && cl->proxy.pool.set)
         report(c, SPEC_ERROR, cl->proxy.pool.at, "proxy.pool", NULL,
                "connection pooling applies only to engine postgresql, not %s", en);
+    if (e && e != SPEC_ENGINE_POSTGRESQL && cl->proxy.server_tls_set)
+        report(c, SPEC_ERROR, cl->proxy.server_tls_at, "proxy.serverTLS", NULL,
+               "serverTLS applies only to engine postgresql, not %s", en);
     if (e && e != SPEC_ENGINE_MARIADB && cl->replication.gtid_strict_mode.set)
         report(c, SPEC_ERROR, cl->replication.gtid_strict_mode.at, "replication.gtidStrictMode",
                NULL,

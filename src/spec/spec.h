@@ -140,6 +140,16 @@ typedef enum spec_pool_mode {
     SPEC_POOL_STATEMENT,
 } spec_pool_mode_t;
 
+/* Cluster.spec.proxy.serverTLS: TLS from the proxy to the cluster's servers, as libpq's
+ * sslmode names. Anything but disable also turns TLS on in dbplane's PostgreSQL servers
+ * (a self-signed certificate per cluster); PostgreSQL clusters only. */
+typedef enum spec_server_tls {
+    SPEC_SERVER_TLS_DISABLE = 0, /* default */
+    SPEC_SERVER_TLS_PREFER,
+    SPEC_SERVER_TLS_REQUIRE,
+    SPEC_SERVER_TLS_VERIFY_FULL,
+} spec_server_tls_t;
+
 typedef enum spec_redis_class {
     SPEC_REDIS_CLASS_NONE = 0,
     SPEC_REDIS_CLASS_CACHE,   /* allkeys-lru, no RDB, no AOF */
@@ -194,6 +204,9 @@ typedef struct spec_proxy {
     spec_str_t address;           /* listen address, default 127.0.0.1 */
     spec_bool_t read_write_split; /* `readWriteSplit` (MariaDB/MySQL protocol) */
     spec_dur_t keepalive;         /* ping idle backend connections at this period */
+    int server_tls;               /* spec_server_tls_t; `serverTLS` (added), default disable */
+    bool server_tls_set;
+    spec_mark_t server_tls_at;
     spec_pool_t pool;
     bool set;
     spec_mark_t at;
@@ -259,6 +272,10 @@ typedef struct spec_database {
     spec_str_t owner;     /* engine-level username of a declared User (PostgreSQL) */
     spec_str_t charset;   /* MariaDB character set, default utf8mb4 */
     spec_str_t collation; /* MariaDB collation */
+    spec_int_t max_connections; /* `maxConnections` (added): server connections the proxy
+                                   opens to this database across users, endpoints and
+                                   workers (PgBouncer's max_db_connections); default -1 =
+                                   no cap. PostgreSQL clusters only. */
 } spec_database_t;
 
 /* kind: User */

@@ -242,6 +242,19 @@ static void check_database(vctx_t *v, const spec_resource_t *r)
     const spec_database_t *db = &r->u.database;
     const spec_resource_t *cl = resolve(v, r, SPEC_KIND_CLUSTER, &db->cluster, "spec.cluster");
     check_username(v, r, cl, &db->owner, "spec.owner", "owner");
+    if (!cl || !db->max_connections.set || db->max_connections.v < 0)
+        return;
+    /* The cap is kept by dbplane's PostgreSQL proxy (docs/proxy.md). */
+    const spec_cluster_t *c = &cl->u.cluster;
+    if (c->engine && c->engine != SPEC_ENGINE_POSTGRESQL)
+        vreporth(v, r, SPEC_ERROR, db->max_connections.at, "spec.maxConnections",
+                 "cap the engine's connections with the Cluster's spec.config instead",
+                 "maxConnections is enforced by the PostgreSQL proxy; cluster '%s' is %s",
+                 cl->name.v, spec_engine_str((spec_engine_t)c->engine));
+    else if (c->engine && !c->proxy.port.set)
+        vreporth(v, r, SPEC_WARNING, db->max_connections.at, "spec.maxConnections",
+                 "set spec.proxy.port on the Cluster",
+                 "maxConnections has no effect: cluster '%s' has no proxy endpoint", cl->name.v);
 }
 
 static void check_user(vctx_t *v, const spec_resource_t *r)

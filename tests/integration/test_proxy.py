@@ -610,6 +610,91 @@ def test_user_server_connection_cap_is_exact_and_shared(env):
     assert code == 0, pxc.log()[-3000:]
 
 
+def test_database_server_connection_cap_is_exact_and_shared(env):
+    """A database's max_connections (Database.spec.maxConnections) caps its server
+    connections across users, both endpoints and workers exactly; another user's clients
+    get a slot by evicting an idle server of the database; a reload that raises the cap
+    drops no connection (an open transaction commits on its server)."""
+    a = env["a"]
+    if not a.sql("select 1 from pg_database where datname = 'capdb'"):
+        a.sql("CREATE DATABASE capdb")
+    for u in ("dbu1", "dbu2", "dbu3"):
+        a.sql(f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{u}') THEN "
+              f"CREATE ROLE {u} LOGIN PASSWORD '{PW}'; END IF; END$$")
+    ro_port = free_port()
+    pxd = Proxy(env["base"], "pxd", 2, a, pool_size=8, query_wait_timeout_ms=20000,
+                ro_port=ro_port,
+                users=[{"username": u, "password": PW} for u in ("dbu1", "dbu2", "dbu3")],
+                databases=[{"name": "capdb", "max_connections": 2}]).start()
+
+    def servers():
+        return a.sql("select pid from pg_stat_activity where datname = 'capdb' "
+                     "and backend_type = 'client backend'")
+
+    def run_clients(n, cap):
+        peak, errors, stop = [0], [], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], len(servers()))
+                time.sleep(0.02)
+
+        def client(i):
+            try:
+                port = ro_port if i % 2 else pxd.port
+                with psycopg.connect(pxd.dsn(user=f"dbu{1 + i % 2}", db="capdb").replace(
+                        f"port={pxd.port}", f"port={port}"), autocommit=True) as c:
+                    for _ in range(3):
+                        c.execute("BEGIN")
+                        c.execute("select pg_sleep(0.1)")
+                        c.execute("COMMIT")
+            except psycopg.Error as e:
+                errors.append(str(e))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        ts = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        stop.set()
+        sampler.join(10)
+        assert not errors, errors
+        assert not any(t.is_alive() for t in ts), "a client did not finish"
+        assert peak[0] == cap, f"{peak[0]} server connections to a database capped at {cap}"
+
+    try:
+        run_clients(6, 2)
+        # Both slots are idle servers of dbu1/dbu2; dbu3 gets one by eviction, not by
+        # waiting for the idle timeout.
+        t0 = time.monotonic()
+        for _ in range(3):
+            with pxd.connect(db="capdb", user="dbu3") as c:
+                assert c.execute("select current_user").fetchone()[0] == "dbu3"
+        assert time.monotonic() - t0 < 5, "waited for a slot instead of evicting an idle server"
+        assert len(servers()) <= 2
+        assert "evicted: the database's max_connections" in pxd.log()
+
+        # Reload with a higher cap while a transaction holds a server: nothing is dropped.
+        held = pxd.connect(db="capdb", user="dbu3")
+        held.execute("BEGIN")
+        pid = held.execute("select pg_backend_pid()").fetchone()[0]
+        before = {r[0] for r in servers()}
+        pxd.cluster["databases"] = [{"name": "capdb", "max_connections": 3}]
+        pxd.write()
+        n_reloaded = pxd.log().count("proxy_reloaded")
+        pxd.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: pxd.log().count("proxy_reloaded") > n_reloaded, what="reload")
+        assert held.execute("select pg_backend_pid()").fetchone()[0] == pid
+        held.execute("COMMIT")
+        held.close()
+        assert before <= {r[0] for r in servers()}, "the reload closed server connections"
+        run_clients(6, 3)
+    finally:
+        code = pxd.stop()
+    assert code == 0, pxd.log()[-3000:]
+
+
 def test_tls_to_the_server(env):
     """server_tls: the proxy reaches a server that refuses plaintext (pg_hba hostnossl reject)
     over TLS — `require` without, `verify-full` with a certificate check against a CA bundle

@@ -42,6 +42,38 @@ def test_malformed_spec_names_file_line_col_and_field(tmp_path):
     assert "nobody" in err  # dangling user reference
 
 
+def test_malformed_server_tls_and_db_cap_name_file_line_col_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: dbplane/v1\n"
+        "kind: Cluster\n"
+        "metadata: {name: pg}\n"
+        "spec:\n"
+        "  engine: postgresql\n"
+        "  proxy:\n"
+        "    port: 16001\n"
+        "    serverTLS: verify-ca\n"      # line 8: not an sslmode dbplane supports
+        "---\n"
+        "apiVersion: dbplane/v1\n"
+        "kind: Cluster\n"
+        "metadata: {name: cache}\n"
+        "spec: {engine: redis, proxy: {serverTLS: require}}\n"   # line 13: not PostgreSQL
+        "---\n"
+        "apiVersion: dbplane/v1\n"
+        "kind: Database\n"
+        "metadata: {name: app}\n"
+        "spec: {cluster: pg, name: app, maxConnections: lots}\n")  # line 18
+    p = run(["validate", "-f", str(bad)], check=False)
+    assert p.returncode == 1
+    err = p.stderr
+    f = re.escape(str(bad))
+    assert re.search(rf"{f}:8:16: error: Cluster/pg: spec.proxy.serverTLS: .*verify-ca", err), err
+    assert "disable, prefer, require, verify-full" in err  # the hint lists the modes
+    assert re.search(rf"{f}:13:42: error: Cluster/cache: spec.proxy.serverTLS: .*postgresql",
+                     err), err
+    assert re.search(rf"{f}:18:48: error: Database/app: spec.maxConnections: .*integer", err), err
+
+
 def test_up_with_bad_spec_changes_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: x}\n"

@@ -777,6 +777,69 @@ static void test_pitr_and_bootstrap(void **state)
     spec_diags_free(&d);
 }
 
+/* Cluster.spec.proxy.serverTLS and Database.spec.maxConnections: values, defaults and the
+ * PostgreSQL-only rules. */
+static void test_server_tls_and_db_cap(void **state)
+{
+    (void)state;
+    spec_set_t s;
+    spec_diags_t d;
+    spec_set_init(&s);
+    spec_diags_init(&d);
+    const char *ok =
+        "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg}\n"
+        "spec: {engine: postgresql, proxy: {port: 7000, serverTLS: verify-full}}\n---\n"
+        "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg2}\n"
+        "spec: {engine: postgresql}\n---\n"
+        "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: a}\n"
+        "spec: {cluster: pg, name: a, maxConnections: 5}\n---\n"
+        "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: b}\n"
+        "spec: {cluster: pg, name: b}\n";
+    assert_int_equal(parse_str(&s, &d, ok), 0);
+    assert_int_equal(spec_validate(&s, NULL, &d), 0);
+    const spec_resource_t *c = get(&s, SPEC_KIND_CLUSTER, "default", "pg");
+    assert_int_equal(c->u.cluster.proxy.server_tls, SPEC_SERVER_TLS_VERIFY_FULL);
+    assert_true(c->u.cluster.proxy.server_tls_set);
+    c = get(&s, SPEC_KIND_CLUSTER, "default", "pg2");
+    assert_int_equal(c->u.cluster.proxy.server_tls, SPEC_SERVER_TLS_DISABLE);
+    assert_false(c->u.cluster.proxy.server_tls_set);
+    assert_int_equal(get(&s, SPEC_KIND_DATABASE, "default", "a")->u.database.max_connections.v, 5);
+    const spec_resource_t *b = get(&s, SPEC_KIND_DATABASE, "default", "b");
+    assert_int_equal(b->u.database.max_connections.v, -1);
+    assert_false(b->u.database.max_connections.set);
+    spec_set_free(&s);
+    spec_diags_free(&d);
+
+    spec_set_init(&s);
+    spec_diags_init(&d);
+    const char *bad = "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg}\n"
+                      "spec: {engine: postgresql, proxy: {serverTLS: verify-ca}}\n---\n"
+                      "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: rd}\n"
+                      "spec: {engine: redis, proxy: {serverTLS: require}}\n---\n"
+                      "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: m}\n"
+                      "spec: {cluster: rd, name: m, maxConnections: 3}\n---\n"
+                      "apiVersion: dbplane/v1\nkind: Database\nmetadata: {name: w}\n"
+                      "spec: {cluster: pg, name: w, maxConnections: 3}\n";
+    assert_int_equal(parse_str(&s, &d, bad), 2); /* the bad value, redis serverTLS */
+    assert_int_equal(spec_validate(&s, NULL, &d), DBP_EINVAL);
+    bool mode = false, engine = false, dbengine = false, noproxy = false;
+    for (size_t i = 0; i < d.n; i++) {
+        mode |= strcmp(d.v[i].path, "Cluster/pg: spec.proxy.serverTLS") == 0 && d.v[i].line == 4 &&
+                strstr(d.v[i].msg, "verify-ca") != NULL;
+        engine |= strcmp(d.v[i].path, "Cluster/rd: spec.proxy.serverTLS") == 0 &&
+                  strstr(d.v[i].msg, "only to engine postgresql") != NULL;
+        dbengine |= strcmp(d.v[i].path, "Database/m: spec.maxConnections") == 0 &&
+                    d.v[i].severity == SPEC_ERROR;
+        noproxy |= strcmp(d.v[i].path, "Database/w: spec.maxConnections") == 0 &&
+                   d.v[i].severity == SPEC_WARNING;
+    }
+    if (!(mode && engine && dbengine && noproxy))
+        dump(&d);
+    assert_true(mode && engine && dbengine && noproxy);
+    spec_set_free(&s);
+    spec_diags_free(&d);
+}
+
 static void test_restore_target_spec(void **state)
 {
     (void)state;
@@ -905,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_known_set_and_merge),
         cmocka_unit_test(test_restore_target_spec),
         cmocka_unit_test(test_pitr_and_bootstrap),
+        cmocka_unit_test(test_server_tls_and_db_cap),
         cmocka_unit_test(test_print_format),
         cmocka_unit_test(test_names),
     };
