@@ -46,6 +46,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -848,14 +849,11 @@ static void mdb_probe_replicas(const engine_instance_t *in, MYSQL *m, engine_pro
 static uint64_t mdb_gtid_value(const char *pos)
 {
     uint64_t sum = 0;
-    for (const char *p = pos; p && *p;) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        const char *dash = memrchr(p, '-', n);
-        if (dash)
-            sum += strtoull(dash + 1, NULL, 10);
-        p = end ? end + 1 : NULL;
-    }
+    mdb_gtid_t g;
+    int rc;
+    for (const char *p = pos; (rc = mdb_gtid_next(&p, &g)) != 0;)
+        if (rc > 0)
+            sum += g.seq;
     return sum;
 }
 
@@ -942,42 +940,21 @@ static int mdb_promote(const engine_instance_t *in, dbp_err_t *err)
 
 /* ---- rejoin ------------------------------------------------------------------------ */
 
-/* True when GTID d-s-n is in a gtid_binlog_state list ("d-s-m,..."): an entry of the same
- * domain and server id with m >= n. Under gtid_strict_mode sequence numbers grow within a
- * domain on every server that has the history, so m >= n means the server holds n too. */
-bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s,
-                       unsigned long long n)
-{
-    for (const char *p = state; p && *p;) {
-        unsigned long d2, s2;
-        unsigned long long m;
-        if (sscanf(p, "%lu-%lu-%llu", &d2, &s2, &m) == 3 && d2 == d && s2 == s && m >= n)
-            return true;
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
-    return false;
-}
-
 /* Checks that every last-per-domain GTID of `old_pos` (a former primary's
  * gtid_binlog_pos) is in `new_state` (the new primary's gtid_binlog_state). 0, or
  * DBP_EENGINE with the first GTID the new primary does not have. */
 static int mdb_gtid_contained(const char *old_pos, const char *new_state, dbp_err_t *err)
 {
-    for (const char *p = old_pos; p && *p;) {
-        unsigned long d, s;
-        unsigned long long n;
-        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) != 3)
+    mdb_gtid_t g;
+    int rc;
+    for (const char *p = old_pos; (rc = mdb_gtid_next(&p, &g)) != 0;) {
+        if (rc < 0)
             return dbp_err_set(err, DBP_EENGINE, "unreadable gtid_binlog_pos '%s'", old_pos);
-        if (!mdb_gtid_in_state(new_state, d, s, n))
+        if (!mdb_gtid_in_state(new_state, &g))
             return dbp_err_set(err, DBP_EENGINE,
-                               "diverged: its transaction %lu-%lu-%llu is not on the new "
-                               "primary (gtid_binlog_state '%s')",
-                               d, s, n, new_state);
-        p = strchr(p, ',');
-        if (p)
-            p++;
+                               "diverged: its transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
+                               " is not on the new primary (gtid_binlog_state '%s')",
+                               g.domain, g.server, g.seq, new_state);
     }
     return 0;
 }
