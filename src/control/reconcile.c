@@ -382,6 +382,30 @@ static void instance_store(ctl_daemon_t *d, cluster_rt_t *cr, int i)
 
 /* Brings one cluster's instances to the declared shape. Returns the status message in
  * msg and a state ("ready", "pending", "failed"). */
+/* Rebuilds replica R by a clone from primary P (init_replica) because of `why`: a
+ * Rebuilding event with the reason, the server stopped (a fenced one already is), its
+ * data directory replaced, then a Cloned event. The caller starts it again
+ * (instance_run). 0, or DBP_E* with err filled (the data directory may be gone: the next
+ * pass clones it as a new replica). */
+static int replica_rebuild(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
+                           const engine_instance_t *P, const char *why, dbp_err_t *err)
+{
+    char m[700], id[160];
+    snprintf(m, sizeof(m), "%s; rebuilding from the primary %s", why, P->name);
+    event(d, R->tenant, "Instance", R->name, "Warning", "Rebuilding", m);
+    proc_id(R, id, sizeof(id));
+    const char *ids[] = {id, NULL};
+    ctl_sup_stop_ids(&d->sup, ids, 60000);
+    const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+    if (p && p->state != CTL_PROC_STOPPED)
+        return dbp_err_set(err, DBP_EBUSY, "%s did not stop", R->name);
+    int rc = cr->ops->init_replica(R, P, err);
+    if (!rc)
+        event(d, R->tenant, "Instance", R->name, "Normal", "Cloned",
+              "replica data directory rebuilt from the primary");
+    return rc;
+}
+
 static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *msg, size_t len)
 {
     const spec_resource_t *c = cr->res;
@@ -570,16 +594,12 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                       "former primary follows the new primary without a rebuild");
             } else {
                 char m[600];
-                snprintf(m, sizeof(m), "rejoin failed (%s); rebuilding from the primary",
-                         err.msg);
-                event(d, c->tenant.v, "Instance", R->name, "Warning", "Rebuilding", m);
-                if (cr->ops->init_replica(R, P, &err) != 0) {
+                snprintf(m, sizeof(m), "rejoin failed (%s)", err.msg);
+                if (replica_rebuild(d, cr, R, P, m, &err) != 0) {
                     snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
                     state = "failed";
                     continue;
                 }
-                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
-                      "replica data directory rebuilt from the primary");
             }
             unlink(marker);
         }
@@ -589,6 +609,20 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             continue;
         }
         instance_observe(d, cr, i);
+        if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_REPLICA &&
+            cr->probe[i].broken[0] && internal_ok) {
+            /* Its replication will not resume by itself (MariaDB: error 1236): clone
+             * it again from the primary. */
+            char why[sizeof(cr->probe[i].broken)];
+            snprintf(why, sizeof(why), "%s", cr->probe[i].broken);
+            if (replica_rebuild(d, cr, R, P, why, &err) != 0 ||
+                instance_run(d, cr, i, P, &err) != 0) {
+                snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
+                state = "failed";
+                continue;
+            }
+            instance_observe(d, cr, i);
+        }
         if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_PRIMARY) {
             /* A writable server the topology does not name primary (promoted by hand,
              * or a stale primary): fence it now; it rejoins as a replica next pass. */

@@ -844,6 +844,10 @@ static void mdb_probe_replicas(const engine_instance_t *in, MYSQL *m, engine_pro
     mysql_free_result(r);
 }
 
+/* Last_IO_Errno of a replica whose primary cannot send what it asks for
+ * (ER_MASTER_FATAL_ERROR_READING_BINLOG). */
+#define MDB_ER_FATAL_READING_BINLOG 1236
+
 /* The sum of the sequence numbers of a GTID list ("0-1-12,1-2-5" gives 17): it grows with
  * every transaction in any domain, so it orders servers of one cluster. 0 for "". */
 static uint64_t mdb_gtid_value(const char *pos)
@@ -895,6 +899,14 @@ static int mdb_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t
              out->role == ENGINE_ROLE_REPLICA ? slave : current);
     out->position_value = mdb_gtid_value(out->position);
     out->streaming = strcmp(s.io, "Yes") == 0 && strcmp(s.sql, "Yes") == 0;
+    /* ER_MASTER_FATAL_ERROR_READING_BINLOG: the primary refused the replica's position
+     * (purged logs, a GTID not in its logs, a hole, a diverged replica); the IO thread
+     * stopped and START SLAVE would only fail the same way. */
+    if (out->role == ENGINE_ROLE_REPLICA && s.io_errno == MDB_ER_FATAL_READING_BINLOG &&
+        strcmp(s.io, "No") == 0)
+        snprintf(out->broken, sizeof(out->broken),
+                 "replication stopped with error %u from the primary: %s", s.io_errno,
+                 s.io_error);
     if (out->role == ENGINE_ROLE_REPLICA && (s.sql_errno || s.io_errno))
         dbp_debug("replication_error", "instance=%s io=%s sql=%s error=%s", in->name, s.io, s.sql,
                   dbp_log_q(s.sql_errno ? s.sql_error : s.io_error));
