@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -382,6 +384,21 @@ static void instance_store(ctl_daemon_t *d, cluster_rt_t *cr, int i)
 
 /* Brings one cluster's instances to the declared shape. Returns the status message in
  * msg and a state ("ready", "pending", "failed"). */
+/* A replica whose replication stopped for good is rebuilt at most once in this many
+ * seconds: a cause a fresh clone does not cure must not clone on every pass. */
+#define CTL_REBUILD_BACKOFF_S 600
+#define CTL_REBUILT_MARKER ".rebuilt" /* in the instance dir; its mtime is the last rebuild */
+
+/* True when replica R was rebuilt for broken replication less than CTL_REBUILD_BACKOFF_S
+ * ago (its marker's mtime). */
+static bool rebuilt_recently(const engine_instance_t *R)
+{
+    char mark[PATH_MAX + 32];
+    snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
+    struct stat st;
+    return stat(mark, &st) == 0 && time(NULL) - st.st_mtime < CTL_REBUILD_BACKOFF_S;
+}
+
 /* Rebuilds replica R by a clone from primary P (init_replica) because of `why`: a
  * Rebuilding event with the reason, the server stopped (a fenced one already is), its
  * data directory replaced, then a Cloned event. The caller starts it again
@@ -603,18 +620,33 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             }
             unlink(marker);
         }
-        if (instance_run(d, cr, i, P, &err) != 0) {
+        int run_rc = instance_run(d, cr, i, P, &err);
+        /* A running replica whose replication stopped for good fails that too (MariaDB
+         * reports the IO error): the probe tells. */
+        instance_observe(d, cr, i);
+        bool broken = cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_REPLICA &&
+                      cr->probe[i].broken[0] && internal_ok;
+        if (run_rc != 0 && !broken) {
             snprintf(msg, len, "start %s: %s", R->name, err.msg);
             state = "failed";
             continue;
         }
-        instance_observe(d, cr, i);
-        if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_REPLICA &&
-            cr->probe[i].broken[0] && internal_ok) {
+        if (broken && rebuilt_recently(R)) {
+            snprintf(msg, len, "%s: %s; it was rebuilt less than %d s ago, not again yet",
+                     R->name, cr->probe[i].broken, CTL_REBUILD_BACKOFF_S);
+            state = "failed";
+            continue;
+        }
+        if (broken) {
             /* Its replication will not resume by itself (MariaDB: error 1236): clone
              * it again from the primary. */
-            char why[sizeof(cr->probe[i].broken)];
+            char why[sizeof(cr->probe[i].broken)], mark[PATH_MAX + 32];
             snprintf(why, sizeof(why), "%s", cr->probe[i].broken);
+            snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
+            dbp_err_t ignore;
+            if (dbp_write_file(mark, "rebuilt\n", 8, 0644, NULL, &ignore) != 0)
+                dbp_warn("marker_write_failed", "path=%s error=%s", dbp_log_q(mark),
+                         dbp_log_q(ignore.msg));
             if (replica_rebuild(d, cr, R, P, why, &err) != 0 ||
                 instance_run(d, cr, i, P, &err) != 0) {
                 snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
