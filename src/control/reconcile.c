@@ -632,8 +632,8 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             continue;
         }
         if (broken && rebuilt_recently(R)) {
-            snprintf(msg, len, "%s: %s; it was rebuilt less than %d s ago, not again yet",
-                     R->name, cr->probe[i].broken, CTL_REBUILD_BACKOFF_S);
+            snprintf(msg, len, "%s: %s; it was rebuilt less than %d s ago, not again yet", R->name,
+                     cr->probe[i].broken, CTL_REBUILD_BACKOFF_S);
             state = "failed";
             continue;
         }

@@ -958,16 +958,14 @@ static int mdb_promote(const engine_instance_t *in, dbp_err_t *err)
 static int mdb_gtid_contained(const char *old_pos, const char *new_state, dbp_err_t *err)
 {
     mdb_gtid_t g;
-    int rc;
-    for (const char *p = old_pos; (rc = mdb_gtid_next(&p, &g)) != 0;) {
-        if (rc < 0)
-            return dbp_err_set(err, DBP_EENGINE, "unreadable gtid_binlog_pos '%s'", old_pos);
-        if (!mdb_gtid_in_state(new_state, &g))
-            return dbp_err_set(err, DBP_EENGINE,
-                               "diverged: its transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
-                               " is not on the new primary (gtid_binlog_state '%s')",
-                               g.domain, g.server, g.seq, new_state);
-    }
+    int rc = mdb_gtid_first_missing(old_pos, new_state, &g);
+    if (rc < 0)
+        return dbp_err_set(err, DBP_EENGINE, "unreadable gtid_binlog_pos '%s'", old_pos);
+    if (rc > 0)
+        return dbp_err_set(err, DBP_EENGINE,
+                           "diverged: its transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
+                           " is not on the new primary (gtid_binlog_state '%s')",
+                           g.domain, g.server, g.seq, new_state);
     return 0;
 }
 

@@ -271,8 +271,8 @@ static int mdbb_first_gtids(MYSQL *m, MYSQL_RES *logs, const uint32_t *want, int
                 const char *end = mdb_col(r, row, "End_log_pos");
                 next = end ? strtoull(end, NULL, 10) : 0;
                 /* Info is "BEGIN GTID 0-1-43", "GTID 0-1-43" (DDL), "XA START ... GTID ...". */
-                const char *gt = type && info && strcmp(type, "Gtid") == 0
-                                     ? strstr(info, "GTID ") : NULL;
+                const char *gt =
+                    type && info && strcmp(type, "Gtid") == 0 ? strstr(info, "GTID ") : NULL;
                 mdb_gtid_t g;
                 if (!gt || !mdb_gtid_parse(gt + 5, &g))
                     continue;
@@ -340,13 +340,12 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
     mdb_gtid_t g;
     MYSQL_RES *logs = NULL;
     int rc = mdb_scalar(m, "SELECT @@gtid_binlog_state", state, sizeof(state), err);
-    for (const char *p = position; !rc && mdb_gtid_next(&p, &g) > 0;)
-        if (!mdb_gtid_in_state(state, &g))
-            rc = dbp_err_set(err, DBP_ENOENT,
-                             "the run's transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
-                             " is not in primary %s's history (gtid_binlog_state '%s'): the "
-                             "run is from another history",
-                             g.domain, g.server, g.seq, primary->name, state);
+    if (!rc && mdb_gtid_first_missing(position, state, &g) != 0)
+        rc = dbp_err_set(err, DBP_ENOENT,
+                         "the run's transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
+                         " is not in primary %s's history (gtid_binlog_state '%s'): the "
+                         "run is from another history",
+                         g.domain, g.server, g.seq, primary->name, state);
     MYSQL_ROW row;
     if (!rc && !(logs = mdb_query(m, "SHOW BINARY LOGS", err)))
         rc = DBP_EENGINE;
@@ -366,8 +365,10 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
                                  "position %s: its oldest binary log %s starts after %s",
                                  primary->name, position, oldest, before);
         } else if (nwant == MDBB_MAX_DOMAINS) {
-            rc = dbp_err_set(err, DBP_ENOENT, "the run's GTID position %s has more than %d "
-                             "domains", position, MDBB_MAX_DOMAINS);
+            rc = dbp_err_set(err, DBP_ENOENT,
+                             "the run's GTID position %s has more than %d "
+                             "domains",
+                             position, MDBB_MAX_DOMAINS);
         } else {
             need[nwant] = g;
             want[nwant++] = g.domain;
@@ -382,8 +383,8 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
             rc = dbp_err_set(err, DBP_ENOENT,
                              "cannot tell where primary %s's binary logs begin in GTID domain "
                              "%" PRIu32 " (no transaction of it in the %s, from %s)",
-                             primary->name, want[i],
-                             complete ? "binary logs" : "events scanned", oldest);
+                             primary->name, want[i], complete ? "binary logs" : "events scanned",
+                             oldest);
         else if (first[i].seq > need[i].seq)
             rc = dbp_err_set(err, DBP_ENOENT,
                              "primary %s does not have the binary logs after the run's GTID "

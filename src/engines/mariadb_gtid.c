@@ -89,3 +89,18 @@ bool mdb_gtid_in_state(const char *state, const mdb_gtid_t *g)
             return true;
     return false;
 }
+
+int mdb_gtid_first_missing(const char *pos, const char *state, mdb_gtid_t *missing)
+{
+    mdb_gtid_t g;
+    int rc;
+    for (const char *p = pos; (rc = mdb_gtid_next(&p, &g)) != 0;) {
+        if (rc < 0)
+            return -1;
+        if (!mdb_gtid_in_state(state, &g)) {
+            *missing = g;
+            return 1;
+        }
+    }
+    return 0;
+}

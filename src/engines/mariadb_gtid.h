@@ -51,4 +51,9 @@ bool mdb_gtid_domain_seq(const char *list, uint32_t domain, uint64_t *seq);
  * server holds n too. Malformed elements are skipped. */
 bool mdb_gtid_in_state(const char *state, const mdb_gtid_t *g);
 
+/* Whether every GTID of `pos` (a position such as gtid_binlog_pos) is in `state` (a
+ * gtid_binlog_state, mdb_gtid_in_state): 0 when all are (an empty pos included), 1 with
+ * *missing = the first one that is not, -1 when pos has an element that is not a GTID. */
+int mdb_gtid_first_missing(const char *pos, const char *state, mdb_gtid_t *missing);
+
 #endif

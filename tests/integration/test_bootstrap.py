@@ -189,6 +189,15 @@ def purge_binlogs(p):
     wait_until(purged, timeout=30, what="the primary to purge its older binary logs")
 
 
+def assert_streams_with(d, cluster, name, want):
+    """Replica `name` catches up to rows `want` and streams without an IO error."""
+    wait_caught_up(d, cluster, name)
+    with root(d, cluster, name) as r:
+        assert rows(r) == want
+        st = r.status()
+    assert st["Slave_IO_Running"] == "Yes" and st["Last_IO_Errno"] == 0, st
+
+
 def create_orders(d, cluster):
     with root(d, cluster, primary_name(d, cluster)) as c:
         c.q("CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(64), "
@@ -303,11 +312,7 @@ def test_scale_up_restores_the_verified_run_and_catches_up_from_the_binlogs(env)
     why = [e["message"] for e in ev if e["reason"] == "BootstrapFallback"]
     assert why and "does not have the binary logs after the run's GTID" in why[0], ev
     assert any(e["reason"] == "Cloned" for e in ev), ev
-    wait_caught_up(d, "boot", "boot-3")
-    with root(d, "boot", "boot-3") as r:
-        assert rows(r) == want
-        st = r.status()
-    assert st["Slave_IO_Running"] == "Yes" and st["Last_IO_Errno"] == 0, st
+    assert_streams_with(d, "boot", "boot-3", want)
 
 
 def test_replica_stopped_by_error_1236_is_rebuilt_by_a_clone(env):
@@ -333,11 +338,7 @@ def test_replica_stopped_by_error_1236_is_rebuilt_by_a_clone(env):
     with root(d, "fb", "fb-0") as p:
         p.q("INSERT INTO shop.orders VALUES (6001, 'after-1236', 1.00)")
         want = rows(p)
-    wait_caught_up(d, "fb", "fb-1")
-    with root(d, "fb", "fb-1") as r:
-        assert rows(r) == want
-        st = r.status()
-    assert st["Slave_IO_Running"] == "Yes" and st["Last_IO_Errno"] == 0, st
+    assert_streams_with(d, "fb", "fb-1", want)
 
 
 def test_bootstrap_from_is_refused_for_redis(tmp_path):

@@ -2,7 +2,7 @@
  * test_mariadb_gtid.c: table-driven tests of src/engines/mariadb_gtid.c, the parser of
  * MariaDB's GTID text: one GTID (mdb_gtid_parse), the list iterator (mdb_gtid_next) on
  * empty, malformed, multi-domain and blank-padded lists, and the helpers built on it
- * (mdb_gtid_list_ok, mdb_gtid_domain_seq, mdb_gtid_in_state).
+ * (mdb_gtid_list_ok, mdb_gtid_domain_seq, mdb_gtid_in_state, mdb_gtid_first_missing).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,7 +29,7 @@ static void test_parse(void **state)
         {"0-1-5 trans", 5, 0, 1, 5}, /* what follows is not looked at */
         {"0-1-5,1-2-3", 5, 0, 1, 5},
         {"4294967295-4294967295-18446744073709551615", 42, UINT32_MAX, UINT32_MAX, UINT64_MAX},
-        {"4294967296-1-1", 0, 0, 0, 0},     /* domain past 32 bits */
+        {"4294967296-1-1", 0, 0, 0, 0},           /* domain past 32 bits */
         {"0-1-18446744073709551616", 0, 0, 0, 0}, /* sequence past 64 bits */
         {"", 0, 0, 0, 0},
         {"0-1", 0, 0, 0, 0},
@@ -64,8 +64,7 @@ static void walk(const char *list, char *out, size_t cap)
     for (const char *p = list; (rc = mdb_gtid_next(&p, &g)) != 0 && guard < 32; guard++) {
         char one[80];
         if (rc > 0)
-            snprintf(one, sizeof(one), "%u-%u-%llu", g.domain, g.server,
-                     (unsigned long long)g.seq);
+            snprintf(one, sizeof(one), "%u-%u-%llu", g.domain, g.server, (unsigned long long)g.seq);
         else
             snprintf(one, sizeof(one), "!");
         len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? "|" : "", one);
@@ -144,12 +143,24 @@ static void test_in_state(void **state)
     assert_false(mdb_gtid_in_state("", &(mdb_gtid_t){0, 1, 1}));
 }
 
+static void test_first_missing(void **state)
+{
+    (void)state;
+    const char *st = "0-1-42,0-3-50,1-2-7";
+    mdb_gtid_t g = {0, 0, 0};
+    assert_int_equal(mdb_gtid_first_missing("", st, &g), 0);
+    assert_int_equal(mdb_gtid_first_missing("0-3-50,1-2-7", st, &g), 0);
+    assert_int_equal(mdb_gtid_first_missing("0-3-50,1-2-8,0-1-99", st, &g), 1);
+    assert_true(g.domain == 1 && g.server == 2 && g.seq == 8); /* the first one missing */
+    assert_int_equal(mdb_gtid_first_missing("0-3-50,bad", st, &g), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),     cmocka_unit_test(test_next),
-        cmocka_unit_test(test_list_ok),   cmocka_unit_test(test_domain_seq),
-        cmocka_unit_test(test_in_state),
+        cmocka_unit_test(test_parse),    cmocka_unit_test(test_next),
+        cmocka_unit_test(test_list_ok),  cmocka_unit_test(test_domain_seq),
+        cmocka_unit_test(test_in_state), cmocka_unit_test(test_first_missing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
