@@ -1,8 +1,9 @@
 /*
  * mariadb_int.h: what the MariaDB driver's files share (mariadb.c: installation,
  * configuration, replication, probe and promote; mariadb_sql.c: connections, accounts,
- * databases, grants and SqlJob; mariadb_backup.c: backups, restores and inventories);
- * not for other modules, which use the driver through engine.h only.
+ * databases, grants and SqlJob; mariadb_backup.c: backups, restores and inventories;
+ * mariadb_gtid.h: the GTID parser, which backup/binlog.c shares); not for other modules,
+ * which use the driver through engine.h only.
  */
 #ifndef DBP_ENGINES_MARIADB_INT_H
 #define DBP_ENGINES_MARIADB_INT_H
