@@ -198,7 +198,7 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
 #define MDBB_MAX_DOMAINS 16 /* GTID domains of a run's position (dbplane writes domain 0) */
 
 /* The Gtid_list event of binary log `name` (the last GTID of each domain logged before
- * it; "" in a log that follows nothing: a new server's first log, or a server's made
+ * it; "" in a log that follows nothing: the first log of a new server, or of one made
  * from a clone or a backup, which starts with an empty binlog state) into buf. */
 static int mdbb_gtid_list_event(MYSQL *m, const engine_instance_t *primary, const char *name,
                                 char *buf, size_t cap, dbp_err_t *err)
