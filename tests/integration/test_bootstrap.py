@@ -7,7 +7,8 @@ a real `dbplane up` with real MariaDB 10.11 servers and a posix BackupStore.
   restored from the run (Bootstrapped event naming the run and its GTID; the restored
   xtrabackup_binlog_info is the manifest's GTID and was used as gtid_slave_pos), catches up
   the rows written after the backup from the primary's binary logs (MASTER_USE_GTID =
-  slave_pos), row for row, and serves reads to a declared user. Then the primary's old
+  slave_pos), row for row, and serves reads to a declared user (the primary's oldest
+  binary log, after a purge, follows a GTID the run is past). Then the primary's old
   binary logs are purged and the cluster grows again: the run's GTID is no longer
   available, so the next replica falls back to a clone (BootstrapFallback says so). So
   does the next one after a switchover to that clone (made after the run): its binary logs
@@ -234,6 +235,14 @@ def test_scale_up_restores_the_verified_run_and_catches_up_from_the_binlogs(env)
     d = env
     apply_cluster(d, "boot", 1)
     create_orders(d, "boot")
+    # The run follows a purged log: the oldest binary log's Gtid_list is not empty (it
+    # names the GTID before it, which the run is at or past). The check once crashed
+    # here, on a one-GTID list.
+    with root(d, "boot", "boot-0") as p:
+        purge_binlogs(p)
+        assert re.fullmatch(r"\[\d+-\d+-\d+\]", [e[5] for e in p.q(
+            f"SHOW BINLOG EVENTS IN '{p.q('SHOW BINARY LOGS')[0][0]}' LIMIT 4")
+            if e[2] == "Gtid_list"][0])
     row = json.loads(bk(d, "backup", "boot", "--backup", "boot-phys", "--verify", "-o", "json"
                         ).stdout)
     assert row["verified"] == "ok", row
