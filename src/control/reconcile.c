@@ -382,8 +382,6 @@ static void instance_store(ctl_daemon_t *d, cluster_rt_t *cr, int i)
         dbp_warn("instance_write_failed", "instance=%s error=%s", in->name, dbp_log_q(err.msg));
 }
 
-/* Brings one cluster's instances to the declared shape. Returns the status message in
- * msg and a state ("ready", "pending", "failed"). */
 /* A replica whose replication stopped for good is rebuilt at most once in this many
  * seconds: a cause a fresh clone does not cure must not clone on every pass. */
 #define CTL_REBUILD_BACKOFF_S 600
@@ -423,6 +421,8 @@ static int replica_rebuild(ctl_daemon_t *d, cluster_rt_t *cr, const engine_insta
     return rc;
 }
 
+/* Brings one cluster's instances to the declared shape. Returns the status message in
+ * msg and a state ("ready", "pending", "failed"). */
 static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *msg, size_t len)
 {
     const spec_resource_t *c = cr->res;
