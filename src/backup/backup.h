@@ -137,7 +137,8 @@ typedef struct backup_bootstrap {
  *   must be in the primary's history and its binary logs must still hold everything
  *   after it (checked before and after the restore); the replica then follows the
  *   primary from that GTID (gtid_slave_pos, MASTER_USE_GTID = slave_pos). DBP_ENOENT
- *   when the binary logs were purged or the history differs.
+ *   when the binary logs were purged, begin after the run (a primary cloned or
+ *   bootstrapped since), or the history differs.
  * - Other engines: DBP_EUNSUPPORTED.
  * DBP_ENOENT when the Backup has no verified run. On any error nothing is left in the
  * data directory and the caller clones the primary. *out is filled as far as known. */

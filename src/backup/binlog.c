@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "engines/mariadb_gtid.h"
 #include "control/reconcile.h"
 
 #define BK_BINLOG_MAX_INDEX (64 * 1024) /* bytes of one index object */
@@ -74,21 +75,13 @@ static void bl_prefix_of_run(const char *run_path, char *buf, size_t len)
     snprintf(buf, len, "%.*s/binlog", slash ? (int)(slash - run_path) : 0, run_path);
 }
 
-/* Sequence number of `domain` in a GTID list "0-1-5,1-2-3"; 0 when absent. */
+/* Sequence number of `domain` in a GTID position "0-1-5,1-2-3" (one GTID a domain); 0
+ * when absent. */
 static uint64_t bl_seq_of(const char *list, uint32_t domain, bool *found)
 {
-    *found = false;
-    for (const char *p = list; p && *p;) {
-        unsigned long d, srv;
-        unsigned long long q;
-        if (sscanf(p, "%lu-%lu-%llu", &d, &srv, &q) == 3 && d == domain) {
-            *found = true;
-            return q;
-        }
-        p = strchr(p, ',');
-        p += p != NULL;
-    }
-    return 0;
+    uint64_t q = 0;
+    *found = mdb_gtid_domain_seq(list, domain, &q);
+    return q;
 }
 
 /* The GTID sequence number a file ends at (its last transaction, or its starting state
@@ -462,13 +455,13 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
 {
     note[0] = '\0';
     const engine_ops_t *ops = engine_lookup((spec_engine_t)in->spec->engine);
-    unsigned long dom_ul, srv;
-    unsigned long long run_seq;
+    mdb_gtid_t run;
+    const char *runpos = m->start_position;
     if (!ops || !ops->binlog_replay || !ops->binlog_index)
         return dbp_err_set(err, DBP_EUNSUPPORTED, "%s has no binary log replay", m->engine);
-    if (sscanf(m->start_position, "%lu-%lu-%llu", &dom_ul, &srv, &run_seq) != 3)
+    if (mdb_gtid_next(&runpos, &run) <= 0)
         return dbp_err_set(err, DBP_EINVAL, "run %s records no GTID position", m->id);
-    uint32_t domain = (uint32_t)dom_ul;
+    uint32_t domain = run.domain;
     /* Binlog event times are whole seconds: events of T's own second are replayed
      * (stop at the first event at or after the next whole second). */
     int64_t stop_s = (target_ms + 999) / 1000;
@@ -489,7 +482,7 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
         rc = dbp_mkdir_p(dir, 0700, NULL, err);
     /* The chain of logs from the run's GTID to the target: each must start where the
      * one before ended. */
-    uint64_t at = run_seq;
+    uint64_t at = run.seq;
     int64_t archive_end = 0;
     for (size_t i = 0; i < all.n && !rc; i++) {
         const bl_entry_t *e = &all.v[i];

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -387,6 +389,45 @@ static void instance_store(ctl_daemon_t *d, cluster_rt_t *cr, int i)
         dbp_warn("instance_write_failed", "instance=%s error=%s", in->name, dbp_log_q(err.msg));
 }
 
+/* A replica whose replication stopped for good is rebuilt at most once in this many
+ * seconds: a cause a fresh clone does not cure must not clone on every pass. */
+#define CTL_REBUILD_BACKOFF_S 600
+#define CTL_REBUILT_MARKER ".rebuilt" /* in the instance dir; its mtime is the last rebuild */
+
+/* True when replica R was rebuilt for broken replication less than CTL_REBUILD_BACKOFF_S
+ * ago (its marker's mtime). */
+static bool rebuilt_recently(const engine_instance_t *R)
+{
+    char mark[PATH_MAX + 32];
+    snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
+    struct stat st;
+    return stat(mark, &st) == 0 && time(NULL) - st.st_mtime < CTL_REBUILD_BACKOFF_S;
+}
+
+/* Rebuilds replica R by a clone from primary P (init_replica) because of `why`: a
+ * Rebuilding event with the reason, the server stopped (a fenced one already is), its
+ * data directory replaced, then a Cloned event. The caller starts it again
+ * (instance_run). 0, or DBP_E* with err filled (the data directory may be gone: the next
+ * pass clones it as a new replica). */
+static int replica_rebuild(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
+                           const engine_instance_t *P, const char *why, dbp_err_t *err)
+{
+    char m[700], id[160];
+    snprintf(m, sizeof(m), "%s; rebuilding from the primary %s", why, P->name);
+    event(d, R->tenant, "Instance", R->name, "Warning", "Rebuilding", m);
+    proc_id(R, id, sizeof(id));
+    const char *ids[] = {id, NULL};
+    ctl_sup_stop_ids(&d->sup, ids, 60000);
+    const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
+    if (p && p->state != CTL_PROC_STOPPED)
+        return dbp_err_set(err, DBP_EBUSY, "%s did not stop", R->name);
+    int rc = cr->ops->init_replica(R, P, err);
+    if (!rc)
+        event(d, R->tenant, "Instance", R->name, "Normal", "Cloned",
+              "replica data directory rebuilt from the primary");
+    return rc;
+}
+
 /* Brings one cluster's instances to the declared shape. Returns the status message in
  * msg and a state ("ready", "pending", "failed"). */
 static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *msg, size_t len)
@@ -577,25 +618,50 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                       "former primary follows the new primary without a rebuild");
             } else {
                 char m[600];
-                snprintf(m, sizeof(m), "rejoin failed (%s); rebuilding from the primary",
-                         err.msg);
-                event(d, c->tenant.v, "Instance", R->name, "Warning", "Rebuilding", m);
-                if (cr->ops->init_replica(R, P, &err) != 0) {
+                snprintf(m, sizeof(m), "rejoin failed (%s)", err.msg);
+                if (replica_rebuild(d, cr, R, P, m, &err) != 0) {
                     snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
                     state = "failed";
                     continue;
                 }
-                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
-                      "replica data directory rebuilt from the primary");
             }
             unlink(marker);
         }
-        if (instance_run(d, cr, i, P, &err) != 0) {
+        int run_rc = instance_run(d, cr, i, P, &err);
+        /* A running replica whose replication stopped for good fails that too (MariaDB
+         * reports the IO error): the probe tells. */
+        instance_observe(d, cr, i);
+        bool broken = cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_REPLICA &&
+                      cr->probe[i].broken[0] && internal_ok;
+        if (run_rc != 0 && !broken) {
             snprintf(msg, len, "start %s: %s", R->name, err.msg);
             state = "failed";
             continue;
         }
-        instance_observe(d, cr, i);
+        if (broken && rebuilt_recently(R)) {
+            snprintf(msg, len, "%s: %s; it was rebuilt less than %d s ago, not again yet", R->name,
+                     cr->probe[i].broken, CTL_REBUILD_BACKOFF_S);
+            state = "failed";
+            continue;
+        }
+        if (broken) {
+            /* Its replication will not resume by itself (MariaDB: error 1236): clone
+             * it again from the primary. */
+            char why[sizeof(cr->probe[i].broken)], mark[PATH_MAX + 32];
+            snprintf(why, sizeof(why), "%s", cr->probe[i].broken);
+            snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
+            dbp_err_t ignore;
+            if (dbp_write_file(mark, "rebuilt\n", 8, 0644, NULL, &ignore) != 0)
+                dbp_warn("marker_write_failed", "path=%s error=%s", dbp_log_q(mark),
+                         dbp_log_q(ignore.msg));
+            if (replica_rebuild(d, cr, R, P, why, &err) != 0 ||
+                instance_run(d, cr, i, P, &err) != 0) {
+                snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
+                state = "failed";
+                continue;
+            }
+            instance_observe(d, cr, i);
+        }
         if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_PRIMARY) {
             /* A writable server the topology does not name primary (promoted by hand,
              * or a stale primary): fence it now; it rejoins as a replica next pass. */

@@ -91,6 +91,11 @@ typedef struct engine_probe {
                                 bytes, Redis offset, MariaDB GTID sequence number) for
                                 choosing the most advanced replica; 0 = unknown */
     bool streaming;         /* replica: connected to its primary and receiving */
+    char broken[256];       /* replica: why its replication stopped for good and will not
+                               resume by itself ("" otherwise); the reconciler rebuilds it
+                               from the primary (init_replica). MariaDB: the IO thread
+                               stopped with error 1236, the primary lacks the binary logs
+                               the replica's GTID position needs */
     int nreplicas;          /* primary: replicas it sees */
     engine_replica_stat_t replicas[ENGINE_MAX_REPLICAS];
     char version[64];       /* server version string */

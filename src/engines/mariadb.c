@@ -46,6 +46,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -843,19 +844,20 @@ static void mdb_probe_replicas(const engine_instance_t *in, MYSQL *m, engine_pro
     mysql_free_result(r);
 }
 
+/* Last_IO_Errno of a replica whose primary cannot send what it asks for
+ * (ER_MASTER_FATAL_ERROR_READING_BINLOG). */
+#define MDB_ER_FATAL_READING_BINLOG 1236
+
 /* The sum of the sequence numbers of a GTID list ("0-1-12,1-2-5" gives 17): it grows with
  * every transaction in any domain, so it orders servers of one cluster. 0 for "". */
 static uint64_t mdb_gtid_value(const char *pos)
 {
     uint64_t sum = 0;
-    for (const char *p = pos; p && *p;) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        const char *dash = memrchr(p, '-', n);
-        if (dash)
-            sum += strtoull(dash + 1, NULL, 10);
-        p = end ? end + 1 : NULL;
-    }
+    mdb_gtid_t g;
+    int rc;
+    for (const char *p = pos; (rc = mdb_gtid_next(&p, &g)) != 0;)
+        if (rc > 0)
+            sum += g.seq;
     return sum;
 }
 
@@ -897,6 +899,14 @@ static int mdb_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t
              out->role == ENGINE_ROLE_REPLICA ? slave : current);
     out->position_value = mdb_gtid_value(out->position);
     out->streaming = strcmp(s.io, "Yes") == 0 && strcmp(s.sql, "Yes") == 0;
+    /* ER_MASTER_FATAL_ERROR_READING_BINLOG: the primary refused the replica's position
+     * (purged logs, a GTID not in its logs, a hole, a diverged replica); the IO thread
+     * stopped and START SLAVE would only fail the same way. */
+    if (out->role == ENGINE_ROLE_REPLICA && s.io_errno == MDB_ER_FATAL_READING_BINLOG &&
+        strcmp(s.io, "No") == 0)
+        snprintf(out->broken, sizeof(out->broken),
+                 "replication stopped with error %u from the primary: %s", s.io_errno,
+                 s.io_error);
     if (out->role == ENGINE_ROLE_REPLICA && (s.sql_errno || s.io_errno))
         dbp_debug("replication_error", "instance=%s io=%s sql=%s error=%s", in->name, s.io, s.sql,
                   dbp_log_q(s.sql_errno ? s.sql_error : s.io_error));
@@ -942,43 +952,20 @@ static int mdb_promote(const engine_instance_t *in, dbp_err_t *err)
 
 /* ---- rejoin ------------------------------------------------------------------------ */
 
-/* True when GTID d-s-n is in a gtid_binlog_state list ("d-s-m,..."): an entry of the same
- * domain and server id with m >= n. Under gtid_strict_mode sequence numbers grow within a
- * domain on every server that has the history, so m >= n means the server holds n too. */
-bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s,
-                       unsigned long long n)
-{
-    for (const char *p = state; p && *p;) {
-        unsigned long d2, s2;
-        unsigned long long m;
-        if (sscanf(p, "%lu-%lu-%llu", &d2, &s2, &m) == 3 && d2 == d && s2 == s && m >= n)
-            return true;
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
-    return false;
-}
-
 /* Checks that every last-per-domain GTID of `old_pos` (a former primary's
  * gtid_binlog_pos) is in `new_state` (the new primary's gtid_binlog_state). 0, or
  * DBP_EENGINE with the first GTID the new primary does not have. */
 static int mdb_gtid_contained(const char *old_pos, const char *new_state, dbp_err_t *err)
 {
-    for (const char *p = old_pos; p && *p;) {
-        unsigned long d, s;
-        unsigned long long n;
-        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) != 3)
-            return dbp_err_set(err, DBP_EENGINE, "unreadable gtid_binlog_pos '%s'", old_pos);
-        if (!mdb_gtid_in_state(new_state, d, s, n))
-            return dbp_err_set(err, DBP_EENGINE,
-                               "diverged: its transaction %lu-%lu-%llu is not on the new "
-                               "primary (gtid_binlog_state '%s')",
-                               d, s, n, new_state);
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
+    mdb_gtid_t g;
+    int rc = mdb_gtid_first_missing(old_pos, new_state, &g);
+    if (rc < 0)
+        return dbp_err_set(err, DBP_EENGINE, "unreadable gtid_binlog_pos '%s'", old_pos);
+    if (rc > 0)
+        return dbp_err_set(err, DBP_EENGINE,
+                           "diverged: its transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
+                           " is not on the new primary (gtid_binlog_state '%s')",
+                           g.domain, g.server, g.seq, new_state);
     return 0;
 }
 

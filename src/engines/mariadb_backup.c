@@ -29,6 +29,7 @@
 #include "engines/mariadb_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,98 +191,125 @@ int mdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_
 
 /* ---- replica bootstrap from a physical run ------------------------------------------ */
 
-/* Checks that `list` is a GTID list ("d-s-n,d-s-n"): digits, '-' and ',' only, every
- * element three numbers. */
-static bool mdbb_gtid_list_ok(const char *list)
-{
-    if (!list[0] || strspn(list, "0123456789-,") != strlen(list))
-        return false;
-    for (const char *p = list; p && *p;) {
-        unsigned long d, s;
-        unsigned long long n;
-        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) != 3)
-            return false;
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
-    return true;
-}
+/* Events of the primary's binary logs read at the most, a page at a time, to find where
+ * a domain's history begins in them; past that the check gives up (the caller clones). */
+#define MDBB_SCAN_EVENTS 20000
+#define MDBB_SCAN_PAGE 500
+#define MDBB_MAX_DOMAINS 16 /* GTID domains of a run's position (dbplane writes domain 0) */
 
-/* The highest sequence number of domain `d` in GTID list `list`; false when the list has
- * no GTID of that domain. */
-static bool mdbb_domain_seq(const char *list, unsigned long d, unsigned long long *seq)
+/* The Gtid_list event of binary log `name` (the last GTID of each domain logged before
+ * it; "" in a log that follows nothing: the first log of a new server, or of one made
+ * from a clone or a backup, which starts with an empty binlog state) into buf. */
+static int mdbb_gtid_list_event(MYSQL *m, const engine_instance_t *primary, const char *name,
+                                char *buf, size_t cap, dbp_err_t *err)
 {
-    bool found = false;
-    for (const char *p = list; p && *p;) {
-        unsigned long d2, s2;
-        unsigned long long n;
-        if (sscanf(p, "%lu-%lu-%llu", &d2, &s2, &n) == 3 && d2 == d && (!found || n > *seq)) {
-            *seq = n;
-            found = true;
-        }
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
-    return found;
-}
-
-/* The GTID list at the start of the primary's oldest binary log (its Gtid_list event:
- * what came before the log, "" for the first log ever) into buf, the log's name into
- * `name`. DBP_ENOENT when the primary has no binary log. */
-static int mdbb_oldest_binlog_start(MYSQL *m, const engine_instance_t *primary, char *name,
-                                    size_t name_cap, char *buf, size_t cap, dbp_err_t *err)
-{
-    buf[0] = name[0] = '\0';
-    MYSQL_RES *r = mdb_query(m, "SHOW BINARY LOGS", err);
-    if (!r)
-        return DBP_EENGINE;
-    MYSQL_ROW row = mysql_fetch_row(r);
-    const char *first = row ? mdb_col(r, row, "Log_name") : NULL;
-    if (first)
-        snprintf(name, name_cap, "%s", first);
-    mysql_free_result(r);
-    if (!name[0])
-        return dbp_err_set(err, DBP_ENOENT, "primary %s has no binary log", primary->name);
+    buf[0] = '\0';
     dbp_sb_t q = {0};
     dbp_sb_printf(&q, "SHOW BINLOG EVENTS IN ");
     sb_lit(&q, m, name);
     dbp_sb_printf(&q, " LIMIT 4");
     int rc = sb_check(&q, err);
-    r = rc ? NULL : mdb_query(m, q.buf, err);
+    MYSQL_RES *r = rc ? NULL : mdb_query(m, q.buf, err);
     dbp_sb_free(&q);
     if (!rc && !r)
-        rc = DBP_EENGINE;
+        return DBP_EENGINE;
     bool seen = false;
-    while (r && (row = mysql_fetch_row(r))) {
+    MYSQL_ROW row;
+    while (r && !seen && (row = mysql_fetch_row(r))) {
         const char *type = mdb_col(r, row, "Event_type"), *info = mdb_col(r, row, "Info");
         if (!type || strcmp(type, "Gtid_list") != 0 || !info)
             continue;
-        /* Info is "[0-1-42,1-2-7]", "[]" for the first log. */
+        /* Info is "[0-1-42,1-2-7]", "[]" for a log that follows nothing. */
         const char *o = strchr(info, '['), *c = o ? strchr(o, ']') : NULL;
         if (!c || (size_t)(c - o - 1) >= cap)
             break;
         memcpy(buf, o + 1, (size_t)(c - o - 1));
         buf[c - o - 1] = '\0';
         seen = true;
-        break;
     }
     if (r)
         mysql_free_result(r);
     if (!rc && !seen)
-        rc = dbp_err_set(err, DBP_EENGINE, "binary log %s of %s has no Gtid_list event", name,
-                         primary->name);
+        rc = dbp_err_set(err, DBP_EENGINE, "binary log %s of %s has no readable Gtid_list event",
+                         name, primary->name);
     return rc;
 }
 
-/* Replica bootstrap (engine.h bootstrap_check): the run's GTID `position` must be in the
- * primary's gtid_binlog_state (the same history: under gtid_strict_mode a domain's sequence
- * numbers order it) and its oldest binary log must not start after it (nothing the
- * replica needs was purged), so that CHANGE MASTER ... MASTER_USE_GTID = slave_pos from
- * `position` (mdb_follow, with the restored xtrabackup_binlog_info) replays exactly the
- * transactions since the run. With `replica`, its restored data dir must be at
- * `position`. */
+/* The first GTID in the primary's binary logs (`logs`, a SHOW BINARY LOGS result, oldest
+ * first) of each of the `n` domains in `want`, into first[i] (seq 0 when not seen).
+ * Reads SHOW BINLOG EVENTS a page at a time from the oldest log until every domain is
+ * seen, at most MDBB_SCAN_EVENTS events; *complete is false when that limit stopped the
+ * scan. */
+static int mdbb_first_gtids(MYSQL *m, MYSQL_RES *logs, const uint32_t *want, int n,
+                            mdb_gtid_t *first, bool *complete, dbp_err_t *err)
+{
+    int rc = 0, left = n;
+    long budget = MDBB_SCAN_EVENTS;
+    memset(first, 0, (size_t)n * sizeof(*first));
+    mysql_data_seek(logs, 0);
+    MYSQL_ROW lrow;
+    while (!rc && left > 0 && budget > 0 && (lrow = mysql_fetch_row(logs))) {
+        const char *name = mdb_col(logs, lrow, "Log_name");
+        unsigned long long from = 4; /* the first event after the magic number */
+        bool more = name != NULL;
+        while (!rc && more && left > 0 && budget > 0) {
+            dbp_sb_t q = {0};
+            dbp_sb_printf(&q, "SHOW BINLOG EVENTS IN ");
+            sb_lit(&q, m, name);
+            dbp_sb_printf(&q, " FROM %llu LIMIT %d", from, MDBB_SCAN_PAGE);
+            MYSQL_RES *r = (rc = sb_check(&q, err)) ? NULL : mdb_query(m, q.buf, err);
+            dbp_sb_free(&q);
+            if (!r) {
+                rc = rc ? rc : DBP_EENGINE;
+                break;
+            }
+            unsigned long long rows = 0, next = 0;
+            MYSQL_ROW row;
+            while ((row = mysql_fetch_row(r))) {
+                rows++;
+                const char *type = mdb_col(r, row, "Event_type"), *info = mdb_col(r, row, "Info");
+                const char *end = mdb_col(r, row, "End_log_pos");
+                next = end ? strtoull(end, NULL, 10) : 0;
+                /* Info is "BEGIN GTID 0-1-43", "GTID 0-1-43" (DDL), "XA START ... GTID ...". */
+                const char *gt =
+                    type && info && strcmp(type, "Gtid") == 0 ? strstr(info, "GTID ") : NULL;
+                mdb_gtid_t g;
+                if (!gt || !mdb_gtid_parse(gt + 5, &g))
+                    continue;
+                for (int i = 0; i < n; i++)
+                    if (want[i] == g.domain && first[i].seq == 0) {
+                        first[i] = g;
+                        left--;
+                    }
+            }
+            mysql_free_result(r);
+            budget -= (long)rows;
+            /* A short page is the end of this log; a page must move forward. */
+            more = rows == MDBB_SCAN_PAGE && next > from;
+            from = next;
+        }
+    }
+    *complete = budget > 0;
+    return rc;
+}
+
+/* Replica bootstrap (engine.h bootstrap_check): a replica restored from the run and set
+ * to `position` (gtid_slave_pos, from the restored xtrabackup_binlog_info) follows the
+ * primary with CHANGE MASTER ... MASTER_USE_GTID = slave_pos (mdb_follow). Under
+ * gtid_strict_mode the primary serves that only when, for every GTID d-s-n of the
+ * position:
+ * - d-s-n is in its gtid_binlog_state (the same history: a domain's sequence numbers
+ *   order it), and
+ * - its binary logs hold d-s-n or begin right after it: the oldest log's Gtid_list names
+ *   d at a sequence number <= n (nothing after the run was purged); or, when the list
+ *   does not name d (the logs of a new server, or of one cloned or bootstrapped after the
+ *   run, which begin with what it wrote or replicated since), d's first GTID in the logs
+ *   is at most n. Otherwise the primary stops the replica with error 1236 (a purged log,
+ *   or ER_GTID_START_FROM_BINLOG_HOLE). That first GTID is found with SHOW BINLOG EVENTS
+ *   from the oldest log, at most MDBB_SCAN_EVENTS events; a domain not seen by then is
+ *   refused too.
+ * DBP_ENOENT (the caller clones instead) with the reason in err. With `replica`, its
+ * restored data dir must also be at `position`. */
 int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_t *replica,
                         const char *position, dbp_err_t *err)
 {
@@ -290,7 +318,7 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
         return dbp_err_set(err, DBP_EUNSUPPORTED,
                            "gtid_strict_mode is off: the primary's history cannot be checked to "
                            "contain the run's GTID position");
-    if (!position || !mdbb_gtid_list_ok(position))
+    if (!position || !mdb_gtid_list_ok(position))
         return dbp_err_set(err, DBP_ENOENT, "the run records no GTID position ('%s')",
                            position ? position : "");
     if (replica) {
@@ -305,38 +333,69 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
     MYSQL *m = mdb_connect(primary, false, err);
     if (!m)
         return DBP_EENGINE;
-    char state[2048], oldest[128], start[1024];
+    char state[2048], oldest[128] = "", before[1024] = "";
+    uint32_t want[MDBB_MAX_DOMAINS];
+    mdb_gtid_t need[MDBB_MAX_DOMAINS], first[MDBB_MAX_DOMAINS];
+    int nwant = 0;
+    mdb_gtid_t g;
+    MYSQL_RES *logs = NULL;
     int rc = mdb_scalar(m, "SELECT @@gtid_binlog_state", state, sizeof(state), err);
-    for (const char *p = position; !rc && p && *p;) {
-        unsigned long d, s;
-        unsigned long long n;
-        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) == 3 && !mdb_gtid_in_state(state, d, s, n))
-            rc = dbp_err_set(err, DBP_ENOENT,
-                             "the run's transaction %lu-%lu-%llu is not in primary %s's history "
-                             "(gtid_binlog_state '%s'): the run is from another history",
-                             d, s, n, primary->name, state);
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
+    if (!rc && mdb_gtid_first_missing(position, state, &g) != 0)
+        rc = dbp_err_set(err, DBP_ENOENT,
+                         "the run's transaction %" PRIu32 "-%" PRIu32 "-%" PRIu64
+                         " is not in primary %s's history (gtid_binlog_state '%s'): the "
+                         "run is from another history",
+                         g.domain, g.server, g.seq, primary->name, state);
+    MYSQL_ROW row;
+    if (!rc && !(logs = mdb_query(m, "SHOW BINARY LOGS", err)))
+        rc = DBP_EENGINE;
+    if (!rc && (row = mysql_fetch_row(logs)) && mdb_col(logs, row, "Log_name"))
+        snprintf(oldest, sizeof(oldest), "%s", mdb_col(logs, row, "Log_name"));
+    if (!rc && !oldest[0])
+        rc = dbp_err_set(err, DBP_ENOENT, "primary %s has no binary log", primary->name);
     if (!rc)
-        rc = mdbb_oldest_binlog_start(m, primary, oldest, sizeof(oldest), start, sizeof(start),
-                                      err);
-    for (const char *p = start; !rc && *p;) {
-        unsigned long d, s;
-        unsigned long long n, have = 0, need = 0;
-        /* The replica asks for the transactions after `have` in domain d; the oldest
-         * log holds those after `need` (the highest of d in its Gtid_list). */
-        if (sscanf(p, "%lu-%lu-%llu", &d, &s, &n) == 3 && mdbb_domain_seq(start, d, &need) &&
-            (!mdbb_domain_seq(position, d, &have) || have < need))
+        rc = mdbb_gtid_list_event(m, primary, oldest, before, sizeof(before), err);
+    /* Domains the logs begin in after a known GTID: the run must be at or past it. */
+    for (const char *p = position; !rc && mdb_gtid_next(&p, &g) > 0;) {
+        uint64_t after;
+        if (mdb_gtid_domain_seq(before, g.domain, &after)) {
+            if (g.seq < after)
+                rc = dbp_err_set(err, DBP_ENOENT,
+                                 "primary %s no longer has the binary logs after the run's GTID "
+                                 "position %s: its oldest binary log %s starts after %s",
+                                 primary->name, position, oldest, before);
+        } else if (nwant == MDBB_MAX_DOMAINS) {
             rc = dbp_err_set(err, DBP_ENOENT,
-                             "primary %s no longer has the binary logs after the run's GTID "
-                             "position %s: its oldest binary log %s starts after %s",
-                             primary->name, position, oldest, start);
-        p = strchr(p, ',');
-        if (p)
-            p++;
+                             "the run's GTID position %s has more than %d "
+                             "domains",
+                             position, MDBB_MAX_DOMAINS);
+        } else {
+            need[nwant] = g;
+            want[nwant++] = g.domain;
+        }
     }
+    /* The others begin inside the logs: the run's own GTID must be there. */
+    bool complete = true;
+    if (!rc && nwant)
+        rc = mdbb_first_gtids(m, logs, want, nwant, first, &complete, err);
+    for (int i = 0; !rc && i < nwant; i++) {
+        if (first[i].seq == 0)
+            rc = dbp_err_set(err, DBP_ENOENT,
+                             "cannot tell where primary %s's binary logs begin in GTID domain "
+                             "%" PRIu32 " (no transaction of it in the %s, from %s)",
+                             primary->name, want[i], complete ? "binary logs" : "events scanned",
+                             oldest);
+        else if (first[i].seq > need[i].seq)
+            rc = dbp_err_set(err, DBP_ENOENT,
+                             "primary %s does not have the binary logs after the run's GTID "
+                             "position %s: they begin at %" PRIu32 "-%" PRIu32 "-%" PRIu64
+                             " (oldest binary log %s, Gtid_list [%s]), it was made from a "
+                             "clone or backup after the run",
+                             primary->name, position, first[i].domain, first[i].server,
+                             first[i].seq, oldest, before);
+    }
+    if (logs)
+        mysql_free_result(logs);
     mysql_close(m);
     return rc;
 }

@@ -60,19 +60,6 @@ int mdb_binlog_list(const engine_instance_t *primary, bool flush, engine_binlog_
     return rc;
 }
 
-/* Parses "domain-server-seq" at s; false when it is not one. */
-static bool mdbl_gtid(const char *s, uint32_t *domain, uint64_t *seq)
-{
-    unsigned long d, srv;
-    unsigned long long q;
-    int used = 0;
-    if (sscanf(s, "%lu-%lu-%llu%n", &d, &srv, &q, &used) != 3 || used == 0)
-        return false;
-    *domain = (uint32_t)d;
-    *seq = q;
-    return true;
-}
-
 /* The line parser behind binlog_index: fed mariadb-binlog's output in pieces. */
 typedef struct mdbl_scan {
     engine_binlog_index_t *out;
@@ -118,10 +105,11 @@ static void mdbl_line(mdbl_scan_t *sc)
         sc->have_list = true;
     } else if (g) {
         g += strlen(" GTID ");
-        uint32_t dom;
-        uint64_t seq;
-        if (!mdbl_gtid(g, &dom, &seq))
+        mdb_gtid_t gt;
+        if (!mdb_gtid_parse(g, &gt))
             return;
+        uint32_t dom = gt.domain;
+        uint64_t seq = gt.seq;
         size_t k = strcspn(g, " \t");
         if (!o->first_gtid[0]) {
             snprintf(o->first_gtid, sizeof(o->first_gtid), "%.*s", (int)k, g);
@@ -175,17 +163,14 @@ int mdb_binlog_index(const engine_instance_t *in, const char *path, engine_binlo
     if (!rc && sc->have_list) {
         /* The state before the file, in the domain of its transactions (or the first
          * domain listed when it has none). */
-        for (char *tok = sc->gtid_list; *tok;) {
-            uint32_t dom;
-            uint64_t seq;
-            if (mdbl_gtid(tok, &dom, &seq) && (dom == out->domain || !out->first_gtid[0])) {
-                out->domain = dom;
-                out->start_seq = seq;
+        mdb_gtid_t g;
+        int n;
+        for (const char *l = sc->gtid_list; (n = mdb_gtid_next(&l, &g)) != 0;)
+            if (n > 0 && (g.domain == out->domain || !out->first_gtid[0])) {
+                out->domain = g.domain;
+                out->start_seq = g.seq;
                 break;
             }
-            tok += strcspn(tok, ",");
-            tok += *tok == ',';
-        }
     }
     free(sc);
     if (rc)

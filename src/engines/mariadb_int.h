@@ -1,8 +1,9 @@
 /*
  * mariadb_int.h: what the MariaDB driver's files share (mariadb.c: installation,
  * configuration, replication, probe and promote; mariadb_sql.c: connections, accounts,
- * databases, grants and SqlJob; mariadb_backup.c: backups, restores and inventories);
- * not for other modules, which use the driver through engine.h only.
+ * databases, grants and SqlJob; mariadb_backup.c: backups, restores and inventories;
+ * mariadb_gtid.h: the GTID parser, which backup/binlog.c shares); not for other modules,
+ * which use the driver through engine.h only.
  */
 #ifndef DBP_ENGINES_MARIADB_INT_H
 #define DBP_ENGINES_MARIADB_INT_H
@@ -17,6 +18,7 @@
 
 #include "common/strbuf.h"
 #include "engines/engine.h"
+#include "engines/mariadb_gtid.h"
 
 /* Debian's mariadb-server, mariadb-client and mariadb-backup packages. */
 #define MDB_SERVER "/usr/sbin/mariadbd"
@@ -131,10 +133,6 @@ int mdb_slave_status(MYSQL *m, mdb_slave_t *s, dbp_err_t *err);
  * dbplane_monitor, the service and daemon OS users): a User may not take them over, and
  * logical backups leave them out. */
 bool mdb_reserved_user(const engine_instance_t *in, const char *u);
-
-/* True when GTID d-s-n is in a gtid_binlog_state list ("d-s-m,..."): an entry of the
- * same domain and server id with m >= n (gtid_strict_mode orders a domain); mariadb.c. */
-bool mdb_gtid_in_state(const char *state, unsigned long d, unsigned long s, unsigned long long n);
 
 /* The GTID list a mariadb-backup data dir was taken at (its xtrabackup_binlog_info) into
  * buf ("" when the file has none), the file's path into `path`. False when the file is

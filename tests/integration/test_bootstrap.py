@@ -7,9 +7,17 @@ a real `dbplane up` with real MariaDB 10.11 servers and a posix BackupStore.
   restored from the run (Bootstrapped event naming the run and its GTID; the restored
   xtrabackup_binlog_info is the manifest's GTID and was used as gtid_slave_pos), catches up
   the rows written after the backup from the primary's binary logs (MASTER_USE_GTID =
-  slave_pos), row for row, and serves reads to a declared user. Then the primary's old
+  slave_pos), row for row, and serves reads to a declared user (the primary's oldest
+  binary log, after a purge, follows a GTID the run is past). Then the primary's old
   binary logs are purged and the cluster grows again: the run's GTID is no longer
-  available, so the next replica falls back to a clone (BootstrapFallback says so).
+  available, so the next replica falls back to a clone (BootstrapFallback says so). So
+  does the next one after a switchover to that clone (made after the run): its binary logs
+  begin after the run's GTID (empty Gtid_list) although its gtid_binlog_state contains it,
+  so a replica restored from the run would stop with error 1236.
+- A replica whose primary refuses its GTID position (IO thread stopped with error 1236: its
+  gtid_slave_pos moved back into binary logs the primary purged) cannot recover by itself:
+  the reconciler rebuilds it by a clone (Rebuilding event naming error 1236) and it
+  streams again.
 - bootstrapFrom on a Redis cluster is refused by validation.
 
 The PostgreSQL bootstrap is tested in test_pitr.py.
@@ -168,6 +176,29 @@ def app_reads(d, cluster, name):
         return cur.fetchall()
 
 
+def purge_binlogs(p):
+    """Closes primary p's binary log and purges all the older ones."""
+    p.q("FLUSH BINARY LOGS")
+    current = p.q("SHOW MASTER STATUS")[0][0]
+
+    def purged():  # refused while a replica's dump thread still reads an older log
+        try:
+            p.q(f"PURGE BINARY LOGS TO '{current}'")
+        except pymysql.err.MySQLError:
+            return False
+        return p.q("SHOW BINARY LOGS")[0][0] == current
+    wait_until(purged, timeout=30, what="the primary to purge its older binary logs")
+
+
+def assert_streams_with(d, cluster, name, want):
+    """Replica `name` catches up to rows `want` and streams without an IO error."""
+    wait_caught_up(d, cluster, name)
+    with root(d, cluster, name) as r:
+        assert rows(r) == want
+        st = r.status()
+    assert st["Slave_IO_Running"] == "Yes" and st["Last_IO_Errno"] == 0, st
+
+
 def create_orders(d, cluster):
     with root(d, cluster, primary_name(d, cluster)) as c:
         c.q("CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(64), "
@@ -204,6 +235,14 @@ def test_scale_up_restores_the_verified_run_and_catches_up_from_the_binlogs(env)
     d = env
     apply_cluster(d, "boot", 1)
     create_orders(d, "boot")
+    # The run follows a purged log: the oldest binary log's Gtid_list is not empty (it
+    # names the GTID before it, which the run is at or past). The check once crashed
+    # here, on a one-GTID list.
+    with root(d, "boot", "boot-0") as p:
+        purge_binlogs(p)
+        assert re.fullmatch(r"\[\d+-\d+-\d+\]", [e[5] for e in p.q(
+            f"SHOW BINLOG EVENTS IN '{p.q('SHOW BINARY LOGS')[0][0]}' LIMIT 4")
+            if e[2] == "Gtid_list"][0])
     row = json.loads(bk(d, "backup", "boot", "--backup", "boot-phys", "--verify", "-o", "json"
                         ).stdout)
     assert row["verified"] == "ok", row
@@ -247,16 +286,7 @@ def test_scale_up_restores_the_verified_run_and_catches_up_from_the_binlogs(env)
     # The primary purges the binary logs after the run's GTID: the run can no longer be
     # caught up, so the next replica is cloned, and the event says why.
     with root(d, "boot", "boot-0") as p:
-        p.q("FLUSH BINARY LOGS")
-        current = p.q("SHOW MASTER STATUS")[0][0]
-
-        def purged():  # refused while boot-1's dump thread still reads an older log
-            try:
-                p.q(f"PURGE BINARY LOGS TO '{current}'")
-            except pymysql.err.MySQLError:
-                return False
-            return p.q("SHOW BINARY LOGS")[0][0] == current
-        wait_until(purged, timeout=30, what="the primary to purge its older binary logs")
+        purge_binlogs(p)
         p.q("INSERT INTO shop.orders VALUES (9001, 'after-purge', 1.00)")
         want = rows(p)
     apply_cluster(d, "boot", 3)
@@ -268,6 +298,56 @@ def test_scale_up_restores_the_verified_run_and_catches_up_from_the_binlogs(env)
     with root(d, "boot", "boot-2") as r:
         assert rows(r) == want
     assert app_reads(d, "boot", "boot-2") == want
+
+    # boot-2, cloned after the run, replicates a write of boot-0 (so its gtid_binlog_state
+    # holds boot-0's server id past the run's GTID) and becomes the primary. Its binary logs
+    # begin with what it replicated since its clone: the run cannot be caught up from it.
+    with root(d, "boot", "boot-0") as p:
+        p.q("INSERT INTO shop.orders VALUES (9002, 'before-switchover', 2.00)")
+    wait_caught_up(d, "boot", "boot-2")
+    out = json.loads(d.cli("switchover", "boot", "--to", "boot-2", "-o", "json").stdout)
+    assert out["new_primary"] == "boot-2", out
+    d.wait(timeout=180)
+    with root(d, "boot", "boot-2") as p:
+        first = p.q("SHOW BINARY LOGS")[0][0]
+        assert [e[5] for e in p.q(f"SHOW BINLOG EVENTS IN '{first}' LIMIT 4")
+                if e[2] == "Gtid_list"] == ["[]"]
+        run_dom, run_srv, run_seq = gtid.split(",")[0].split("-")
+        assert f"{run_dom}-{run_srv}-" in p.q("SELECT @@gtid_binlog_state")[0][0]
+        p.q("INSERT INTO shop.orders VALUES (9003, 'after-switchover', 3.00)")
+        want = rows(p)
+    apply_cluster(d, "boot", 4)
+    ev = events(d, "boot-3")
+    why = [e["message"] for e in ev if e["reason"] == "BootstrapFallback"]
+    assert why and "does not have the binary logs after the run's GTID" in why[0], ev
+    assert any(e["reason"] == "Cloned" for e in ev), ev
+    assert_streams_with(d, "boot", "boot-3", want)
+
+
+def test_replica_stopped_by_error_1236_is_rebuilt_by_a_clone(env):
+    d = env  # cluster fb of the first test: fb-0 primary, fb-1 replica
+    with root(d, "fb", "fb-0") as p:
+        server_id = p.q("SELECT @@server_id")[0][0]
+        purge_binlogs(p)
+        p.q("INSERT INTO shop.orders VALUES (6000, 'before-1236', 1.00)")
+    clones = sum(e["reason"] == "Cloned" for e in events(d, "fb-1"))
+    # Back to the primary's first transaction, in a purged log: the primary refuses it.
+    with root(d, "fb", "fb-1") as r:
+        r.q("STOP SLAVE")
+        r.q(f"SET GLOBAL gtid_slave_pos = '0-{server_id}-1'")
+        r.q("START SLAVE")
+
+    def rebuilt():
+        ev = events(d, "fb-1")
+        return (sum(e["reason"] == "Cloned" for e in ev) > clones and
+                [e["message"] for e in ev if e["reason"] == "Rebuilding"])
+    why = wait_until(rebuilt, timeout=120, what="fb-1 to be rebuilt by a clone")
+    assert "error 1236" in why[0], why
+    d.wait(timeout=120)
+    with root(d, "fb", "fb-0") as p:
+        p.q("INSERT INTO shop.orders VALUES (6001, 'after-1236', 1.00)")
+        want = rows(p)
+    assert_streams_with(d, "fb", "fb-1", want)
 
 
 def test_bootstrap_from_is_refused_for_redis(tmp_path):
