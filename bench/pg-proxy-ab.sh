@@ -94,17 +94,18 @@ echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {print s}'; }
 csw() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
-# one NAME PORT PID → "name tps cpu_us cs_per_txn"
+vcsw() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
+# one NAME PORT PID → "name tps cpu_us cs_per_txn voluntary_cs_per_txn"
 one() {
-  local name=$1 port=$2 pid=$3 c0 c1 s0 s1 out tps n
-  c0=$(cpu_ns "$pid"); s0=$(csw "$pid")
+  local name=$1 port=$2 pid=$3 c0 c1 s0 s1 v0 v1 out tps n
+  c0=$(cpu_ns "$pid"); s0=$(csw "$pid"); v0=$(vcsw "$pid")
   out=$(timeout $((T + 60)) pgbench -n "${ARGS[@]}" -j 2 -T "$T" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || true
-  c1=$(cpu_ns "$pid"); s1=$(csw "$pid")
+  c1=$(cpu_ns "$pid"); s1=$(csw "$pid"); v1=$(vcsw "$pid")
   tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
   n=$(echo "$out" | awk -F'[:/ ]+' '/actually processed/ {print $6; exit}')
   if [ -z "$tps" ] || [ -z "${n:-}" ] || [ "$n" = 0 ]; then echo "$name FAIL"; echo "$out" | tail -3 >&2; return; fi
-  awk -v nm="$name" -v t="$tps" -v n="$n" -v c="$((c1 - c0))" -v s="$((s1 - s0))" \
-    'BEGIN { printf "%s %.0f %.2f %.3f\n", nm, t, c / n / 1000, s / n }'
+  awk -v nm="$name" -v t="$tps" -v n="$n" -v c="$((c1 - c0))" -v s="$((s1 - s0))" -v v="$((v1 - v0))" \
+    'BEGIN { printf "%s %.0f %.2f %.3f %.3f\n", nm, t, c / n / 1000, s / n, v / n }'
 }
 ARGS=("$@")
 NAMES=(pgbouncer A B); PORTS=("$BP" "$AP" "$BBP"); PIDS=("$PID_P" "$PID_A" "$PID_B")
@@ -119,9 +120,9 @@ for r in $(seq "$REPS"); do
 done
 echo "# load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 med() { awk -v nm="$1" -v f="$2" '$1 == nm && $2 != "FAIL" {print $f}' "$W/res" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf "%-10s %8s %6s %10s %6s %8s\n" pooler tps ratio "cpu us/tx" ratio "cs/tx"
+printf "%-10s %8s %6s %10s %6s %8s %8s\n" pooler tps ratio "cpu us/tx" ratio "cs/tx" "vol/tx"
 for nm in pgbouncer A B; do
-  printf "%-10s %8s %6s %10s %6s %8s\n" "$nm" "$(med $nm 2)" \
+  printf "%-10s %8s %6s %10s %6s %8s %8s\n" "$nm" "$(med $nm 2)" \
     "$(awk -v a="$(med $nm 2)" -v b="$(med pgbouncer 2)" 'BEGIN {printf "%.2f", a / b}')" "$(med $nm 3)" \
-    "$(awk -v a="$(med $nm 3)" -v b="$(med pgbouncer 3)" 'BEGIN {printf "%.2f", a / b}')" "$(med $nm 4)"
+    "$(awk -v a="$(med $nm 3)" -v b="$(med pgbouncer 3)" 'BEGIN {printf "%.2f", a / b}')" "$(med $nm 4)" "$(med $nm 5)"
 done

@@ -764,9 +764,11 @@ static void *worker_main(void *arg)
     px_worker_t *w = arg;
     if (w->p->sched_batch)
         worker_sched_batch(w);
+    /* io_uring send batching (sbuf.c, docs/proxy.md "Scheduling"): on unless
+     * DBPLANE_PROXY_URING=0; without liburing or a kernel that allows it, plain sendmsg. */
     const char *ur = getenv("DBPLANE_PROXY_URING");
-    if (ur && strcmp(ur, "1") == 0 && sbuf_ctx_enable_uring(&w->io) != 0)
-        dbp_warn("proxy_uring_unavailable", "worker=%d", w->idx);
+    if ((!ur || strcmp(ur, "0") != 0) && sbuf_ctx_enable_uring(&w->io) != 0)
+        dbp_info("proxy_uring_unavailable", "worker=%d", w->idx);
     w->now_ms = px_now_ms();
     listeners_reconcile(w); /* the initial snapshot (reference taken in worker_init) */
     event_base_dispatch(w->base);
