@@ -49,10 +49,6 @@ void sbuf_ctx_free(sbuf_ctx_t *ctx)
         ctx->ring = NULL;
     }
 #endif
-    if (ctx->flush_ev) {
-        event_free(ctx->flush_ev);
-        ctx->flush_ev = NULL;
-    }
     free(ctx->pend);
     ctx->pend = NULL;
     ctx->npend = ctx->cap_pend = 0;
@@ -100,9 +96,9 @@ static void buf_put(sbuf_ctx_t *ctx, sbuf_iobuf_t *b)
 
 /*
  * io_uring send batching. sbuf_send on a plaintext socket with nothing queued copies the
- * bytes to the output queue, puts the sbuf on ctx->pend and activates flush_ev; libevent
- * runs flush_ev after the callbacks already active in this round, and flush_cb submits one
- * IORING_OP_SENDMSG per queued sbuf in one io_uring_enter. MSG_DONTWAIT makes io_uring
+ * bytes to the output queue and puts the sbuf on ctx->pend; after each event-loop round
+ * the worker calls sbuf_ctx_flush, which submits one IORING_OP_SEND per queued sbuf in one
+ * io_uring_enter. MSG_DONTWAIT makes io_uring
  * complete a full socket with -EAGAIN instead of arming its own poll, so every send has
  * completed when io_uring_submit_and_wait returns; what a socket did not take stays queued
  * and the write event is armed, as after a short sendmsg. The point (docs/benchmarks.md):
@@ -139,11 +135,19 @@ static void uring_result(sbuf_t *sb, int res)
     }
 }
 
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
+/* Marks slot i of the batch done and applies res to its sbuf (if still open). */
+static void batch_done(sbuf_ctx_t *ctx, int i, int res)
 {
-    (void)fd;
-    (void)what;
-    sbuf_ctx_t *ctx = arg;
+    sbuf_t *sb = ctx->pend[i];
+    if (!sb)
+        return;
+    ctx->pend[i] = NULL;
+    sb->upend = false;
+    uring_result(sb, res);
+}
+
+void sbuf_ctx_flush(sbuf_ctx_t *ctx)
+{
     int done = 0;
     while (done < ctx->npend) {
         int base = done, nsub = 0;
@@ -154,44 +158,52 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
             struct io_uring_sqe *sqe = io_uring_get_sqe(ctx->ring);
             if (!sqe)
                 break;
-            sb->uiov.iov_base = sb->out->data + sb->out->pos;
-            sb->uiov.iov_len = sb->out->len - sb->out->pos;
-            memset(&sb->umh, 0, sizeof(sb->umh));
-            sb->umh.msg_iov = &sb->uiov;
-            sb->umh.msg_iovlen = 1;
-            io_uring_prep_sendmsg(sqe, sb->fd, &sb->umh, MSG_NOSIGNAL | MSG_DONTWAIT);
-            io_uring_sqe_set_data64(sqe, (uint64_t)done);
+            io_uring_prep_send(sqe, sb->fd, sb->out->data + sb->out->pos,
+                               sb->out->len - sb->out->pos, MSG_NOSIGNAL | MSG_DONTWAIT);
+            sqe->user_data = (uint64_t)done;
             nsub++;
         }
-        int rc = nsub ? io_uring_submit_and_wait(ctx->ring, (unsigned)nsub) : 0;
         int got = 0;
-        while (rc >= 0 && got < nsub) {
-            struct io_uring_cqe *cqe;
-            if (io_uring_wait_cqe(ctx->ring, &cqe) != 0)
-                break;
-            int i = (int)io_uring_cqe_get_data64(cqe);
-            int res = cqe->res;
-            io_uring_cqe_seen(ctx->ring, cqe);
-            got++;
-            sbuf_t *sb = i < ctx->npend ? ctx->pend[i] : NULL;
-            if (!sb)
-                continue;
-            ctx->pend[i] = NULL;
-            sb->upend = false;
-            uring_result(sb, res);
+        if (nsub && io_uring_submit_and_wait(ctx->ring, (unsigned)nsub) >= 0) {
+            /* MSG_DONTWAIT: every send completed inside the submit; collect them all
+             * before any callback runs (a callback may queue more sends). */
+            while (got < nsub) {
+                struct io_uring_cqe *cqe;
+                unsigned head, k = 0;
+                int res[SBUF_URING_ENTRIES];
+                int idx[SBUF_URING_ENTRIES];
+                io_uring_for_each_cqe(ctx->ring, head, cqe)
+                {
+                    idx[k] = (int)cqe->user_data;
+                    res[k++] = cqe->res;
+                }
+                io_uring_cq_advance(ctx->ring, k);
+                for (unsigned j = 0; j < k; j++)
+                    batch_done(ctx, idx[j], res[j]);
+                got += (int)k;
+                if (got < nsub && io_uring_wait_cqe(ctx->ring, &cqe) != 0)
+                    break;
+            }
         }
-        /* Anything not completed (a failed submit): send it the plain way. */
-        for (int i = base; i < done; i++) {
-            sbuf_t *sb = ctx->pend[i];
-            if (!sb)
-                continue;
-            ctx->pend[i] = NULL;
-            sb->upend = false;
-            if (flush_out(sb, NULL, 0) != 0)
-                fail(sb, "write failed");
+        if (got < nsub) {
+            /* A failed submit: what did not complete goes the plain way. */
+            for (int i = base; i < done; i++) {
+                sbuf_t *sb = ctx->pend[i];
+                if (!sb)
+                    continue;
+                ctx->pend[i] = NULL;
+                sb->upend = false;
+                if (flush_out(sb, NULL, 0) != 0)
+                    fail(sb, "write failed");
+            }
         }
     }
     ctx->npend = 0;
+}
+#else
+void sbuf_ctx_flush(sbuf_ctx_t *ctx)
+{
+    ctx->npend = 0; /* nothing is ever queued without io_uring */
 }
 #endif
 
@@ -205,12 +217,6 @@ int sbuf_ctx_enable_uring(sbuf_ctx_t *ctx)
     memset(&pr, 0, sizeof(pr));
     pr.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
     if (io_uring_queue_init_params(SBUF_URING_ENTRIES, r, &pr) != 0) {
-        free(r);
-        return -1;
-    }
-    ctx->flush_ev = event_new(ctx->base, -1, 0, flush_cb, ctx);
-    if (!ctx->flush_ev) {
-        io_uring_queue_exit(r);
         free(r);
         return -1;
     }
@@ -238,8 +244,6 @@ static int pend_add(sbuf_t *sb, const void *extra, size_t n)
         return -1;
     if (!sb->out || sb->out->len == sb->out->pos)
         return 0;
-    if (ctx->npend == 0)
-        event_active(ctx->flush_ev, EV_TIMEOUT, 0);
     ctx->pend[ctx->npend++] = sb;
     sb->upend = true;
     return 0;

@@ -23,9 +23,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sys/socket.h>
-#include <sys/uio.h>
-
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -44,7 +41,7 @@ struct io_uring;
 
 /* Per-worker context: the event base and the freelist of standard-size buffers. With
  * io_uring (sbuf_ctx_enable_uring), plaintext sends of one event-loop round are queued on
- * `pend` and leave together in one io_uring_enter from flush_ev (see sbuf.c). */
+ * `pend` and leave together in one io_uring_enter from sbuf_ctx_flush (see sbuf.c). */
 typedef struct sbuf_ctx {
     struct event_base *base;
     sbuf_iobuf_t *free;
@@ -53,7 +50,6 @@ typedef struct sbuf_ctx {
     uint64_t bytes_in;  /* counters of this worker (all sbufs) */
     uint64_t bytes_out;
     struct io_uring *ring;  /* NULL: every send is a sendmsg at once */
-    struct event *flush_ev; /* activated when the first send of a round is queued */
     struct sbuf **pend;     /* queued sbufs (NULL slots: closed meanwhile) */
     int npend, cap_pend;
 } sbuf_ctx_t;
@@ -84,8 +80,6 @@ typedef struct sbuf {
     bool closed;
     bool in_cb;         /* inside the callback (for re-entrancy checks) */
     bool upend;         /* output queued on ctx->pend for this round's io_uring batch */
-    struct msghdr umh;  /* the batch's sendmsg arguments (valid while submitted) */
-    struct iovec uiov;
     const char *err;    /* static reason for EOF */
 } sbuf_t;
 
@@ -94,10 +88,15 @@ void sbuf_ctx_init(sbuf_ctx_t *ctx, struct event_base *base);
 /* Frees the freelist (and the io_uring, if any). */
 void sbuf_ctx_free(sbuf_ctx_t *ctx);
 /* Sends of one event-loop round on plaintext sockets go out in one io_uring_enter
- * (IORING_OP_SENDMSG, MSG_DONTWAIT) at the end of the round instead of one sendmsg each.
- * Returns 0, or -1 when io_uring is unavailable (not built in, or the kernel refuses):
- * sends stay immediate. Call on the worker thread before the loop runs. */
+ * (IORING_OP_SEND, MSG_DONTWAIT) from sbuf_ctx_flush instead of one sendmsg each. Returns
+ * 0, or -1 when io_uring is unavailable (not built in, or the kernel refuses): sends stay
+ * immediate. Call on the worker thread before the loop runs. */
 int sbuf_ctx_enable_uring(sbuf_ctx_t *ctx);
+/* Sends everything queued since the last call (one io_uring_enter per 256 sends) and
+ * applies the results as a sendmsg return would be applied: short or EAGAIN → queued and
+ * the write event armed, an error → SBUF_EV_EOF ("write failed") delivered to the owner.
+ * The owner runs it after every event-loop round while ctx->npend > 0. */
+void sbuf_ctx_flush(sbuf_ctx_t *ctx);
 
 /* Takes ownership of accepted, connected fd (made non-blocking here) and starts reading.
  * Returns 0 or -1 (the fd is then closed). */
