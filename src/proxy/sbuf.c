@@ -93,7 +93,6 @@ static void buf_put(sbuf_ctx_t *ctx, sbuf_iobuf_t *b)
     }
 }
 
-
 /*
  * io_uring send batching. sbuf_send on a plaintext socket with nothing queued copies the
  * bytes to the output queue and puts the sbuf on ctx->pend; after each event-loop round
