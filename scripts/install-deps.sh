@@ -10,6 +10,8 @@ PKGS=(
   libyaml-dev libsqlite3-dev libssl-dev libjansson-dev libevent-dev
   libmicrohttpd-dev libcurl4-openssl-dev libzstd-dev zlib1g-dev
   libpq-dev libmariadb-dev libhiredis-dev libcmocka-dev
+  # optional: io_uring send batching in the proxy (CMake finds it through pkg-config)
+  liburing-dev
   # servers
   postgresql-15 postgresql-client-15 postgresql-contrib mariadb-server mariadb-client
   mariadb-backup redis-server redis-tools pgbouncer

@@ -812,11 +812,28 @@ static void *worker_main(void *arg)
     px_worker_t *w = arg;
     if (w->p->sched_batch)
         worker_sched_batch(w);
+    /* io_uring send batching (sbuf.c, docs/proxy.md "Scheduling"): on unless
+     * DBPLANE_PROXY_URING=0; without liburing or a kernel that allows it, plain sendmsg. */
+    const char *ur = getenv("DBPLANE_PROXY_URING");
+    if ((!ur || strcmp(ur, "0") != 0) && sbuf_ctx_enable_uring(&w->io) != 0)
+        dbp_info("proxy_uring_unavailable", "worker=%d", w->idx);
     w->now_ms = px_now_ms();
     listeners_reconcile(w); /* the initial snapshot (reference taken in worker_init) */
-    event_base_dispatch(w->base);
+    if (!w->io.ring) {
+        event_base_dispatch(w->base);
+    } else {
+        /* One round at a time: the round's queued sends leave in one io_uring_enter. */
+        for (;;) {
+            int rc = event_base_loop(w->base, EVLOOP_ONCE);
+            if (w->io.npend)
+                sbuf_ctx_flush(&w->io);
+            if (rc != 0 || event_base_got_break(w->base) || event_base_got_exit(w->base))
+                break;
+        }
+    }
     w->stopping = true;
     worker_close_all(w);
+    sbuf_ctx_flush(&w->io);
     reap_cb(-1, 0, w);
     while (w->nls > 0)
         listener_remove(w, w->nls - 1);

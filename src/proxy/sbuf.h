@@ -36,7 +36,12 @@ typedef struct sbuf_iobuf {
     uint8_t data[];
 } sbuf_iobuf_t;
 
-/* Per-worker context: the event base and the freelist of standard-size buffers. */
+struct sbuf;
+struct io_uring;
+
+/* Per-worker context: the event base and the freelist of standard-size buffers. With
+ * io_uring (sbuf_ctx_enable_uring), plaintext sends of one event-loop round are queued on
+ * `pend` and leave together in one io_uring_enter from sbuf_ctx_flush (see sbuf.c). */
 typedef struct sbuf_ctx {
     struct event_base *base;
     sbuf_iobuf_t *free;
@@ -44,6 +49,9 @@ typedef struct sbuf_ctx {
     int max_free;       /* buffers kept on the freelist */
     uint64_t bytes_in;  /* counters of this worker (all sbufs) */
     uint64_t bytes_out;
+    struct io_uring *ring;  /* NULL: every send is a sendmsg at once */
+    struct sbuf **pend;     /* queued sbufs (NULL slots: closed meanwhile) */
+    int npend, cap_pend;
 } sbuf_ctx_t;
 
 /* Events delivered to the callback (see the contract above). */
@@ -54,7 +62,6 @@ typedef enum sbuf_event {
     SBUF_EV_DRAINED,
 } sbuf_event_t;
 
-struct sbuf;
 typedef void (*sbuf_cb_t)(struct sbuf *sb, sbuf_event_t ev);
 
 /* One stream. Embedded in the owner's connection struct. */
@@ -72,13 +79,24 @@ typedef struct sbuf {
     bool handshaking;   /* TLS handshake in progress */
     bool closed;
     bool in_cb;         /* inside the callback (for re-entrancy checks) */
+    bool upend;         /* output queued on ctx->pend for this round's io_uring batch */
     const char *err;    /* static reason for EOF */
 } sbuf_t;
 
 /* Initialises a freshly zeroed context over base. */
 void sbuf_ctx_init(sbuf_ctx_t *ctx, struct event_base *base);
-/* Frees the freelist. */
+/* Frees the freelist (and the io_uring, if any). */
 void sbuf_ctx_free(sbuf_ctx_t *ctx);
+/* Sends of one event-loop round on plaintext sockets go out in one io_uring_enter
+ * (IORING_OP_SEND, MSG_DONTWAIT) from sbuf_ctx_flush instead of one sendmsg each. Returns
+ * 0, or -1 when io_uring is unavailable (not built in, or the kernel refuses): sends stay
+ * immediate. Call on the worker thread before the loop runs. */
+int sbuf_ctx_enable_uring(sbuf_ctx_t *ctx);
+/* Sends everything queued since the last call (one io_uring_enter per 256 sends) and
+ * applies the results as a sendmsg return would be applied: short or EAGAIN → queued and
+ * the write event armed, an error → SBUF_EV_EOF ("write failed") delivered to the owner.
+ * The owner runs it after every event-loop round while ctx->npend > 0. */
+void sbuf_ctx_flush(sbuf_ctx_t *ctx);
 
 /* Takes ownership of accepted, connected fd (made non-blocking here) and starts reading.
  * Returns 0 or -1 (the fd is then closed). */
@@ -145,7 +163,7 @@ int sbuf_send(sbuf_t *sb, const void *extra, size_t n) __attribute__((warn_unuse
 /* True while output is queued (the socket was full): the producer should pause. */
 static inline bool sbuf_blocked(const sbuf_t *sb)
 {
-    return sb->out && sb->out->len > sb->out->pos;
+    return sb->out && sb->out->len > sb->out->pos && !sb->upend;
 }
 
 /* Closes the fd and frees buffers and events. No callback follows. Idempotent. */
