@@ -453,7 +453,7 @@ static int bl_cmp(const void *a, const void *b)
  * transaction is applied twice. */
 typedef struct bl_replay {
     const char *const *paths;
-    const int *seg_first; /* index into paths of each segment's first log */
+    const int *seg_first;  /* index into paths of each segment's first log */
     char (*seg_start)[64]; /* each later segment's start GTID (segment 0: `start`) */
     int n, nseg;
     const char *start;

@@ -617,8 +617,8 @@ static int mdbb_read_db(MYSQL *m, engine_db_inventory_t *db, dbp_err_t *err)
     return rc;
 }
 
-int mdb_inventory(const engine_instance_t *in, engine_inv_depth_t depth,
-                  engine_inventory_t *out, dbp_err_t *err)
+int mdb_inventory(const engine_instance_t *in, engine_inv_depth_t depth, engine_inventory_t *out,
+                  dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
     MYSQL *m = mdb_connect(in, false, err);

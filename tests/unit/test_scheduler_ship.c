@@ -71,8 +71,7 @@ static void test_ship_backoff(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     snprintf(path, sizeof(path), "%s/clusters/default/db/wal-spool", dir);
     assert_int_equal(mkdir(path, 0700), 0);
-    snprintf(path, sizeof(path), "%s/clusters/default/db/wal-spool/000000010000000000000001",
-             dir);
+    snprintf(path, sizeof(path), "%s/clusters/default/db/wal-spool/000000010000000000000001", dir);
     int fd = open(path, O_WRONLY | O_CREAT, 0600);
     assert_true(fd >= 0);
     close(fd);
