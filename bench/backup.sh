@@ -6,6 +6,10 @@
 # backups (sampled from /proc/PID/status VmHWM). REPS (default 2) rounds of the logical
 # and MariaDB measurements, tools alternating; the tables show the fastest of each.
 #
+# ONLY=logical runs just the PostgreSQL logical rows (no physical backup, no pgBackRest,
+# no pure-zstd variant). BASE_BIN=/path/to/an/older/dbplane adds that binary's logical
+# and MariaDB physical backups to the same rounds (a same-run A/B of a change).
+#
 # MariaDB (ONLY=mariadb runs just that part): physical backup and restore vs
 # `mariadb-backup --backup` itself (into a target dir, and streamed through zstd at the
 # same level), on MDB_ROWS rows (default 1,000,000, ~250 MB).
@@ -36,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 # Runs "$@" (a dbplane command) and prints "<seconds> <peak RSS KiB>" of that process.
 # VmHWM is the kernel's own peak counter, so sampling it every 0.2 s with shell builtins
@@ -99,7 +103,7 @@ EOF
   local mb=(runuser -u dbplane -- mariadb-backup --defaults-file="$cnf" --user=dbplane
             --socket="$sock")
   install -d -o dbplane -g dbplane "$WORK/mb"
-  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_sync= a_prep= a_size rss
+  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_sync= a_prep= a_size rss m_base=
   fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
   for rep in $(seq 1 "${REPS:-2}"); do
     echo "# [$rep] mariadb-backup --backup --target-dir" >&2
@@ -116,6 +120,14 @@ EOF
     m_bk=$(fastest "$m_bk" "$x")
     [ "$rss" -gt "$m_rss" ] && m_rss=$rss
     m_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
+
+    if [ -n "${BASE_BIN:-}" ]; then
+      echo "# [$rep] BASE_BIN physical backup (MariaDB)" >&2
+      sync
+      read -r x _ < <(timed_rss "$BASE_BIN" backup mbench --type physical --no-verify \
+        --store local -o json --data-dir "$data")
+      m_base=$(fastest "$m_base" "$x")
+    fi
 
     echo "# [$rep] mariadb-backup --backup --stream=mbstream | zstd -$LEVEL" >&2
     sync
@@ -160,6 +172,7 @@ EOF
 | physical backup (s) | $m_bk | \`--stream \| zstd -$LEVEL\`, then \`sync FILE\` $a_sync | $(python3 -c "print(f'{$m_bk/$a_sync:.2f}x')") |
 | physical restore (s) | $m_rest | \`zstd -d \| mbstream -x\` + \`--prepare\` $a_prep | $(python3 -c "print(f'{$m_rest/$a_prep:.2f}x')") |
 | physical backup size (MB) | $((m_size / 1000000)) | stream \| zstd $((a_size / 1000000)) | |
+$([ -n "${BASE_BIN:-}" ] && echo "| BASE_BIN physical backup (s) | $m_base | \`--stream \| zstd -$LEVEL\` $a_stream | $(python3 -c "print(f'{$m_base/$a_stream:.2f}x')") |")
 | peak RSS of dbplane, physical backup (MiB) | $((m_rss / 1024)) | | limit 64 |
 EOF
 }
@@ -209,6 +222,7 @@ psql -qX "host=$SOCK port=$PORT user=dbplane_admin dbname=postgres" -c "CHECKPOI
 DBSIZE=$(psql -AtX "host=$SOCK port=$PORT user=dbplane_admin dbname=postgres" \
   -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
 
+if [ "$ONLY" != logical ]; then
 echo "# dbplane physical backup" >&2
 read -r DB_PHYS DB_PHYS_RSS < <(timed_rss "$BIN" backup bench --type physical --no-verify \
   --store local -o json --data-dir "$DATA")
@@ -217,13 +231,14 @@ PHYS_SIZE=$(du -sb "$WORK/store" | cut -f1)
 
 echo "# dbplane physical restore" >&2
 read -r DB_REST _ < <(timed_rss "$BIN" restore "$PHYS_ID" --to "$WORK/restore-dbplane" --data-dir "$DATA")
+fi
 
 # Logical: REPS rounds (default 2), dbplane and the anchors alternating, each after a
 # `sync`; the table shows the fastest of each. dbplane's default runs pg_dump with zlib
 # level 1 inside the archive and zstd on top (DBPLANE_PG_DUMP_LEVEL, postgresql_backup.c);
 # "pure zstd" is DBPLANE_PG_DUMP_LEVEL=0 (raw archive, zstd in dbplane only).
 fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
-DB_LOG= DB_LOG_RSS=0 DB_LOG0= PGDUMP= PGDUMP_ZSTD=
+DB_LOG= DB_LOG_RSS=0 DB_LOG0= PGDUMP= PGDUMP_ZSTD= DB_LOG_BASE=
 for rep in $(seq 1 "${REPS:-2}"); do
   echo "# [$rep] pg_dump -Fc" >&2
   sync
@@ -239,12 +254,21 @@ for rep in $(seq 1 "${REPS:-2}"); do
   [ "$rss" -gt "$DB_LOG_RSS" ] && DB_LOG_RSS=$rss
   LOG_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
 
+  if [ -n "${BASE_BIN:-}" ]; then
+    echo "# [$rep] BASE_BIN logical backup" >&2
+    sync
+    read -r x _ < <(timed_rss "$BASE_BIN" backup bench --type logical --no-verify \
+      --store local -o json --data-dir "$DATA")
+    DB_LOG_BASE=$(fastest "$DB_LOG_BASE" "$x")
+  fi
+
   echo "# [$rep] pg_dump -Fc -Z0 | zstd -$LEVEL" >&2
   sync
   T0=$(now)
   "$PGBIN/pg_dump" -Fc -Z0 -h "$SOCK" -p "$PORT" -U dbplane_admin -d pgbench | zstd -q -"$LEVEL" > "$WORK/pgbench.dump.zst"
   PGDUMP_ZSTD=$(fastest "$PGDUMP_ZSTD" "$(secs "$T0" "$(now)")")
 
+  [ "$ONLY" = logical ] && continue
   echo "# [$rep] dbplane logical backup, DBPLANE_PG_DUMP_LEVEL=0" >&2
   sync
   read -r x _ < <(DBPLANE_PG_DUMP_LEVEL=0 timed_rss "$BIN" backup bench --type logical \
@@ -253,9 +277,24 @@ for rep in $(seq 1 "${REPS:-2}"); do
   LOG0_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
 done
 LOG_SIZE=$(du -sb "$WORK/store/default/bench/$LOG_ID" | cut -f1)
-LOG0_SIZE=$(du -sb "$WORK/store/default/bench/$LOG0_ID" | cut -f1)
 PGDUMP_SIZE=$(stat -c %s "$WORK/pgbench.dump")
 PGDUMP_ZSTD_SIZE=$(stat -c %s "$WORK/pgbench.dump.zst")
+
+if [ "$ONLY" = logical ]; then
+  echo "load average at the end of the logical part: $(cut -d' ' -f1-3 /proc/loadavg)"
+  cat <<EOF
+
+| pgbench -s $SCALE ($DBSIZE), zstd level $LEVEL, fastest of ${REPS:-2} | dbplane | anchor | ratio |
+|---|---|---|---|
+| logical backup (s) | $DB_LOG | \`pg_dump -Fc\` $PGDUMP | $(python3 -c "print(f'{$DB_LOG/$PGDUMP:.2f}x')") |
+| logical backup (s) | $DB_LOG | \`pg_dump -Fc -Z0 \| zstd -$LEVEL\` $PGDUMP_ZSTD | $(python3 -c "print(f'{$DB_LOG/$PGDUMP_ZSTD:.2f}x')") |
+$([ -n "${BASE_BIN:-}" ] && echo "| BASE_BIN logical backup (s) | $DB_LOG_BASE | \`pg_dump -Fc\` $PGDUMP | $(python3 -c "print(f'{$DB_LOG_BASE/$PGDUMP:.2f}x')") |")
+| logical backup size (bytes) | $LOG_SIZE | \`pg_dump -Fc\` $PGDUMP_SIZE | |
+| peak RSS of dbplane, logical backup (MiB) | $((DB_LOG_RSS / 1024)) | | limit 64 |
+EOF
+  exit 0
+fi
+LOG0_SIZE=$(du -sb "$WORK/store/default/bench/$LOG0_ID" | cut -f1)
 
 echo "# pgBackRest $(pgbackrest version | cut -d' ' -f2) full backup + restore" >&2
 install -d -o dbplane -g dbplane "$WORK/pgbr" "$WORK/pgbr-log"

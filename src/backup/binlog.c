@@ -17,12 +17,16 @@
  *                    time, sizes, SHA-256 of the stored bytes). The index is written
  *                    last: a log without one is not archived. Nothing is ever purged
  *                    from the server.
- *   restoring (root) bk_binlog_restore: the indexes after the run's GTID, ordered by GTID
- *                    (not by file name: after a failover another server's logs
- *                    continue the domain), are checked for gaps, fetched (stored SHA-256
- *                    and event checksums checked) into <data dir>.binlog-restore,
- *                    and replayed into a temporary server on the restored data directory
- *                    up to the target time.
+ *   restoring (root) bk_binlog_restore: the logs after the run's GTID are chained by
+ *                    GTID (not by file name: after a failover another server's logs
+ *                    continue the domain): each next log holds the next transaction,
+ *                    the one reaching farthest is taken (the promoted replica's first
+ *                    log repeats what it replicated from the old primary), a missing
+ *                    sequence number is a gap; they are fetched (stored SHA-256 and
+ *                    event checksums checked) into <data dir>.binlog-restore, and
+ *                    replayed into a temporary server on the restored data directory up
+ *                    to the target time; a log that overlaps the one before is replayed
+ *                    from after the last GTID already applied.
  *
  * GTID arithmetic uses the sequence numbers of one domain (dbplane's servers write
  * domain 0): the run's GTID and each file's state must be in that domain.
@@ -435,9 +439,16 @@ static int bl_cmp(const void *a, const void *b)
     return strcmp(x->base, y->base);
 }
 
+/* The replay of a chain, in segments: a segment is a run of logs that continue each
+ * other, replayed from its start GTID; a log that overlaps the one before (after a
+ * failover the promoted replica's first log repeats the transactions it replicated
+ * from the old primary) starts a new segment at the last GTID replayed, so no
+ * transaction is applied twice. */
 typedef struct bl_replay {
     const char *const *paths;
-    int n;
+    const int *seg_first;  /* index into paths of each segment's first log */
+    char (*seg_start)[64]; /* each later segment's start GTID (segment 0: `start`) */
+    int n, nseg;
     const char *start;
     int64_t stop_s;
 } bl_replay_t;
@@ -446,7 +457,13 @@ static int bl_replay_cb(const engine_ops_t *ops, const engine_instance_t *in, vo
                         dbp_err_t *err)
 {
     const bl_replay_t *r = ud;
-    return ops->binlog_replay(in, r->paths, r->n, r->start, r->stop_s, err);
+    int rc = 0;
+    for (int k = 0; k < r->nseg && !rc; k++) {
+        int from = r->seg_first[k], to = k + 1 < r->nseg ? r->seg_first[k + 1] : r->n;
+        rc = ops->binlog_replay(in, r->paths + from, to - from, k ? r->seg_start[k] : r->start,
+                                r->stop_s, err);
+    }
+    return rc;
 }
 
 int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_path,
@@ -473,31 +490,51 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
     /* Next to the data directory, not inside it (the server would take it for a schema). */
     snprintf(dir, sizeof(dir), "%s.binlog-restore", in->data_dir);
     const char **paths = NULL;
-    int npaths = 0, rc = bl_load(bs, prefix, true, &names, &all, err);
+    int *seg_first = NULL;
+    char(*seg_start)[64] = NULL;
+    int npaths = 0, nseg = 0, rc = bl_load(bs, prefix, true, &names, &all, err);
     if (!rc && all.n)
         qsort(all.v, all.n, sizeof(*all.v), bl_cmp);
-    if (!rc && !(paths = calloc(all.n + 1, sizeof(*paths))))
+    if (!rc && (!(paths = calloc(all.n + 1, sizeof(*paths))) ||
+                !(seg_first = calloc(all.n + 1, sizeof(*seg_first))) ||
+                !(seg_start = calloc(all.n + 1, sizeof(*seg_start)))))
         rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
     if (!rc)
         rc = dbp_mkdir_p(dir, 0700, NULL, err);
-    /* The chain of logs from the run's GTID to the target: each must start where the
-     * one before ended. */
+    /* The chain of logs from the run's GTID to the target. Each next log holds the next
+     * transaction (first_seq <= at + 1); of those, the one reaching farthest: after a
+     * failover the old primary's last log and the promoted replica's first one cover
+     * the same transactions (log_slave_updates), and the replica's goes on past them.
+     * Logs without transactions (first_seq 0) add nothing. */
     uint64_t at = run.seq;
     int64_t archive_end = 0;
-    for (size_t i = 0; i < all.n && !rc; i++) {
-        const bl_entry_t *e = &all.v[i];
-        if (e->ix.domain != domain || bl_end(&e->ix) <= at)
-            continue; /* another domain, or transactions the run (or a file) already has */
-        if (e->ix.first_seq && e->ix.first_time >= stop_s)
-            break; /* begins after the target */
-        if (e->ix.start_seq > at) {
+    const char *last_gtid = NULL;
+    while (!rc) {
+        const bl_entry_t *e = NULL, *after = NULL;
+        for (size_t i = 0; i < all.n; i++) {
+            const bl_entry_t *x = &all.v[i];
+            if (x->ix.domain != domain || !x->ix.first_seq || x->ix.last_seq <= at)
+                continue; /* another domain, no transactions, or all already replayed */
+            if (x->ix.first_time >= stop_s)
+                continue; /* begins after the target */
+            if (x->ix.first_seq > at + 1) {
+                if (!after || x->ix.first_seq < after->ix.first_seq)
+                    after = x;
+                continue;
+            }
+            if (!e || x->ix.last_seq > e->ix.last_seq)
+                e = x;
+        }
+        if (!e && !after)
+            break; /* the archive has nothing more before the target */
+        if (!e) {
             char msg[400];
             snprintf(msg, sizeof(msg),
                      "the binlog archive has a gap: GTID sequence numbers %llu to %llu of "
                      "domain %u (before archived log %s) are missing; the point in time "
                      "cannot be reached from run %s",
-                     (unsigned long long)at + 1, (unsigned long long)e->ix.start_seq, domain,
-                     e->base, m->id);
+                     (unsigned long long)at + 1, (unsigned long long)after->ix.first_seq - 1,
+                     domain, after->base, m->id);
             bk_event(ctx, m->tenant, "Backup", m->backup[0] ? m->backup : m->cluster, "Warning",
                      "WalArchiveGap", msg);
             rc = dbp_err_set(err, DBP_ENOENT, "%s", msg);
@@ -536,8 +573,16 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
             rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
             break;
         }
+        /* A log holding transactions already replayed begins a segment that starts
+         * after the last of them. */
+        if (npaths == 0 || (e->ix.first_seq <= at && last_gtid && *last_gtid)) {
+            seg_first[nseg] = npaths;
+            snprintf(seg_start[nseg], sizeof(seg_start[0]), "%s", npaths ? last_gtid : "");
+            nseg++;
+        }
         npaths++;
-        at = bl_end(&e->ix);
+        at = e->ix.last_seq;
+        last_gtid = e->ix.last_gtid;
         archive_end = e->ix.last_time;
     }
     if (!rc && archive_end < stop_s - 1) {
@@ -550,7 +595,13 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
                  m->id, end);
     }
     if (!rc && npaths) {
-        bl_replay_t r = {.paths = paths, .n = npaths, .start = m->start_position, .stop_s = stop_s};
+        bl_replay_t r = {.paths = paths,
+                         .seg_first = seg_first,
+                         .seg_start = seg_start,
+                         .n = npaths,
+                         .nseg = nseg,
+                         .start = m->start_position,
+                         .stop_s = stop_s};
         rc = bk_with_server(ctx, m, in->data_dir, bl_replay_cb, &r, err);
     }
     if (!rc)
@@ -559,6 +610,8 @@ int bk_binlog_restore(backup_ctx_t *ctx, backup_store_t *bs, const char *run_pat
     for (int i = 0; i < npaths; i++)
         free((char *)paths[i]);
     free(paths);
+    free(seg_first);
+    free(seg_start);
     free(all.v);
     bl_names_free(&names);
     dbp_err_t ignore;

@@ -252,7 +252,7 @@ static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
             return dbp_err_set(err, DBP_EENGINE, "the restored server exited: %s", line);
         }
         engine_inventory_t inv;
-        if (ops->inventory(&s->in, false, &inv, &last) == 0 && !inv.in_recovery)
+        if (ops->inventory(&s->in, ENGINE_INV_NAMES, &inv, &last) == 0 && !inv.in_recovery)
             return 0;
         if (dbp_now_ms() > deadline)
             return dbp_err_set(err, DBP_EENGINE, "the restored server did not become ready: %s",
@@ -399,7 +399,7 @@ static int verify_run(backup_ctx_t *ctx, const store_backup_t *row, char *summar
     }
     engine_inventory_t inv;
     if (!rc)
-        rc = ops->inventory(&s->in, true, &inv, err);
+        rc = ops->inventory(&s->in, ENGINE_INV_FULL_READ, &inv, err);
     if (!rc)
         rc = compare_inventory(m, &inv, summary, cap, err);
 out:
@@ -712,7 +712,8 @@ int backup_restore(backup_ctx_t *ctx, const backup_restore_opts_t *o, dbp_err_t 
     }
     engine_instance_t in;
     engine_inventory_t inv;
-    if ((rc = bk_primary(ctx, tc, &in, err)) || (rc = ops->inventory(&in, false, &inv, err)))
+    if ((rc = bk_primary(ctx, tc, &in, err)) ||
+        (rc = ops->inventory(&in, ENGINE_INV_NAMES, &inv, err)))
         goto out;
     bool any_exists = false;
     for (int i = 0; i < m->nparts; i++) {

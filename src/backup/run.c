@@ -363,6 +363,46 @@ static int run_part(part_job_t *j, backup_store_t *bs, const char *key,
     return rc;
 }
 
+/* The table counts of a run's inventory, read by a side thread while the backup tool
+ * runs: the source is picked with an ENGINE_INV_NAMES inventory (one connection, no
+ * per-table work), so the tool starts without waiting for the counts, which only the
+ * manifest needs (verification compares them). */
+typedef struct count_job {
+    const engine_ops_t *ops;
+    const engine_instance_t *in;
+    engine_inventory_t inv; /* out: the ENGINE_INV_COUNT inventory */
+    dbp_err_t err;
+    int rc;
+} count_job_t;
+
+static void *count_main(void *ud)
+{
+    count_job_t *cj = ud;
+    cj->rc = cj->ops->inventory(cj->in, ENGINE_INV_COUNT, &cj->inv, &cj->err);
+    if (cj->rc)
+        dbp_err_prefix(&cj->err, "inventory of %s: ", cj->in->name);
+    return NULL;
+}
+
+/* Whether an inventory left table counts out (ENGINE_INV_NAMES). */
+static bool inv_needs_counts(const engine_inventory_t *inv)
+{
+    for (int i = 0; i < inv->ndb; i++)
+        if (inv->dbs[i].tables < 0)
+            return true;
+    return false;
+}
+
+/* The counted tables of database `name` (0 when the count did not see it: dropped
+ * during the backup). */
+static int64_t inv_tables(const engine_inventory_t *inv, const char *name)
+{
+    for (int i = 0; i < inv->ndb; i++)
+        if (strcmp(inv->dbs[i].name, name) == 0)
+            return inv->dbs[i].tables < 0 ? 0 : inv->dbs[i].tables;
+    return 0;
+}
+
 /* A part streamed by a side thread while the main thread streams the others: the
  * logical run's cluster-wide objects (a short tool run, mostly process start-up and
  * connection latency) overlap the first database dump instead of preceding it. The
@@ -376,12 +416,15 @@ typedef struct side_part {
     backup_part_stat_t st;
     dbp_err_t err;
     int rc;
+    count_job_t *count; /* when set, the table counts are read after the part */
 } side_part_t;
 
 static void *side_part_main(void *ud)
 {
     side_part_t *s = ud;
     s->rc = run_part(&s->job, s->bs, s->key, s->co, &s->st, &s->err);
+    if (s->count)
+        count_main(s->count);
     return NULL;
 }
 
@@ -410,7 +453,7 @@ static int pick_source(backup_ctx_t *ctx, const spec_resource_t *c, int target,
     snprintf(last.msg, sizeof(last.msg), "no running instance matches the target");
     for (int i = 0; i < k; i++) {
         bk_fill_instance(ctx, c, &recs[order[i]], in);
-        if (ops->inventory(in, false, inv, &last) == 0) {
+        if (ops->inventory(in, ENGINE_INV_NAMES, inv, &last) == 0) {
             if (i > 0 || strcmp(recs[order[i]].name, primary) == 0)
                 dbp_info("backup_source", "cluster=%s instance=%s role=%s", c->name.v, in->name,
                          strcmp(recs[order[i]].name, primary) == 0 ? "primary" : "replica");
@@ -544,6 +587,7 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     engine_instance_t in;
     engine_inventory_t inv;
     backup_manifest_t *m = calloc(1, sizeof(*m));
+    count_job_t *cj = NULL; /* the table counts read while the tool runs */
     char *manifest = NULL;
     const char *ev_name = b ? b->name.v : o->cluster;
     if (!m) {
@@ -580,6 +624,22 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     m->started_ms = started;
 
     part_job_t job = {.ctx = ctx, .ops = ops, .in = &in, .physical = physical};
+    /* The inventory just read the version (and, PG, the current LSN): an engine may
+     * skip asking again; the LSN bounds every part of a logical run. */
+    snprintf(job.info.version, sizeof(job.info.version), "%s", inv.version);
+    if (!physical)
+        snprintf(job.info.start_position, sizeof(job.info.start_position), "%s", inv.position);
+    /* Table counts the source's inventory left out: read while the tool runs (a thread
+     * of their own for a physical run, after the globals part for a logical one). */
+    if (inv_needs_counts(&inv)) {
+        cj = calloc(1, sizeof(*cj));
+        if (!cj) {
+            rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
+            goto done;
+        }
+        cj->ops = ops;
+        cj->in = &in;
+    }
     const char *enc = key ? ".enc" : "";
     if (physical) {
         backup_part_t *p = &m->parts[m->nparts];
@@ -589,18 +649,29 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
         snprintf(p->kind, sizeof(p->kind), "data");
         char okey[700];
         snprintf(okey, sizeof(okey), "%s/%s", row.path, p->name);
-        /* The inventory just read the version: an engine may skip asking again. */
-        snprintf(job.info.version, sizeof(job.info.version), "%s", inv.version);
+        pthread_t ctid;
+        bool counting = cj && pthread_create(&ctid, NULL, count_main, cj) == 0;
+        if (cj && !counting)
+            count_main(cj); /* no thread: before the tool */
         backup_part_stat_t st;
-        if ((rc = run_part(&job, bs, okey, &co, &st, err)))
+        rc = run_part(&job, bs, okey, &co, &st, err);
+        if (counting)
+            pthread_join(ctid, NULL);
+        if (!rc && cj && cj->rc) {
+            rc = cj->rc;
+            if (err)
+                *err = cj->err;
+        }
+        if (rc)
             goto done;
         p->bytes = st.bytes;
         p->raw_bytes = st.raw_bytes;
         snprintf(p->sha256, sizeof(p->sha256), "%s", st.sha256);
         m->nparts++;
-        for (int i = 0; i < inv.ndb && m->ndbs < 64; i++) {
-            snprintf(m->dbs[m->ndbs].name, sizeof(m->dbs[0].name), "%s", inv.dbs[i].name);
-            m->dbs[m->ndbs++].tables = inv.dbs[i].tables;
+        const engine_inventory_t *counted = cj ? &cj->inv : &inv;
+        for (int i = 0; i < counted->ndb && m->ndbs < 64; i++) {
+            snprintf(m->dbs[m->ndbs].name, sizeof(m->dbs[0].name), "%s", counted->dbs[i].name);
+            m->dbs[m->ndbs++].tables = counted->dbs[i].tables;
         }
     } else {
         /* Part 0: the cluster-wide objects, streamed by a side thread (own store handle)
@@ -616,7 +687,9 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
         snprintf(gp->name, sizeof(gp->name), "globals.sql%s%s", backup_codec_suffix(co.codec), enc);
         snprintf(gp->kind, sizeof(gp->kind), "globals");
         side->job = (part_job_t){.ctx = ctx, .ops = ops, .in = &in, .quiet = true};
+        side->job.info = job.info;
         side->co = &co;
+        side->count = cj;
         snprintf(side->key, sizeof(side->key), "%s/%s", row.path, gp->name);
         pthread_t tid;
         bool threaded = false;
@@ -668,6 +741,13 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
             if (err)
                 *err = side->err;
         }
+        if (!rc && cj && cj->rc) {
+            rc = cj->rc;
+            if (err)
+                *err = cj->err;
+        }
+        for (int i = 0; !rc && cj && i < m->ndbs; i++)
+            m->dbs[i].tables = inv_tables(&cj->inv, m->dbs[i].name);
         if (!rc) {
             gp->bytes = side->st.bytes;
             gp->raw_bytes = side->st.raw_bytes;
@@ -730,6 +810,7 @@ done:
         bk_event(ctx, tenant, "Backup", ev_name, "Warning", "BackupFailed", fmsg);
     }
     free(manifest);
+    free(cj);
     free(m);
     secrets_free_value(key);
     backup_store_close(bs);

@@ -146,8 +146,20 @@ typedef struct engine_inventory {
     int ndb;
     engine_db_inventory_t dbs[ENGINE_MAX_DATABASES]; /* ordered by name; templates excluded */
     char version[64];
+    char position[128]; /* PG: current LSN (replay LSN on a standby) read with the version,
+                           the start position of a logical backup taken next; "" when the
+                           engine reports none */
     bool in_recovery; /* the server is still a standby / replaying */
 } engine_inventory_t;
+
+/* How much an inventory reads (engine_ops_t.inventory). */
+typedef enum engine_inv_depth {
+    ENGINE_INV_COUNT = 0,     /* databases and their table counts */
+    ENGINE_INV_FULL_READ = 1, /* and every row of every table (fills rows) */
+    ENGINE_INV_NAMES = 2      /* databases only, as few round trips as the engine allows:
+                                 tables is -1 where counting costs a query of its own (a
+                                 backup counts them while its tool runs) */
+} engine_inv_depth_t;
 
 /* Options of a restore. */
 typedef struct engine_restore_opts {
@@ -307,10 +319,12 @@ typedef struct engine_ops {
                            dbp_err_t *err);
 
     /* Lists the databases of the running instance with their table counts; with
-     * `full_read` also reads every row of every table (so page checksum failures
-     * surface) and fills rows. Used for logical backups and verification. */
-    int (*inventory)(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
-                     dbp_err_t *err);
+     * ENGINE_INV_FULL_READ also reads every row of every table (so page checksum failures
+     * surface) and fills rows; with ENGINE_INV_NAMES only the names (and version, role,
+     * position), tables -1 where counting would cost more. Used for backups (names
+     * before the tool starts, counts while it runs) and verification. */
+    int (*inventory)(const engine_instance_t *in, engine_inv_depth_t depth,
+                     engine_inventory_t *out, dbp_err_t *err);
 
     /* --- binary log archiving for point-in-time recovery (optional; MariaDB) --------
      * The engine-neutral archive (backup/binlog.c) ships, indexes and replays through

@@ -19,9 +19,9 @@
  *   restore into another cluster never overwrites that cluster's internal passwords.
  *   Users are created with IF NOT EXISTS: existing accounts are kept. Restores feed the
  *   `mariadb` client.
- * - Inventory: the user databases and their base tables; with full_read every table is
- *   checked with CHECK TABLE (InnoDB verifies every page checksum and B-tree link of all
- *   its indexes) and counted.
+ * - Inventory: the user databases and their base tables; with ENGINE_INV_FULL_READ every
+ *   table is checked with CHECK TABLE (InnoDB verifies every page checksum and B-tree
+ *   link of all its indexes) and counted.
  *
  * No password is involved anywhere: dump, client and SQL run as dbplane's own OS account
  * over the socket (unix_socket), mariadb-backup as the service user the same way.
@@ -676,7 +676,7 @@ static int mdbb_read_db(MYSQL *m, engine_db_inventory_t *db, dbp_err_t *err)
     return rc;
 }
 
-int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
+int mdb_inventory(const engine_instance_t *in, engine_inv_depth_t depth, engine_inventory_t *out,
                   dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
@@ -689,14 +689,21 @@ int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_
         (rc = mdb_scalar(m, "SELECT @@read_only", ro, sizeof(ro), err)))
         goto out;
     out->in_recovery = strcmp(ro, "1") == 0; /* a replica, or a server not yet writable */
+    /* The table counts open every table's definition (information_schema.TABLES, the
+     * slow part on a busy server); ENGINE_INV_NAMES leaves them out (tables -1). */
     MYSQL_RES *r = mdb_query(m,
-                             "SELECT s.SCHEMA_NAME, (SELECT COUNT(*)"
-                             " FROM information_schema.TABLES t"
-                             " WHERE t.TABLE_SCHEMA = s.SCHEMA_NAME AND t.TABLE_TYPE IN ('BASE "
-                             "TABLE', 'SYSTEM VERSIONED'))"
-                             " FROM information_schema.SCHEMATA s WHERE s.SCHEMA_NAME NOT IN"
-                             " ('mysql', 'information_schema', 'performance_schema', 'sys')"
-                             " ORDER BY 1",
+                             depth == ENGINE_INV_NAMES
+                                 ? "SELECT s.SCHEMA_NAME, NULL"
+                                   " FROM information_schema.SCHEMATA s WHERE s.SCHEMA_NAME"
+                                   " NOT IN ('mysql', 'information_schema',"
+                                   " 'performance_schema', 'sys') ORDER BY 1"
+                                 : "SELECT s.SCHEMA_NAME, (SELECT COUNT(*)"
+                                   " FROM information_schema.TABLES t"
+                                   " WHERE t.TABLE_SCHEMA = s.SCHEMA_NAME AND t.TABLE_TYPE IN"
+                                   " ('BASE TABLE', 'SYSTEM VERSIONED'))"
+                                   " FROM information_schema.SCHEMATA s WHERE s.SCHEMA_NAME"
+                                   " NOT IN ('mysql', 'information_schema',"
+                                   " 'performance_schema', 'sys') ORDER BY 1",
                              err);
     if (!r) {
         rc = DBP_EENGINE;
@@ -708,11 +715,11 @@ int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_
             continue;
         engine_db_inventory_t *db = &out->dbs[out->ndb++];
         snprintf(db->name, sizeof(db->name), "%s", row[0]);
-        db->tables = row[1] ? strtoll(row[1], NULL, 10) : 0;
+        db->tables = depth == ENGINE_INV_NAMES ? -1 : row[1] ? strtoll(row[1], NULL, 10) : 0;
         db->rows = -1;
     }
     mysql_free_result(r);
-    for (int i = 0; full_read && rc == 0 && i < out->ndb; i++)
+    for (int i = 0; depth == ENGINE_INV_FULL_READ && rc == 0 && i < out->ndb; i++)
         rc = mdbb_read_db(m, &out->dbs[i], err);
 out:
     mysql_close(m);

@@ -174,7 +174,7 @@ int mdb_binlog_index(const engine_instance_t *in, const char *path, engine_binlo
                      dbp_err_t *err);
 int mdb_binlog_replay(const engine_instance_t *in, const char *const *paths, int n,
                       const char *start, int64_t stop_time, dbp_err_t *err);
-int mdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
-                  dbp_err_t *err);
+int mdb_inventory(const engine_instance_t *in, engine_inv_depth_t depth,
+                  engine_inventory_t *out, dbp_err_t *err);
 
 #endif

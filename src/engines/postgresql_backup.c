@@ -466,15 +466,20 @@ static int pgb_inventory_db(const engine_instance_t *in, PGconn *conn, bool full
     return rc;
 }
 
-int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
-                 dbp_err_t *err)
+int pg_inventory(const engine_instance_t *in, engine_inv_depth_t depth,
+                 engine_inventory_t *out, dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
     PGconn *c = engine_pg_connect(in, "postgres", err);
     if (!c)
         return DBP_EENGINE;
+    /* The position with the version (pgb_source_info's query): a logical backup that
+     * starts next needs no connection of its own for it. */
     PGresult *r = engine_pg_exec(c,
-                            "SELECT current_setting('server_version'), pg_is_in_recovery()::text",
+                            "SELECT current_setting('server_version'), pg_is_in_recovery()::text,"
+                            " CASE WHEN pg_is_in_recovery()"
+                            "  THEN COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
+                            "  ELSE pg_current_wal_lsn()::text END",
                             0, NULL, err);
     if (!r) {
         PQfinish(c);
@@ -482,6 +487,7 @@ int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t
     }
     snprintf(out->version, sizeof(out->version), "%s", PQgetvalue(r, 0, 0));
     out->in_recovery = strcmp(PQgetvalue(r, 0, 1), "true") == 0;
+    snprintf(out->position, sizeof(out->position), "%s", PQgetvalue(r, 0, 2));
     PQclear(r);
     r = engine_pg_exec(c,
                   "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"
@@ -499,12 +505,20 @@ int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t
         snprintf(out->dbs[out->ndb++].name, sizeof(out->dbs[0].name), "%s", name);
     }
     PQclear(r);
-    /* The connection to `postgres` serves that database's count too (one connection
-     * fewer before every backup); the others need their own. */
+    /* The connection to `postgres` serves that database's count too; the others need
+     * their own, which ENGINE_INV_NAMES skips (tables -1: a backup counts them while its
+     * tool runs, run.c). */
     int rc = 0;
-    for (int i = 0; i < out->ndb && rc == 0; i++)
-        rc = pgb_inventory_db(in, strcmp(out->dbs[i].name, "postgres") == 0 ? c : NULL,
-                              full_read, &out->dbs[i], err);
+    for (int i = 0; i < out->ndb && rc == 0; i++) {
+        bool here = strcmp(out->dbs[i].name, "postgres") == 0;
+        if (depth == ENGINE_INV_NAMES && !here) {
+            out->dbs[i].tables = -1;
+            out->dbs[i].rows = -1;
+            continue;
+        }
+        rc = pgb_inventory_db(in, here ? c : NULL, depth == ENGINE_INV_FULL_READ, &out->dbs[i],
+                              err);
+    }
     PQfinish(c);
     return rc;
 }

@@ -42,7 +42,7 @@ int pg_recovery_cleanup(const engine_instance_t *in, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
 /* See engine_ops_t.inventory. */
-int pg_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
-                 dbp_err_t *err);
+int pg_inventory(const engine_instance_t *in, engine_inv_depth_t depth,
+                 engine_inventory_t *out, dbp_err_t *err);
 
 #endif

@@ -443,8 +443,8 @@ static int rdb_read_db(redisContext *c, engine_db_inventory_t *db, dbp_err_t *er
     return dbp_err_set(err, DBP_EENGINE, "SCAN of %s did not finish", db->name);
 }
 
-int rdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
-                  dbp_err_t *err)
+int rdb_inventory(const engine_instance_t *in, engine_inv_depth_t depth,
+                  engine_inventory_t *out, dbp_err_t *err)
 {
     memset(out, 0, sizeof(*out));
     redisContext *c = rd_connect(in, 10000, NULL, err);
@@ -472,7 +472,7 @@ int rdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_
         db->tables = 0;
         db->rows = -1;
     }
-    for (int i = 0; full_read && rc == 0 && i < out->ndb; i++) {
+    for (int i = 0; depth == ENGINE_INV_FULL_READ && rc == 0 && i < out->ndb; i++) {
         redisReply *r = rd_cmd(c, err, "SELECT", out->dbs[i].name + 2, NULL);
         if (!r) {
             rc = DBP_EENGINE;

@@ -92,8 +92,8 @@ int rdb_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
                         engine_write_fn write, void *ud, dbp_err_t *err);
 int rdb_restore_physical(const engine_instance_t *in, const engine_restore_opts_t *opts,
                          engine_read_fn read, void *ud, dbp_err_t *err);
-int rdb_inventory(const engine_instance_t *in, bool full_read, engine_inventory_t *out,
-                  dbp_err_t *err);
+int rdb_inventory(const engine_instance_t *in, engine_inv_depth_t depth,
+                  engine_inventory_t *out, dbp_err_t *err);
 
 /* Where the hand-over of a restored RDB stands (rdb_restore_pending). */
 typedef enum rdb_restore_state {

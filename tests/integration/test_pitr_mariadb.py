@@ -3,12 +3,16 @@ scheduler polls the primary (`dbplane wal-ship`) and ships each closed binary lo
 its JSON index, into a posix BackupStore; `dbplane restore --to DIR --point-in-time T`
 restores the newest physical run finished before T and replays the archived binlogs
 after the run's GTID up to T (mariadb-binlog | mariadb, on a temporary server); a binlog
-missing from the archive is reported as a gap, never skipped. One MariaDB instance,
+missing from the archive is reported as a gap, never skipped; after a kill -9 failover the
+promoted replica's logs continue the archive and a restore replays both primaries' writes
+(its own two-instance daemon). Otherwise one MariaDB instance,
 small data: the file runs in well under a minute.
 """
 import datetime
 import json
+import os
 import re
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -266,3 +270,123 @@ def test_retention_keeps_the_binlogs_the_kept_run_needs(env):
     finally:
         srv.stop()
     assert sorted(got) == [1, 2, 3, 4, 5, 6, 7], got
+
+
+# ---- across a failover ------------------------------------------------------------------
+
+HA_SPEC = """
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: mpha}
+spec:
+  engine: mariadb
+  version: "10.11"
+  instances: 2
+  memory: 128Mi
+  config: {innodb_log_file_size: 16M}
+  failover: {auto: true, interval: 500ms, failcount: 3}
+---
+apiVersion: dbplane/v1
+kind: Database
+metadata: {name: app}
+spec: {cluster: mpha, name: app}
+---
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {name: mpha-base}
+spec: {cluster: mpha, type: physical, store: local, pitr: true, verify: false}
+"""
+
+
+def sock_of(d, cluster, name):
+    cnf = (d.data_dir / "clusters" / "default" / cluster / name / "my.cnf").read_text()
+    return re.search(r"^socket = (.+)$", cnf, re.M).group(1)
+
+
+def test_pitr_after_a_failover_replays_both_primaries_writes():
+    """kill -9 of the primary with binlog archiving on: the promoted replica's logs are
+    archived too, and a restore to a time after its first write has the writes of both
+    primaries."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="dbplane-mpha-"))
+    tmp_path.chmod(0o755)
+    spec = tmp_path / "mpha.yaml"
+    spec.write_text(backup_stores_yaml(tmp_path / "store") + "---\n" + HA_SPEC)
+    d = Daemon(tmp_path / "data", tmp_path / "data.log")
+    try:
+        d.start(spec, timeout=180)
+        d.archive = tmp_path / "store" / "default" / "mpha" / "binlog"
+        c0 = d.cluster("mpha")
+        old, new = c0["primary"], next(i["name"] for i in c0["instances"]
+                                       if i["name"] != c0["primary"])
+        wait_until(lambda: db_ready_on(sock_of(d, "mpha", old)), timeout=60, what="database app")
+        with mdb(d, sock=sock_of(d, "mpha", old)) as c:
+            c.execute("CREATE TABLE app.t (id INT PRIMARY KEY, what VARCHAR(8)) ENGINE=InnoDB")
+            c.execute("INSERT INTO app.t VALUES (1, 'base')")
+        run = json.loads(bk(d, "backup", "mpha", "--backup", "mpha-base", "-o", "json").stdout)
+        assert run["status"] == "complete", run
+        # Two writes on the old primary; the replica starts a new binlog between them, so
+        # its logs overlap the old primary's (the restore must not apply one twice).
+        with mdb(d, sock=sock_of(d, "mpha", old)) as c:
+            c.execute("INSERT INTO app.t VALUES (2, 'old')")
+        with mdb(d, sock=sock_of(d, "mpha", new)) as c:
+            wait_until(lambda: c.execute("SELECT COUNT(*) FROM app.t")[0][0] == 2, timeout=30,
+                       what="the replica to have the old primary's write")
+            c.execute("FLUSH BINARY LOGS")
+        with mdb(d, sock=sock_of(d, "mpha", old)) as c:
+            c.execute("INSERT INTO app.t VALUES (5, 'old2')")
+            seq_a = int(c.execute("SELECT @@gtid_binlog_pos")[0][0].split("-")[2])
+            c.execute("FLUSH BINARY LOGS")
+        wait_until(lambda: any(x["last_seq"] >= seq_a for x in indexes(d)), timeout=30,
+                   what="the old primary's writes in the archive")
+        with mdb(d, sock=sock_of(d, "mpha", new)) as c:
+            wait_until(lambda: c.execute("SELECT COUNT(*) FROM app.t")[0][0] == 3, timeout=30,
+                       what="the replica to have the old primary's writes")
+        pid = int((d.data_dir / "clusters" / "default" / "mpha" / old / "data" /
+                   "mariadbd.pid").read_text())
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: d.cluster("mpha")["primary"] == new, timeout=60,
+                   what="failover to the replica")
+
+        def write_new():
+            try:
+                with mdb(d, sock=sock_of(d, "mpha", new)) as c:
+                    c.execute("INSERT INTO app.t VALUES (3, 'new')")
+                    return c.execute("SELECT @@gtid_binlog_pos")[0][0]
+            except pymysql.err.MySQLError:
+                return None
+        pos_b = wait_until(write_new, timeout=30, what="a write on the promoted replica")
+        failover_s = time.monotonic() - t_kill
+        seq_b = int(pos_b.split(",")[0].split("-")[2])
+        # The target: just after the promoted replica's write; a later write in a later
+        # whole second (binlog times are seconds) must stay out.
+        after = datetime.datetime.now(datetime.timezone.utc)
+        time.sleep(1.5)
+        with mdb(d, sock=sock_of(d, "mpha", new)) as c:
+            c.execute("INSERT INTO app.t VALUES (4, 'later')")
+            c.execute("FLUSH BINARY LOGS")
+        wait_until(lambda: any(x["last_seq"] > seq_b for x in indexes(d)), timeout=30,
+                   what="the promoted replica's logs in the archive")
+        target = tmp_path / "restored"
+        when = after.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        p = bk(d, "restore", "--backup", "mpha-base", "--to", str(target), "--point-in-time", when)
+        # Two replays: the old primary's log, then the replica's from after its last GTID.
+        assert p.stderr.count("msg=binlog_replayed ") == 2, p.stderr
+        srv = MariadbServer(target, tmp_path)
+        try:
+            got = rows(srv)
+        finally:
+            srv.stop()
+        assert got == {1: "base", 2: "old", 5: "old2", 3: "new"}, (got, failover_s)
+        # The archive holds both servers' logs (server ids 1 and 2).
+        assert {x["server_id"] for x in indexes(d) if x["last_seq"]} == {1, 2}, indexes(d)
+    finally:
+        stop_and_check(d, tmp_path)
+
+
+def db_ready_on(sock):
+    try:
+        with mdb(None, sock=sock) as c:
+            return bool(c.execute("SHOW DATABASES LIKE 'app'"))
+    except (pymysql.err.OperationalError, FileNotFoundError):
+        return False
