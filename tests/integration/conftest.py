@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -274,3 +275,39 @@ def stop_and_check(d, work=None, *others):
         pytest.fail(f"sanitizer report ({rep}) in the daemon log:\n{text[-8000:]}")
     if rc not in (0, None):
         pytest.fail(f"dbplane up exited {rc}:\n{text[-4000:]}")
+
+
+def peak_while_clients_run(count, connect, n):
+    """Runs n client threads, each opening connect(i) (a psycopg connection) and running
+    3 transactions that hold a server for 0.1 s, while count() (server connections, e.g.
+    from pg_stat_activity) is sampled every 20 ms. Returns (peak count, client errors);
+    fails when a client did not finish within 60 s. For connection-cap tests."""
+    import psycopg
+
+    peak, errors, stop = [0], [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], count())
+            time.sleep(0.02)
+
+    def client(i):
+        try:
+            with connect(i) as c:
+                for _ in range(3):
+                    c.execute("BEGIN")
+                    c.execute("select pg_sleep(0.1)")
+                    c.execute("COMMIT")
+        except psycopg.Error as e:
+            errors.append(str(e))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    ts = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    stop.set()
+    sampler.join(10)
+    assert not any(t.is_alive() for t in ts), "a client did not finish"
+    return peak[0], errors

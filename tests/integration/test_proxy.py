@@ -22,7 +22,7 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
-from conftest import free_port  # noqa: E402
+from conftest import free_port, peak_while_clients_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("DBPLANE_BIN", str(ROOT / "build" / "dbplane"))
@@ -570,33 +570,9 @@ def test_user_server_connection_cap_is_exact_and_shared(env):
         return a.sql("select count(*) from pg_stat_activity where usename = 'capped' "
                      "and backend_type = 'client backend'")[0][0]
     try:
-        peak, errors, stop = [0], [], threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                peak[0] = max(peak[0], app_servers())
-                time.sleep(0.02)
-
-        def client():
-            try:
-                with pxc.connect(user="capped") as c:
-                    for _ in range(3):
-                        c.execute("BEGIN")
-                        c.execute("select pg_sleep(0.1)")
-                        c.execute("COMMIT")
-            except psycopg.Error as e:
-                errors.append(str(e))
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        ts = [threading.Thread(target=client, daemon=True) for _ in range(6)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        stop.set()
-        sampler.join(10)
+        peak, errors = peak_while_clients_run(app_servers, lambda i: pxc.connect(user="capped"), 6)
         assert not errors, errors
-        assert peak[0] == 2, f"{peak[0]} server connections for a user capped at 2"
+        assert peak == 2, f"{peak} server connections for a user capped at 2"
         # Both slots are now idle servers of database "app"; database "postgres" needs one.
         t0 = time.monotonic()
         for _ in range(4):
@@ -632,36 +608,13 @@ def test_database_server_connection_cap_is_exact_and_shared(env):
                      "and backend_type = 'client backend'")
 
     def run_clients(n, cap):
-        peak, errors, stop = [0], [], threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                peak[0] = max(peak[0], len(servers()))
-                time.sleep(0.02)
-
-        def client(i):
-            try:
-                port = ro_port if i % 2 else pxd.port
-                with psycopg.connect(pxd.dsn(user=f"dbu{1 + i % 2}", db="capdb").replace(
-                        f"port={pxd.port}", f"port={port}"), autocommit=True) as c:
-                    for _ in range(3):
-                        c.execute("BEGIN")
-                        c.execute("select pg_sleep(0.1)")
-                        c.execute("COMMIT")
-            except psycopg.Error as e:
-                errors.append(str(e))
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        ts = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        stop.set()
-        sampler.join(10)
+        def connect(i):
+            port = ro_port if i % 2 else pxd.port
+            return psycopg.connect(pxd.dsn(user=f"dbu{1 + i % 2}", db="capdb").replace(
+                f"port={pxd.port}", f"port={port}"), autocommit=True)
+        peak, errors = peak_while_clients_run(lambda: len(servers()), connect, n)
         assert not errors, errors
-        assert not any(t.is_alive() for t in ts), "a client did not finish"
-        assert peak[0] == cap, f"{peak[0]} server connections to a database capped at {cap}"
+        assert peak == cap, f"{peak} server connections to a database capped at {cap}"
 
     try:
         run_clients(6, 2)

@@ -3,12 +3,10 @@ PostgreSQL servers and the proxy reaches them over it (verify-full against the c
 generated certificate), and Database.spec.maxConnections caps the database's server
 connections; a reload that turns TLS off and raises the cap drops no client. One
 single-instance cluster for all of it."""
-import threading
-import time
 
 import psycopg
 
-from conftest import free_port, wait_until
+from conftest import free_port, peak_while_clients_run, wait_until
 
 SPEC = """\
 apiVersion: dbplane/v1
@@ -52,33 +50,10 @@ def test_server_tls_and_database_cap_from_the_spec(daemon, tmp_path):
                              "using (pid) where a.datname = 'app' "
                              "and a.backend_type = 'client backend'").fetchall()
 
-    peak, errors, stop = [0], [], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], len(app_servers()))
-            time.sleep(0.02)
-
-    def client():
-        try:
-            with psycopg.connect(dsn, autocommit=True) as c:
-                for _ in range(3):
-                    c.execute("BEGIN")
-                    c.execute("select pg_sleep(0.1)")
-                    c.execute("COMMIT")
-        except psycopg.Error as e:
-            errors.append(str(e))
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    ts = [threading.Thread(target=client, daemon=True) for _ in range(5)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    stop.set()
-    sampler.join(10)
+    peak, errors = peak_while_clients_run(lambda: len(app_servers()),
+                                          lambda i: psycopg.connect(dsn, autocommit=True), 5)
     assert not errors, errors
-    assert peak[0] == 2, f"{peak[0]} server connections to a database capped at 2"
+    assert peak == 2, f"{peak} server connections to a database capped at 2"
 
     # The proxy's server connections are TLS (pg_stat_ssl), and plaintext TCP is refused.
     rows = app_servers()
