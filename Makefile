@@ -45,8 +45,8 @@ asan:
 # Bounded fuzz runs of every parser target over its checked-in corpus.
 fuzz:
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DDBP_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
-	bash tests/fuzz/run.sh $(FUZZ_BUILD) 20
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) 15
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c
