@@ -743,10 +743,8 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
             worker_resume(w, m->tenant, m->cluster, "resume");
             break;
         case PX_MSG_EVICT:
-            if (m->db[0])
-                (void)px_pools_evict_db(w, m->tenant, m->cluster, m->db, NULL);
-            else
-                (void)px_pools_evict_user(w, m->tenant, m->cluster, m->user, NULL);
+            (void)px_pools_evict(w, m->tenant, m->cluster, m->user, m->db[0] ? m->db : NULL,
+                                 NULL);
             break;
         case PX_MSG_STOP:
             w->stopping = true;

@@ -539,16 +539,13 @@ json_t *px_pool_json(px_pool_t *pool);
 /* Marks the pools of (tenant, cluster) paused or not; un-pausing hands servers to the
  * waiting clients and releases held session clients. */
 void px_pools_set_paused(px_worker_t *w, const char *tenant, const char *cluster, bool on);
-/* Closes the least recently used idle server of (tenant, cluster, user) in a pool other
- * than `except` (may be NULL), freeing a unit of the user's max_connections for a pool
- * whose clients wait (PgBouncer's evict_user_connection). True when one was closed. */
-bool px_pools_evict_user(px_worker_t *w, const char *tenant, const char *cluster,
-                         const char *user, const px_pool_t *except);
-/* The same for a database's max_connections (PgBouncer's evict_connection): closes the
- * least recently used idle server of (tenant, cluster, db), of any user or endpoint, in a
- * pool other than `except`. True when one was closed. */
-bool px_pools_evict_db(px_worker_t *w, const char *tenant, const char *cluster, const char *db,
-                       const px_pool_t *except);
+/* Closes the least recently used idle server holding a unit of a cap, in a pool of
+ * (tenant, cluster) other than `except` (may be NULL): with `db` NULL, of `user` (a unit of
+ * the user's max_connections, PgBouncer's evict_user_connection); else of database `db`,
+ * any user or endpoint (the database's max_connections, PgBouncer's evict_connection).
+ * True when one was closed. */
+bool px_pools_evict(px_worker_t *w, const char *tenant, const char *cluster, const char *user,
+                    const char *db, const px_pool_t *except);
 /* True while a server of (tenant, cluster) is in a transaction, a request or a reset. */
 bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster);
 void px_schedule_reap(px_worker_t *w);

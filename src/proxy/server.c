@@ -322,8 +322,7 @@ static void server_account_remove(px_server_t *s)
 }
 
 /* Asks the other workers to free a unit of `pool`'s user cap (db NULL) or database cap:
- * each closes its least recently used idle server holding one (px_pools_evict_user /
- * px_pools_evict_db). At most every 100 ms per pool and kind; the freed unit is taken at
+ * each closes its least recently used idle server holding one (px_pools_evict). At most every 100 ms per pool and kind; the freed unit is taken at
  * a later pool_fill (the tick, at the latest). */
 static void cap_evict_remote(px_pool_t *pool, bool db)
 {
@@ -361,8 +360,8 @@ static bool cap_evict(px_pool_t *pool, bool db)
         return false;
     px_worker_t *w = pool->w;
     const char *tenant = pool->cl->c.tenant;
-    if (db ? px_pools_evict_db(w, tenant, pool->cluster, pool->db, pool)
-           : px_pools_evict_user(w, tenant, pool->cluster, pool->user, pool))
+    if (px_pools_evict(w, tenant, pool->cluster, db ? NULL : pool->user, db ? pool->db : NULL,
+                       pool))
         return true;
     cap_evict_remote(pool, db);
     return false;
@@ -1386,36 +1385,23 @@ bool px_pools_busy(px_worker_t *w, const char *tenant, const char *cluster)
     return false;
 }
 
-bool px_pools_evict_user(px_worker_t *w, const char *tenant, const char *cluster,
-                         const char *user, const px_pool_t *except)
+bool px_pools_evict(px_worker_t *w, const char *tenant, const char *cluster, const char *user,
+                    const char *db, const px_pool_t *except)
 {
     for (px_link_t *l = w->pools.next; l != &w->pools; l = l->next) {
         px_pool_t *pool = px_container(l, px_pool_t, link);
         if (pool == except || pool->paused || !pool_of(pool, tenant, cluster) ||
-            strcmp(pool->user, user) != 0 || px_list_empty(&pool->idle_servers))
+            strcmp(db ? pool->db : pool->user, db ? db : user) != 0 ||
+            px_list_empty(&pool->idle_servers))
             continue;
         /* Idle servers are kept most recently used first: the tail is the oldest. */
         px_server_t *s = px_container(pool->idle_servers.prev, px_server_t, link);
-        if (!s->counted_user)
+        if (db ? !s->db_count : !s->counted_user)
             continue;
-        server_close(s, "evicted: the user's max_connections is needed by another pool", false);
-        return true;
-    }
-    return false;
-}
-
-bool px_pools_evict_db(px_worker_t *w, const char *tenant, const char *cluster, const char *db,
-                       const px_pool_t *except)
-{
-    for (px_link_t *l = w->pools.next; l != &w->pools; l = l->next) {
-        px_pool_t *pool = px_container(l, px_pool_t, link);
-        if (pool == except || pool->paused || !pool_of(pool, tenant, cluster) ||
-            strcmp(pool->db, db) != 0 || px_list_empty(&pool->idle_servers))
-            continue;
-        px_server_t *s = px_container(pool->idle_servers.prev, px_server_t, link);
-        if (!s->db_count)
-            continue;
-        server_close(s, "evicted: the database's max_connections is needed by another pool", false);
+        server_close(s,
+                     db ? "evicted: the database's max_connections is needed by another pool"
+                        : "evicted: the user's max_connections is needed by another pool",
+                     false);
         return true;
     }
     return false;
