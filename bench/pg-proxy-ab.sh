@@ -21,6 +21,8 @@ done
 shift $((OPTIND - 1))
 [ "$#" -gt 0 ] || set -- -S -M simple -c 50
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/pg-anchor.sh
+source "$ROOT/bench/lib/pg-anchor.sh"
 BIN_A=${BIN_A:-$ROOT/build/dbplane}; BIN_B=${BIN_B:-$ROOT/build/dbplane}
 POOL=${POOL:-20}; PGBIN=/usr/lib/postgresql/15/bin; PW=benchpw
 read -r PGPORT BP AP BBP < <(/usr/bin/python3 -c '
@@ -37,43 +39,9 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-echo "$PW" > "$W/pw"; [ "$(id -u)" = 0 ] && chown dbplane "$W/pw"
-"${RUNAS[@]}" "$PGBIN/initdb" -D "$W/data" -U postgres --auth=scram-sha-256 --pwfile="$W/pw" -E UTF8 >/dev/null
-cat >> "$W/data/postgresql.conf" <<EOC
-port = $PGPORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$W'
-max_connections = 300
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-EOC
-"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start >/dev/null
-export PGPASSWORD=$PW PGSSLMODE=disable
-psql -qX -h 127.0.0.1 -p $PGPORT -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PW'" -c "CREATE DATABASE bench OWNER bench" postgres
-pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p $PGPORT -U bench bench >/dev/null 2>&1
-VERIFIER=$(psql -XAt -h 127.0.0.1 -p $PGPORT -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname='bench'" postgres)
-echo "\"bench\" \"$VERIFIER\"" > "$W/userlist.txt"
-cat > "$W/pgbouncer.ini" <<EOC
-[databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BP
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $W/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = 1000
-pidfile = $W/pgbouncer.pid
-logfile = $W/pgbouncer.log
-ignore_startup_parameters = extra_float_digits
-EOC
-[ "$(id -u)" = 0 ] && chown dbplane "$W/userlist.txt" "$W/pgbouncer.ini"
-"${RUNAS[@]}" sh -c "ulimit -n 4000 && exec pgbouncer -d '$W/pgbouncer.ini'"
-for _ in $(seq 50); do [ -f "$W/pgbouncer.pid" ] && break; sleep 0.1; done
-PID_P=$(cat "$W/pgbouncer.pid")
+bench_pg_start
+bench_pgbouncer_start "$BP" 1000 4000
+PID_P=$BOUNCER_PID
 dbp_conf() { # port
   cat <<EOC
 {"workers": 1, "log_level": "warn",

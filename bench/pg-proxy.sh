@@ -32,6 +32,8 @@ while getopts "T:s:r:w:" o; do
   case $o in T) T=$OPTARG;; s) SCALE=$OPTARG;; r) REPS=$OPTARG;; w) WORKERS=$OPTARG;; *) exit 2;; esac
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/pg-anchor.sh
+source "$ROOT/bench/lib/pg-anchor.sh"
 BIN=${DBPLANE_BIN:-$ROOT/build/dbplane}
 POOL=${POOL:-20}
 IDLE=${IDLE:-5000}
@@ -73,48 +75,9 @@ on_exit() {
 trap on_exit EXIT
 
 echo "== setup in $W"
-echo "$PW" > "$W/pw"; [ "$(id -u)" = 0 ] && chown dbplane "$W/pw"
-"${RUNAS[@]}" "$PGBIN/initdb" -D "$W/data" -U postgres --auth=scram-sha-256 --pwfile="$W/pw" -E UTF8 >/dev/null
-cat >> "$W/data/postgresql.conf" <<EOF
-port = $PGPORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$W'
-max_connections = 300
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-EOF
-"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start >/dev/null
-export PGPASSWORD=$PW PGSSLMODE=disable
-psql -qX -h 127.0.0.1 -p $PGPORT -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PW'" -c "CREATE DATABASE bench OWNER bench" postgres
-pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p $PGPORT -U bench bench >/dev/null 2>&1
-VERIFIER=$(psql -XAt -h 127.0.0.1 -p $PGPORT -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname='bench'" postgres)
-
-# PgBouncer: transaction mode; the user's SCRAM verifier in auth_file (no PBKDF2 per login,
-# server login by SCRAM pass-through), like dbplane's stored verifiers.
-echo "\"bench\" \"$VERIFIER\"" > "$W/userlist.txt"
-cat > "$W/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $W/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = $((IDLE + 500))
-pidfile = $W/pgbouncer.pid
-logfile = $W/pgbouncer.log
-ignore_startup_parameters = extra_float_digits
-EOF
-[ "$(id -u)" = 0 ] && chown dbplane "$W/userlist.txt" "$W/pgbouncer.ini"
+bench_pg_start
 ulimit -n 20000 || true
-# runuser's PAM session sets a soft descriptor limit of 1024: raise it before exec.
-"${RUNAS[@]}" sh -c "ulimit -n 20000 && exec pgbouncer -d '$W/pgbouncer.ini'"
-for _ in $(seq 50); do [ -f "$W/pgbouncer.pid" ] && break; sleep 0.1; done
-BOUNCER_PID=$(cat "$W/pgbouncer.pid")
+bench_pgbouncer_start "$BOUNCER_PORT" $((IDLE + 500)) 20000
 
 LATSCHED=false; [ "${LATENCY_SCHED:-0}" = 1 ] && LATSCHED=true
 umask 077
