@@ -5,7 +5,8 @@
 
 # Starts PostgreSQL 15 on 127.0.0.1:$PGPORT (scram-sha-256, fsync off: the poolers are
 # measured, not the disk), creates role and database `bench`, loads pgbench -s $SCALE and
-# sets VERIFIER to bench's stored SCRAM verifier. Exports PGPASSWORD and PGSSLMODE=disable.
+# sets VERIFIER to bench's stored SCRAM verifier and FAST_VERIFIER to bench_fast's (below).
+# Exports PGPASSWORD and PGSSLMODE=disable.
 bench_pg_start() {
   echo "$PW" > "$W/pw"; [ "$(id -u)" = 0 ] && chown dbplane "$W/pw"
   "${RUNAS[@]}" "$PGBIN/initdb" -D "$W/data" -U postgres --auth=scram-sha-256 --pwfile="$W/pw" -E UTF8 >/dev/null
@@ -23,6 +24,18 @@ EOC
   psql -qX -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PW'" -c "CREATE DATABASE bench OWNER bench" postgres
   pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U bench bench >/dev/null 2>&1
   VERIFIER=$(psql -XAt -h 127.0.0.1 -p "$PGPORT" -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname='bench'" postgres)
+  # bench_fast: same password, a stored verifier of FAST_ITER (16) PBKDF2 iterations instead
+  # of 4096, the same verifier in PostgreSQL and in both poolers; for the -C row where the
+  # client's PBKDF2 (libpq computes it at every login) is not the bound.
+  FAST_VERIFIER=$(/usr/bin/python3 -c '
+import base64, hashlib, hmac, os, sys
+pw, it = sys.argv[1].encode(), int(sys.argv[2]); salt = os.urandom(16)
+sp = hashlib.pbkdf2_hmac("sha256", pw, salt, it)
+ck = hmac.new(sp, b"Client Key", "sha256").digest(); sk = hmac.new(sp, b"Server Key", "sha256").digest()
+b = lambda x: base64.b64encode(x).decode()
+print("SCRAM-SHA-256$%d:%s$%s:%s" % (it, b(salt), b(hashlib.sha256(ck).digest()), b(sk)))' "$PW" "${FAST_ITER:-16}")
+  psql -qX -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE ROLE bench_fast LOGIN PASSWORD '$FAST_VERIFIER'" \
+    -c "GRANT bench TO bench_fast" postgres
 }
 
 # Starts PgBouncer (Debian's) on 127.0.0.1:$1 in transaction pooling, pool size $POOL, at
@@ -30,7 +43,7 @@ EOC
 # bench's verifier in auth_file (no PBKDF2 per login; the server login by SCRAM
 # pass-through), as dbplane's stored verifiers do. Sets BOUNCER_PID.
 bench_pgbouncer_start() {
-  echo "\"bench\" \"$VERIFIER\"" > "$W/userlist.txt"
+  printf '"bench" "%s"\n"bench_fast" "%s"\n' "$VERIFIER" "$FAST_VERIFIER" > "$W/userlist.txt"
   cat > "$W/pgbouncer.ini" <<EOC
 [databases]
 bench = host=127.0.0.1 port=$PGPORT dbname=bench

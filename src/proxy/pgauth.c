@@ -60,6 +60,39 @@ int pgauth_scram_salted(const char *password, size_t pwlen, const uint8_t *salt,
     return 0;
 }
 
+int pgauth_scram_parse_verifier(const char *v, size_t len, pgauth_scram_keys_t *keys)
+{
+    static const char pfx[] = "SCRAM-SHA-256$";
+    const size_t pl = sizeof(pfx) - 1;
+    if (len <= pl || len > 512 || memcmp(v, pfx, pl) != 0)
+        return -1;
+    const char *p = v + pl, *end = v + len;
+    long it = 0;
+    for (; p < end && *p >= '0' && *p <= '9' && it <= PGAUTH_MAX_ITERATIONS; p++)
+        it = it * 10 + (*p - '0');
+    if (p == end || *p != ':' || it < 1 || it > PGAUTH_MAX_ITERATIONS)
+        return -1;
+    const char *salt = ++p;
+    const char *d1 = memchr(salt, '$', (size_t)(end - salt));
+    if (!d1)
+        return -1;
+    const char *sk = d1 + 1;
+    const char *c2 = memchr(sk, ':', (size_t)(end - sk));
+    if (!c2)
+        return -1;
+    const char *svk = c2 + 1;
+    pgauth_scram_keys_t k = {.iterations = (int)it};
+    int n = pgauth_b64_decode(salt, (size_t)(d1 - salt), k.salt, sizeof(k.salt));
+    if (n <= 0)
+        return -1;
+    k.salt_len = (size_t)n;
+    if (pgauth_b64_decode(sk, (size_t)(c2 - sk), k.stored_key, 32) != 32 ||
+        pgauth_b64_decode(svk, (size_t)(end - svk), k.server_key, 32) != 32)
+        return -1;
+    *keys = k;
+    return 0;
+}
+
 int pgauth_scram_make_keys(const char *password, size_t pwlen, const uint8_t *salt,
                            size_t salt_len, int iterations, pgauth_scram_keys_t *keys)
 {

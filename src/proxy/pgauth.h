@@ -45,6 +45,14 @@ int pgauth_scram_make_keys(const char *password, size_t pwlen, const uint8_t *sa
                            size_t salt_len, int iterations, pgauth_scram_keys_t *keys)
     __attribute__((warn_unused_result));
 
+/* Fills keys from a stored verifier in PostgreSQL's pg_authid form,
+ * "SCRAM-SHA-256$<iterations>:<salt base64>$<StoredKey base64>:<ServerKey base64>" (len
+ * bytes, not NUL-terminated). No PBKDF2 runs. Returns 0, or -1 when the text is malformed, a
+ * key is not 32 bytes, the salt is empty or longer than PGAUTH_MAX_SALT, or iterations is
+ * outside 1..PGAUTH_MAX_ITERATIONS. */
+int pgauth_scram_parse_verifier(const char *v, size_t len, pgauth_scram_keys_t *keys)
+    __attribute__((warn_unused_result));
+
 /* State of one SCRAM exchange where the proxy is the server (authenticating a client). */
 typedef struct pgauth_scram_server {
     char client_first_bare[PGAUTH_MSG_MAX];

@@ -380,7 +380,15 @@ static px_cfg_t *cfg_build(proxy_t *p, const proxy_config_t *in, const px_cfg_t 
             if (!u->server_count)
                 goto oom;
             px_user_t *ou = old ? px_cluster_user((px_cluster_t *)old, u->name, strlen(u->name)) : NULL;
-            if (ou && ou->pwlen == u->pwlen && CRYPTO_memcmp(ou->password, u->password, u->pwlen) == 0) {
+            if (su->scram_verifier && su->scram_verifier[0]) {
+                if (pgauth_scram_parse_verifier(su->scram_verifier, strlen(su->scram_verifier),
+                                                &u->keys) != 0) {
+                    dbp_err_set(err, DBP_EINVAL, "cluster %s: malformed SCRAM verifier for %s",
+                                src->name, u->name);
+                    goto fail;
+                }
+            } else if (ou && ou->pwlen == u->pwlen &&
+                       CRYPTO_memcmp(ou->password, u->password, u->pwlen) == 0) {
                 u->keys = ou->keys;
             } else {
                 uint8_t salt[16];

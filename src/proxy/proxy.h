@@ -34,6 +34,10 @@ typedef struct proxy_user {
     char username[64];
     const char *password; /* borrowed for the call; the proxy keeps what it needs (e.g. a
                              SCRAM verifier and keys), wiped on removal. Never logged. */
+    const char *scram_verifier; /* optional, borrowed for the call: a stored SCRAM verifier
+                                   (pg_authid form, "SCRAM-SHA-256$iter:salt$stored:server")
+                                   that clients are checked against instead of one derived
+                                   from the password; the password still logs in to servers */
     int max_connections;  /* server connections for this user across pools; -1 = no cap */
 } proxy_user_t;
 

@@ -14,7 +14,8 @@
  *        "server_tls_ca": null,
  *        "backends": [ { "name": "pg-0", "host": "127.0.0.1", "port": 5432,
  *                        "sock_dir": "", "primary": true, "healthy": true } ],
- *        "users": [ { "username": "app", "password": "...", "max_connections": -1 } ],
+ *        "users": [ { "username": "app", "password": "...", "max_connections": -1,
+ *                     "scram_verifier": "SCRAM-SHA-256$4096:...$...:..." (optional) } ],
  *        "databases": [ { "name": "app", "max_connections": -1 } ] } ] }
  *
  * A cluster's "server_tls_ca" overrides the top-level one for its verify-full.
@@ -207,6 +208,7 @@ int proxy_run_cfg_load(const char *path, proxy_run_cfg_t *out, dbp_err_t *err)
                 return DBP_EINVAL;
             }
             u->password = jstr(uo, "password", "");
+            u->scram_verifier = jstr(uo, "scram_verifier", NULL);
             u->max_connections = (int)jint(uo, "max_connections", -1);
             cl->nusers++;
         }

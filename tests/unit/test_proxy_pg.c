@@ -346,6 +346,34 @@ static void test_scram_rfc7677_server(void **state)
                      -1);
 }
 
+/* A stored verifier in pg_authid form gives the same keys as the password (RFC 7677's salt,
+ * 4096 iterations), and malformed ones are refused. */
+static void test_scram_parse_verifier(void **state)
+{
+    (void)state;
+    uint8_t salt[64];
+    int sl = pgauth_b64_decode(V_SALT, strlen(V_SALT), salt, sizeof(salt));
+    pgauth_scram_keys_t want, got;
+    assert_int_equal(pgauth_scram_make_keys("pencil", 6, salt, (size_t)sl, 4096, &want), 0);
+    char sk[64], svk[64], v[256];
+    assert_true(pgauth_b64_encode(want.stored_key, 32, sk, sizeof(sk)) > 0);
+    assert_true(pgauth_b64_encode(want.server_key, 32, svk, sizeof(svk)) > 0);
+    snprintf(v, sizeof(v), "SCRAM-SHA-256$4096:%s$%s:%s", V_SALT, sk, svk);
+    assert_int_equal(pgauth_scram_parse_verifier(v, strlen(v), &got), 0);
+    assert_int_equal(got.iterations, 4096);
+    assert_int_equal(got.salt_len, (size_t)sl);
+    assert_memory_equal(got.salt, want.salt, (size_t)sl);
+    assert_memory_equal(got.stored_key, want.stored_key, 32);
+    assert_memory_equal(got.server_key, want.server_key, 32);
+    const char *bad[] = {"md5abc", "SCRAM-SHA-256$0:" V_SALT "$a:b", "SCRAM-SHA-256$4096:" V_SALT,
+                         "SCRAM-SHA-256$4096:" V_SALT "$AAAA:AAAA", "SCRAM-SHA-256$999999999:x$y:z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(pgauth_scram_parse_verifier(bad[i], strlen(bad[i]), &got), -1);
+    /* A verifier cut anywhere is refused, never read past its length. */
+    for (size_t n = 0; n < strlen(v); n++)
+        assert_int_equal(pgauth_scram_parse_verifier(v, n, &got), -1);
+}
+
 static void test_scram_rfc7677_client(void **state)
 {
     (void)state;
@@ -448,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_sql_literal),
         cmocka_unit_test(test_scram_rfc7677_server),
         cmocka_unit_test(test_scram_rfc7677_client),
+        cmocka_unit_test(test_scram_parse_verifier),
         cmocka_unit_test(test_md5),
         cmocka_unit_test(test_stmt_tables),
     };
