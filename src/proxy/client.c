@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "common/log.h"
 
@@ -57,7 +56,7 @@ static void cancel_register(px_client_t *c)
         c->cancel_pid = pid;
         break;
     }
-    if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key)) != 1)
+    if (px_random(w, &c->cancel_key, sizeof(c->cancel_key)) != 0)
         c->cancel_key = (uint32_t)c->id * 2654435761u;
     px_client_t **b = &w->cancel_tab[c->cancel_pid & (CANCEL_TAB - 1)];
     c->cnext = *b;
@@ -475,7 +474,7 @@ static void handle_auth(px_client_t *c)
         }
         uint8_t rnd[18];
         char snonce[32];
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
+        if (px_random(c->w, rnd, sizeof(rnd)) != 0 ||
             pgauth_b64_encode(rnd, sizeof(rnd), snonce, sizeof(snonce)) < 0) {
             px_client_close(c, "rand_failed", "58000", "could not generate nonce");
             return;

@@ -43,6 +43,22 @@ int px_param_index(const char *name, size_t len)
     return -1;
 }
 
+int px_random(px_worker_t *w, void *out, size_t n)
+{
+    if (n > 64)
+        return RAND_bytes(out, (int)n) == 1 ? 0 : -1;
+    if (w->rnd_left < n) {
+        if (RAND_bytes(w->rnd, (int)sizeof(w->rnd)) != 1)
+            return -1;
+        w->rnd_left = sizeof(w->rnd);
+    }
+    uint8_t *src = w->rnd + sizeof(w->rnd) - w->rnd_left;
+    memcpy(out, src, n);
+    OPENSSL_cleanse(src, n);
+    w->rnd_left -= n;
+    return 0;
+}
+
 int64_t px_now_ms(void)
 {
     struct timespec ts;
