@@ -72,7 +72,7 @@ vcsw() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2
 pg_ticks() {
   local pm; pm=$(head -1 "$W/data/postmaster.pid")
   { awk '{print $14 + $15 + $16 + $17}' /proc/"$pm"/stat
-    for c in $(ps -o pid= --ppid "$pm"); do awk '{print $14 + $15}' /proc/"$c"/stat 2>/dev/null; done
+    for c in $(ps -o pid= --ppid "$pm" || true); do awk '{print $14 + $15}' /proc/"$c"/stat 2>/dev/null || true; done
   } | awk '{s += $1} END {print s}'
 }
 # idle CPU time of the machine (all CPUs, USER_HZ ticks) from /proc/stat
