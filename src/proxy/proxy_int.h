@@ -314,7 +314,8 @@ typedef struct px_server {
     char txstatus;               /* last ReadyForQuery status */
     bool in_batch;               /* extended-protocol messages sent since the last Sync */
     bool close_on_release;       /* stale backend or lifetime over */
-    bool counted_user;           /* holds a unit of pool->u->server_count */
+    atomic_int *user_count;      /* the user's counter it holds a unit of (proxy-lifetime,
+                                    taken with or without a cap), or NULL once given back */
     atomic_int *db_count;        /* the database counter it holds a unit of (proxy-lifetime,
                                     so valid after the database left the snapshot), or NULL */
     size_t pass_left;            /* bytes of the current message still to stream */

@@ -403,22 +403,20 @@ static void pool_launch(px_pool_t *pool)
             return;
         db_count = d->server_count;
     }
-    bool counted = false;
-    if (u->max_connections >= 0) {
-        if (!cap_take(pool, u->server_count, u->max_connections, false)) {
-            if (db_count)
-                atomic_fetch_sub(db_count, 1);
-            return;
-        }
-        counted = true;
+    /* The user's unit is taken even without a cap (one atomic add per server connection,
+     * none per message), so a cap added by a reload counts the servers already open. */
+    if (!cap_take(pool, u->server_count, u->max_connections, false)) {
+        if (db_count)
+            atomic_fetch_sub(db_count, 1);
+        return;
     }
+    atomic_int *user_count = u->server_count;
     px_server_t *s = calloc(1, sizeof(*s));
     sv_login_t *lg = calloc(1, sizeof(*lg));
     if (!s || !lg) {
         free(s);
         free(lg);
-        if (counted)
-            atomic_fetch_sub(u->server_count, 1);
+        atomic_fetch_sub(user_count, 1);
         if (db_count)
             atomic_fetch_sub(db_count, 1);
         return;
@@ -428,7 +426,7 @@ static void pool_launch(px_pool_t *pool)
     s->pool = pool;
     s->id = ++w->next_id;
     s->backend = b;
-    s->counted_user = counted;
+    s->user_count = user_count;
     s->db_count = db_count;
     backend_key(be, s->bkey, sizeof(s->bkey));
     snprintf(s->host, sizeof(s->host), "%s", be->host);
@@ -496,10 +494,9 @@ static void server_close_ex(px_server_t *s, const char *reason, bool login_error
     server_account_remove(s);
     px_list_del(&s->link);
     s->state = PX_SV_CLOSING;
-    if (s->counted_user && pool->u) {
-        atomic_fetch_sub(pool->u->server_count, 1);
-    }
-    s->counted_user = false;
+    if (s->user_count)
+        atomic_fetch_sub(s->user_count, 1);
+    s->user_count = NULL;
     if (s->db_count)
         atomic_fetch_sub(s->db_count, 1);
     s->db_count = NULL;
@@ -1396,7 +1393,7 @@ bool px_pools_evict(px_worker_t *w, const char *tenant, const char *cluster, con
             continue;
         /* Idle servers are kept most recently used first: the tail is the oldest. */
         px_server_t *s = px_container(pool->idle_servers.prev, px_server_t, link);
-        if (db ? !s->db_count : !s->counted_user)
+        if (db ? !s->db_count : !s->user_count)
             continue;
         server_close(s,
                      db ? "evicted: the database's max_connections is needed by another pool"

@@ -581,6 +581,32 @@ def test_user_server_connection_cap_is_exact_and_shared(env):
         assert time.monotonic() - t0 < 5, "waited for a slot instead of evicting an idle server"
         assert app_servers() <= 2
         assert "evicted" in pxc.log()
+
+        # A cap added by a reload counts the servers opened while there was none: the
+        # user's count is kept with or without a cap.
+        def reload(cap):
+            pxc.users = [{"username": "capped", "password": PW, "max_connections": cap}]
+            pxc.write()
+            n = pxc.log().count("proxy_reloaded")
+            pxc.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: pxc.log().count("proxy_reloaded") > n, what="reload")
+        a.sql("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'capped'")
+        wait_until(lambda: app_servers() == 0, what="capped servers gone")
+        time.sleep(0.3)  # the proxy reads their EOF
+        reload(-1)
+        held = [pxc.connect(user="capped") for _ in range(4)]
+        for h in held:
+            h.execute("BEGIN")
+            h.execute("select 1")
+        n_open = app_servers()
+        assert n_open == 4
+        reload(2)
+        for h in held:
+            h.execute("COMMIT")
+            h.close()
+        peak, errors = peak_while_clients_run(app_servers, lambda i: pxc.connect(user="capped"), 6)
+        assert not errors, errors
+        assert peak <= n_open, f"{peak} server connections after a cap of 2 was added over {n_open}"
     finally:
         code = pxc.stop()
     assert code == 0, pxc.log()[-3000:]
