@@ -5,7 +5,8 @@
  *
  * Client side of the proxy (we are the SCRAM server): the verifier (salt, iterations,
  * StoredKey, ServerKey) is computed once per user and password at configuration time
- * (pgauth_scram_make_keys), so a login costs two HMACs and one SHA-256. Server side (we are
+ * (pgauth_scram_make_keys) or parsed from a stored one (pgauth_scram_parse_verifier), so a
+ * login costs two HMACs and one SHA-256. Server side (we are
  * the SCRAM client towards PostgreSQL): the caller caches SaltedPassword per (user, salt,
  * iterations) and hands it in, so PBKDF2 runs once per pool, not once per connection.
  * No channel binding is offered (we never advertise SCRAM-SHA-256-PLUS); the GS2 header
