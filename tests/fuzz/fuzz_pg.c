@@ -79,5 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                sizeof(out)) > 0 && nl)
         (void)pgauth_scram_server_final(&ss, &keys, (const char *)nl + 1, size - first - 1, out,
                                         sizeof(out));
+    /* Stored verifier text (configuration input), bounded by its length. */
+    pgauth_scram_keys_t vk;
+    (void)!pgauth_scram_parse_verifier((const char *)data, size, &vk);
     return 0;
 }
