@@ -4,9 +4,10 @@
  * Every operation is a stream through a pipe, never a file: a physical backup is the tar
  * stream of `pg_basebackup -D - -Ft -X fetch` (the data directory plus the WAL needed to
  * make it consistent, and pg_basebackup's own backup_manifest), read from the tool's
- * stdout and handed to the caller's write callback; a logical backup is `pg_dump -Fc -Z0`
- * with a 1 MiB stdout buffer (the backup pipeline compresses the raw archive with its
- * codec; see pgb_dump_level and pgb_stdbuf), or `pg_dumpall --globals-only`
+ * stdout and handed to the caller's write callback; a logical backup is `pg_dump -Fc`
+ * with zlib level 1 inside the archive and a 1 MiB stdout buffer (the backup pipeline
+ * compresses the archive again with its codec; see pgb_dump_level and pgb_stdbuf), or
+ * `pg_dumpall --globals-only`
  * for roles. Restores run the reverse: GNU tar extracting a physical stream into a new
  * data directory as the unprivileged service user (so a hostile archive cannot write
  * where that user cannot), or pg_restore / psql fed through stdin.
@@ -132,27 +133,29 @@ int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
 }
 
 /* The compression level pg_dump applies inside its custom-format archive (zlib; the
- * archive stays readable by pg_restore whatever the level): 0 by default, so pg_dump
- * only formats the rows and the backup pipeline's codec (zstd, several times cheaper in
- * CPU than zlib for the same or a smaller output) compresses everything in dbplane's own
- * threads. On a 2-core machine the server backend's COPY takes one core for the whole
- * dump, so the client's CPU decides the wall time (docs/benchmarks.md). This needs
- * pgb_stdbuf: without it pg_dump -Z0 writes one 4 KiB stdio buffer per syscall. The
- * environment variable DBPLANE_PG_DUMP_LEVEL (0-9) overrides it (1 = zlib level 1
- * inside the archive, the default before; 6 = pg_dump's own default). */
+ * archive stays readable by pg_restore whatever the level): 1 by default, so the table
+ * data leaves pg_dump compressed and the pipe to dbplane carries a fraction of the
+ * bytes. Level 0 (raw archive, zstd in dbplane only) was measured again with pgb_stdbuf
+ * (2026-11-23, docs/benchmarks.md): zstd saves pg_dump's zlib CPU, but moving the 1 GB
+ * raw archive of pgbench -s 100 through the pipe costs as much system time in pg_dump
+ * and dbplane, so the total client CPU was the same (~3.5 s) and the wall time no
+ * better on 2 cores. The backup pipeline still compresses the archive with its own
+ * codec on top. The environment variable DBPLANE_PG_DUMP_LEVEL (0-9) overrides it:
+ * 0 = raw table data, compressed by the pipeline alone (smallest artifact with zstd). */
 static const char *pgb_dump_level(void)
 {
     const char *v = getenv("DBPLANE_PG_DUMP_LEVEL");
     if (v && v[0] >= '0' && v[0] <= '9' && v[1] == '\0')
         return v;
-    return "0";
+    return "1";
 }
 
 /* coreutils' stdbuf, which runs a command with the stdio buffer of its stdout set to a
  * given size (an LD_PRELOAD'ed setvbuf before main). pg_dump writes its archive through
  * stdio, whose buffer for a pipe is st_blksize = 4 KiB: at -Z0 (a custom-format chunk
  * per row) that is ~250,000 write(2)s per GB into the pipe, each waking dbplane's
- * reader; with 1 MiB, ~1,000. NULL when not installed (pg_dump then runs as is, only
+ * reader; with 1 MiB, ~1,000 (at the default level 1, ~7,000 per 28 MB archive
+ * against ~30). NULL when not installed (pg_dump then runs as is, only
  * slower). */
 #define PGB_STDBUF "/usr/bin/stdbuf"
 static const char *pgb_stdbuf(void)
