@@ -8,7 +8,7 @@
 #
 # ONLY=logical runs just the PostgreSQL logical rows (no physical backup, no pgBackRest,
 # no pure-zstd variant). BASE_BIN=/path/to/an/older/dbplane adds that binary's logical
-# and MariaDB physical backups to the same rounds (a same-run A/B of a change).
+# and MariaDB physical backups (and the MariaDB restore) to the same rounds (a same-run A/B of a change).
 #
 # MariaDB (ONLY=mariadb runs just that part): physical backup and restore vs
 # `mariadb-backup --backup` itself (into a target dir, and streamed through zstd at the
@@ -103,7 +103,7 @@ EOF
   local mb=(runuser -u dbplane -- mariadb-backup --defaults-file="$cnf" --user=dbplane
             --socket="$sock")
   install -d -o dbplane -g dbplane "$WORK/mb"
-  local rep t0 x m_bk= m_rss=0 m_rest= m_id m_size a_dir= a_stream= a_sync= a_prep= a_size rss m_base=
+  local rep t0 x m_bk= m_rss=0 m_rest= m_rest_base= m_id m_size a_dir= a_stream= a_sync= a_prep= a_size rss m_base=
   fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
   for rep in $(seq 1 "${REPS:-2}"); do
     echo "# [$rep] mariadb-backup --backup --target-dir" >&2
@@ -156,6 +156,14 @@ EOF
     sync
     read -r x _ < <(timed_rss "$BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
     m_rest=$(fastest "$m_rest" "$x")
+
+    if [ -n "${BASE_BIN:-}" ]; then
+      echo "# [$rep] BASE_BIN physical restore (MariaDB)" >&2
+      rm -rf "$WORK/mrestore-dbplane"
+      sync
+      read -r x _ < <(timed_rss "$BASE_BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
+      m_rest_base=$(fastest "$m_rest_base" "$x")
+    fi
   done
   m_size=$(du -sb "$WORK/mstore/default/mbench/$m_id" | cut -f1)
   a_size=$(stat -c %s "$WORK/mb/stream.zst")
@@ -173,6 +181,7 @@ EOF
 | physical restore (s) | $m_rest | \`zstd -d \| mbstream -x\` + \`--prepare\` $a_prep | $(python3 -c "print(f'{$m_rest/$a_prep:.2f}x')") |
 | physical backup size (MB) | $((m_size / 1000000)) | stream \| zstd $((a_size / 1000000)) | |
 $([ -n "${BASE_BIN:-}" ] && echo "| BASE_BIN physical backup (s) | $m_base | \`--stream \| zstd -$LEVEL\` $a_stream | $(python3 -c "print(f'{$m_base/$a_stream:.2f}x')") |")
+$([ -n "${BASE_BIN:-}" ] && echo "| BASE_BIN physical restore (s) | $m_rest_base | \`zstd -d \| mbstream -x\` + \`--prepare\` $a_prep | $(python3 -c "print(f'{$m_rest_base/$a_prep:.2f}x')") |")
 | peak RSS of dbplane, physical backup (MiB) | $((m_rss / 1024)) | | limit 64 |
 EOF
 }

@@ -145,6 +145,7 @@ int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
         return 0;
     int64_t deadline = timeout_ms > 0 ? dbp_now_ms() + timeout_ms : 0;
     int status = 0;
+    int pfd = deadline ? dbp_child_pidfd(p->pid) : -1; /* exit seen at once (proc.h) */
     for (;;) {
         pid_t w = waitpid(p->pid, &status, deadline ? WNOHANG : 0);
         if (w == p->pid)
@@ -152,20 +153,24 @@ int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
         if (w < 0 && errno != EINTR) {
             int e = errno;
             p->pid = 0;
+            if (pfd >= 0)
+                close(pfd);
             return dbp_err_set(err, DBP_EIO, "waitpid %s: %s", p->what, strerror(e));
         }
         if (deadline && dbp_now_ms() > deadline) {
             kill(-p->pid, SIGKILL);
             waitpid(p->pid, &status, 0);
             p->pid = 0;
+            if (pfd >= 0)
+                close(pfd);
             return dbp_err_set(err, DBP_EIO, "%s timed out after %d ms (log: %s)", p->what,
                                timeout_ms, p->log_path);
         }
-        if (deadline) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        if (deadline)
+            dbp_child_nap(pfd, 10);
     }
+    if (pfd >= 0)
+        close(pfd);
     p->pid = 0;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;

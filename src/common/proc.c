@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,6 +199,33 @@ static void last_log_line(const char *path, char *buf, size_t len)
     fclose(f);
 }
 
+int dbp_child_pidfd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+        return (int)fd;
+    }
+#else
+    (void)pid;
+#endif
+    return -1;
+}
+
+void dbp_child_nap(int pidfd, int ms)
+{
+    if (pidfd >= 0) {
+        struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+        if (poll(&pfd, 1, ms) >= 0)
+            return;
+        if (errno == EINTR)
+            return;
+    }
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
 int dbp_proc_run(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
                  const char *log_path, int timeout_ms, dbp_err_t *err)
 {
@@ -206,21 +235,31 @@ int dbp_proc_run(char *const argv[], char *const env_extra[], const dbp_runas_t 
         return rc;
     int64_t deadline = timeout_ms > 0 ? dbp_now_ms() + timeout_ms : 0;
     int status = 0;
+    /* Waits on a pidfd where the kernel has one: the exit is seen when it happens, not
+     * up to a 20 ms poll interval later (a --prepare or a tool run per backup/restore). */
+    int pfd = dbp_child_pidfd(pid);
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid)
             break;
-        if (w < 0 && errno != EINTR)
-            return dbp_err_set(err, DBP_EIO, "waitpid: %s", strerror(errno));
+        if (w < 0 && errno != EINTR) {
+            int e = errno;
+            if (pfd >= 0)
+                close(pfd);
+            return dbp_err_set(err, DBP_EIO, "waitpid: %s", strerror(e));
+        }
         if (deadline && dbp_now_ms() > deadline) {
             kill(-pid, SIGKILL);
             waitpid(pid, &status, 0);
+            if (pfd >= 0)
+                close(pfd);
             return dbp_err_set(err, DBP_EIO, "%s timed out after %d ms (log: %s)", argv[0],
                                timeout_ms, log_path);
         }
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        dbp_child_nap(pfd, 20);
     }
+    if (pfd >= 0)
+        close(pfd);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
     char last[512];

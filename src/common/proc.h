@@ -111,6 +111,16 @@ int dbp_read_file(const char *path, char **data, size_t *len, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
 /* Milliseconds of CLOCK_MONOTONIC, and of the real-time clock since the Unix epoch. */
+/* Sleeps until child `pid` exits or `pidfd` (>= 0, from dbp_child_pidfd) reports it,
+ * at most `ms` milliseconds; with pidfd < 0 a plain sleep of `ms`. For the polling wait
+ * loops: the caller then reaps with waitpid(WNOHANG), so a child's exit is noticed at
+ * once instead of up to one poll interval later. Never fails. */
+void dbp_child_nap(int pidfd, int ms);
+
+/* A pidfd for child `pid` (pidfd_open(2), Linux 5.3+; close it when done), or -1 when
+ * the kernel has none: dbp_child_nap then sleeps. */
+int dbp_child_pidfd(pid_t pid);
+
 int64_t dbp_now_ms(void);
 int64_t dbp_wall_ms(void);
 

@@ -357,9 +357,9 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
         rc = mdbb_gtid_list_event(m, primary, oldest, before, sizeof(before), err);
     /* Domains the logs begin in after a known GTID: the run must be at or past it. */
     for (const char *p = position; !rc && mdb_gtid_next(&p, &g) > 0;) {
-        uint64_t after;
-        if (mdb_gtid_domain_seq(before, g.domain, &after)) {
-            if (g.seq < after)
+        int v = mdb_gtid_logs_serve(before, &g, NULL);
+        if (v != MDB_LOGS_SCAN) {
+            if (v != MDB_LOGS_SERVE)
                 rc = dbp_err_set(err, DBP_ENOENT,
                                  "primary %s no longer has the binary logs after the run's GTID "
                                  "position %s: its oldest binary log %s starts after %s",
@@ -385,7 +385,7 @@ int mdb_bootstrap_check(const engine_instance_t *primary, const engine_instance_
                              "%" PRIu32 " (no transaction of it in the %s, from %s)",
                              primary->name, want[i], complete ? "binary logs" : "events scanned",
                              oldest);
-        else if (first[i].seq > need[i].seq)
+        else if (mdb_gtid_logs_serve(before, &need[i], &first[i]) != MDB_LOGS_SERVE)
             rc = dbp_err_set(err, DBP_ENOENT,
                              "primary %s does not have the binary logs after the run's GTID "
                              "position %s: they begin at %" PRIu32 "-%" PRIu32 "-%" PRIu64

@@ -104,3 +104,13 @@ int mdb_gtid_first_missing(const char *pos, const char *state, mdb_gtid_t *missi
     }
     return 0;
 }
+
+int mdb_gtid_logs_serve(const char *before, const mdb_gtid_t *g, const mdb_gtid_t *first)
+{
+    uint64_t after;
+    if (mdb_gtid_domain_seq(before, g->domain, &after))
+        return g->seq >= after ? MDB_LOGS_SERVE : MDB_LOGS_PURGED;
+    if (!first || first->seq == 0)
+        return MDB_LOGS_SCAN;
+    return first->seq <= g->seq ? MDB_LOGS_SERVE : MDB_LOGS_BEGIN_AFTER;
+}

@@ -56,4 +56,19 @@ bool mdb_gtid_in_state(const char *state, const mdb_gtid_t *g);
  * *missing = the first one that is not, -1 when pos has an element that is not a GTID. */
 int mdb_gtid_first_missing(const char *pos, const char *state, mdb_gtid_t *missing);
 
+/* What a primary's binary logs say about serving a replica whose gtid_slave_pos holds
+ * GTID `g` (the replica asks for the transactions after g), under gtid_strict_mode:
+ * - `before` is the Gtid_list of the primary's oldest binary log (the last GTID of each
+ *   domain logged before it; "" for a log that follows nothing). When it names g's
+ *   domain at sequence number a, the logs hold everything after a: served when
+ *   g.seq >= a (g.seq == a: the logs begin right after g).
+ * - Otherwise the domain begins inside the logs and `first` is its first GTID there
+ *   (NULL or seq 0: not found): served when first->seq <= g.seq (first->seq == g.seq:
+ *   the logs hold g itself, the primary skips it and sends what follows).
+ * Returns MDB_LOGS_SERVE, MDB_LOGS_PURGED (the list is past g), MDB_LOGS_BEGIN_AFTER (the
+ * first GTID is past g: a primary made from a clone or backup after the run) or
+ * MDB_LOGS_SCAN (the list does not name the domain and `first` is unknown: look for it). */
+enum { MDB_LOGS_SERVE = 0, MDB_LOGS_PURGED, MDB_LOGS_BEGIN_AFTER, MDB_LOGS_SCAN };
+int mdb_gtid_logs_serve(const char *before, const mdb_gtid_t *g, const mdb_gtid_t *first);
+
 #endif

@@ -5,8 +5,9 @@
  * stream of `pg_basebackup -D - -Ft -X fetch` (the data directory plus the WAL needed to
  * make it consistent, and pg_basebackup's own backup_manifest), read from the tool's
  * stdout and handed to the caller's write callback; a logical backup is `pg_dump -Fc`
- * with zlib level 1 inside the archive (the backup pipeline compresses the archive again
- * with its codec; see pgb_dump_level), or `pg_dumpall --globals-only`
+ * with zlib level 1 inside the archive and a 1 MiB stdout buffer (the backup pipeline
+ * compresses the archive again with its codec; see pgb_dump_level and pgb_stdbuf), or
+ * `pg_dumpall --globals-only`
  * for roles. Restores run the reverse: GNU tar extracting a physical stream into a new
  * data directory as the unprivileged service user (so a hostile archive cannot write
  * where that user cannot), or pg_restore / psql fed through stdin.
@@ -134,17 +135,32 @@ int pg_backup_physical(const engine_instance_t *in, engine_backup_info_t *info,
 /* The compression level pg_dump applies inside its custom-format archive (zlib; the
  * archive stays readable by pg_restore whatever the level): 1 by default, so the table
  * data leaves pg_dump compressed and the pipe to dbplane carries a fraction of the
- * bytes (on a 2-core machine moving every raw byte through a pipe and into zstd costs
- * more wall time than zlib level 1 inside pg_dump; docs/benchmarks.md). The backup
- * pipeline still compresses the archive with its own codec on top. The environment
- * variable DBPLANE_PG_DUMP_LEVEL (0-9) overrides it: 0 = raw table data, compressed by
- * the pipeline alone (smallest artifact with zstd, more CPU). */
+ * bytes. Level 0 (raw archive, zstd in dbplane only) was measured again with pgb_stdbuf
+ * (2026-11-23, docs/benchmarks.md): zstd saves pg_dump's zlib CPU, but moving the 1 GB
+ * raw archive of pgbench -s 100 through the pipe costs as much system time in pg_dump
+ * and dbplane, so the total client CPU was the same (~3.5 s) and the wall time no
+ * better on 2 cores. The backup pipeline still compresses the archive with its own
+ * codec on top. The environment variable DBPLANE_PG_DUMP_LEVEL (0-9) overrides it:
+ * 0 = raw table data, compressed by the pipeline alone (smallest artifact with zstd). */
 static const char *pgb_dump_level(void)
 {
     const char *v = getenv("DBPLANE_PG_DUMP_LEVEL");
     if (v && v[0] >= '0' && v[0] <= '9' && v[1] == '\0')
         return v;
     return "1";
+}
+
+/* coreutils' stdbuf, which runs a command with the stdio buffer of its stdout set to a
+ * given size (an LD_PRELOAD'ed setvbuf before main). pg_dump writes its archive through
+ * stdio, whose buffer for a pipe is st_blksize = 4 KiB: at -Z0 (a custom-format chunk
+ * per row) that is ~250,000 write(2)s per GB into the pipe, each waking dbplane's
+ * reader; with 1 MiB, ~1,000 (at the default level 1, ~7,000 per 28 MB archive
+ * against ~30). NULL when not installed (pg_dump then runs as is, only
+ * slower). */
+#define PGB_STDBUF "/usr/bin/stdbuf"
+static const char *pgb_stdbuf(void)
+{
+    return access(PGB_STDBUF, X_OK) == 0 ? PGB_STDBUF : NULL;
 }
 
 int pg_backup_logical(const engine_instance_t *in, const char *database,
@@ -167,11 +183,12 @@ int pg_backup_logical(const engine_instance_t *in, const char *database,
     dbp_pipe_t p;
     if (database) {
         engine_pg_tool(in, "pg_dump", tool, sizeof(tool));
-        char *argv[] = {tool, "-F", "c", "-Z", (char *)pgb_dump_level(), "-h", (char *)in->sock_dir,
-                        "-p", port, "-U", PGB_ADMIN_ROLE, "-d", (char *)database, "--no-password",
-                        NULL};
-        rc = dbp_pipe_spawn(argv, NULL, &self, in->tool_log_path, NULL, DBP_PIPE_FROM_CHILD, &p,
-                            err);
+        const char *sb = pgb_stdbuf();
+        char *argv[] = {(char *)sb, "-o", "1M", tool, "-F", "c", "-Z", (char *)pgb_dump_level(),
+                        "-h", (char *)in->sock_dir, "-p", port, "-U", PGB_ADMIN_ROLE,
+                        "-d", (char *)database, "--no-password", NULL};
+        rc = dbp_pipe_spawn(sb ? argv : argv + 3, NULL, &self, in->tool_log_path, NULL,
+                            DBP_PIPE_FROM_CHILD, &p, err);
     } else {
         engine_pg_tool(in, "pg_dumpall", tool, sizeof(tool));
         char *argv[] = {tool, "--globals-only", "-h", (char *)in->sock_dir, "-p", port,

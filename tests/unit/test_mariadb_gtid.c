@@ -155,12 +155,42 @@ static void test_first_missing(void **state)
     assert_int_equal(mdb_gtid_first_missing("0-3-50,bad", st, &g), -1);
 }
 
+/* The bootstrap check's decision (mariadb_backup.c): the boundary cases are the ones
+ * MariaDB serves — a run whose GTID is the Gtid_list's entry (the logs begin right after
+ * it) and a run whose GTID is exactly the first GTID the logs hold (the primary skips it
+ * and sends the rest) — and one sequence number earlier is refused. */
+static void test_logs_serve(void **state)
+{
+    (void)state;
+    const mdb_gtid_t g = {0, 1, 100};
+    const mdb_gtid_t at = {0, 1, 100}, below = {0, 1, 99}, past = {0, 1, 101};
+    const mdb_gtid_t other_server = {0, 2, 100};
+    /* The oldest log's Gtid_list names the domain. */
+    assert_int_equal(mdb_gtid_logs_serve("0-1-100", &g, NULL), MDB_LOGS_SERVE);
+    assert_int_equal(mdb_gtid_logs_serve("0-1-99", &g, NULL), MDB_LOGS_SERVE);
+    assert_int_equal(mdb_gtid_logs_serve("0-1-101", &g, NULL), MDB_LOGS_PURGED);
+    assert_int_equal(mdb_gtid_logs_serve("1-3-500,0-2-100", &g, NULL), MDB_LOGS_SERVE);
+    /* The list names the domain: a first GTID found anyway does not override it. */
+    assert_int_equal(mdb_gtid_logs_serve("0-1-101", &g, &at), MDB_LOGS_PURGED);
+    /* The list does not name it ("" or other domains): the first GTID in the logs. */
+    assert_int_equal(mdb_gtid_logs_serve("", &g, NULL), MDB_LOGS_SCAN);
+    assert_int_equal(mdb_gtid_logs_serve("1-1-7", &g, NULL), MDB_LOGS_SCAN);
+    const mdb_gtid_t none = {0, 0, 0};
+    assert_int_equal(mdb_gtid_logs_serve("", &g, &none), MDB_LOGS_SCAN);
+    assert_int_equal(mdb_gtid_logs_serve("", &g, &at), MDB_LOGS_SERVE); /* exactly the first */
+    assert_int_equal(mdb_gtid_logs_serve("", &g, &other_server), MDB_LOGS_SERVE);
+    assert_int_equal(mdb_gtid_logs_serve("", &g, &below), MDB_LOGS_SERVE);
+    assert_int_equal(mdb_gtid_logs_serve("1-1-7", &g, &past), MDB_LOGS_BEGIN_AFTER);
+    assert_int_equal(mdb_gtid_logs_serve("", &g, &past), MDB_LOGS_BEGIN_AFTER);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),    cmocka_unit_test(test_next),
-        cmocka_unit_test(test_list_ok),  cmocka_unit_test(test_domain_seq),
-        cmocka_unit_test(test_in_state), cmocka_unit_test(test_first_missing),
+        cmocka_unit_test(test_parse),      cmocka_unit_test(test_next),
+        cmocka_unit_test(test_list_ok),    cmocka_unit_test(test_domain_seq),
+        cmocka_unit_test(test_in_state),   cmocka_unit_test(test_first_missing),
+        cmocka_unit_test(test_logs_serve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
