@@ -428,6 +428,26 @@ static int replica_rebuild(ctl_daemon_t *d, cluster_rt_t *cr, const engine_insta
     return rc;
 }
 
+/* Test-only failpoint (tests/integration/test_ha.py): with DBPLANE_FAILPOINT_CLONE_DELAY_MS
+ * set in the daemon's environment, a replica clone sleeps that many ms before its tool
+ * starts; DBPLANE_FAILPOINT_CLONE_CLUSTER (optional) limits it to the cluster of that name.
+ * Makes a slow clone deterministic; never set outside tests. */
+static void failpoint_clone_delay(const char *cluster)
+{
+    const char *ms = getenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS");
+    const char *only = getenv("DBPLANE_FAILPOINT_CLONE_CLUSTER");
+    if (!ms || !*ms || (only && *only && strcmp(only, cluster) != 0))
+        return;
+    long left = atol(ms);
+    dbp_warn("failpoint", "name=clone_delay cluster=%s ms=%ld", cluster, left);
+    while (left > 0) {
+        long step = left < 50 ? left : 50;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        left -= step;
+    }
+}
+
 /* Brings one cluster's instances to the declared shape. Returns the status message in
  * msg and a state ("ready", "pending", "failed"). */
 static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *msg, size_t len)
@@ -592,6 +612,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             if (!ctl_replica_bootstrap(d, cr, R, P)) {
                 event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
                       "cloning the primary into a new replica");
+                failpoint_clone_delay(c->name.v);
                 if (cr->ops->init_replica(R, P, &err) != 0) {
                     snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
                     state = "failed";
