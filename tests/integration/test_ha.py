@@ -294,9 +294,9 @@ spec:
 
 def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path, monkeypatch):
     """A replica clone runs off the control loop's thread: while cluster `slow` clones a
-    new replica (held 10 s by a test-only failpoint), cluster `fo`'s hung primary is
+    new replica (held 8 s by a test-only failpoint), cluster `fo`'s hung primary is
     failed over within the usual bound, not after the clone."""
-    monkeypatch.setenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS", "10000")
+    monkeypatch.setenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS", "8000")
     monkeypatch.setenv("DBPLANE_FAILPOINT_CLONE_CLUSTER", "slow")
     spec = tmp_path / "two.yaml"
     spec.write_text(TWO_CLUSTERS.replace("INSTANCES", "1"))
@@ -323,11 +323,12 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
                 pass
     assert c["primary"] != c0["primary"]
     # interval 250 ms x failcount 3, plus fence and promotion (docs/reliability.md: under
-    # 3.4 s on the loaded machine); the clone alone holds 10 s.
-    bound = 8 if os.environ.get("DBPLANE_SANITIZED") else 5
-    assert took < bound, f"failover took {took:.1f}s while a clone of another cluster ran"
+    # 3.4 s on the loaded machine); the clone alone holds 8 s.
+    # Under a sanitizer only the order is checked: the failover before the clone's end.
+    if not os.environ.get("DBPLANE_SANITIZED"):
+        assert took < 5, f"failover took {took:.1f}s while a clone of another cluster ran"
     reasons = [(e["reason"], e["name"]) for e in d.events()]
-    assert ("Cloned", "slow-1") not in reasons, "the clone ended before the failover"
+    assert ("Cloned", "slow-1") not in reasons, "the failover waited for the clone"
     # The clone completes afterwards, and the old primary rejoins.
     d.wait(120)
     slow = d.cluster("slow")
