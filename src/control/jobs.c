@@ -15,26 +15,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backup/backup.h"
 #include "common/log.h"
 
-void ctl_failpoint_clone_delay(const char *cluster)
+int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
 {
     const char *ms = getenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS");
     const char *only = getenv("DBPLANE_FAILPOINT_CLONE_CLUSTER");
-    if (!ms || !*ms || (only && *only && strcmp(only, cluster) != 0))
-        return;
-    long left = atol(ms);
-    dbp_warn("failpoint", "name=clone_delay cluster=%s ms=%ld", cluster, left);
-    while (left > 0 && !dbp_cancelled()) {
-        long step = left < 50 ? left : 50;
-        struct timespec ts = {0, step * 1000000L};
-        nanosleep(&ts, NULL);
-        left -= step;
-    }
+    if (!ms || !*ms || (only && *only && strcmp(only, R->cluster) != 0))
+        return 0;
+    long v = atol(ms);
+    if (v <= 0)
+        return 0;
+    char secs[32];
+    snprintf(secs, sizeof(secs), "%ld.%03ld", v / 1000, v % 1000);
+    dbp_warn("failpoint", "name=clone_delay cluster=%s instance=%s ms=%ld", R->cluster, R->name,
+             v);
+    /* A real child, like the clone tools: shutdown must kill its process group. */
+    char *argv[] = {"/bin/sleep", secs, NULL};
+    int rc = dbp_proc_run(argv, NULL, R->runas, R->tool_log_path, 0, err);
+    if (rc)
+        dbp_err_prefix(err, "failpoint clone_delay: ");
+    return rc;
 }
 
 /* CTL_JOB_CLONE of a cluster with spec.bootstrapFrom: makes R's data directory from the
@@ -70,10 +74,8 @@ static void job_bootstrap(ctl_job_t *j)
 static int job_clone(ctl_job_t *j)
 {
     j->cloned = true;
-    ctl_failpoint_clone_delay(j->cluster);
-    if (dbp_cancelled())
-        return dbp_err_set(&j->err, DBP_EIO, "cancelled (the daemon stops)");
-    return j->ops->init_replica(&j->R, &j->P, &j->err);
+    int rc = ctl_failpoint_clone_delay(&j->R, &j->err);
+    return rc ? rc : j->ops->init_replica(&j->R, &j->P, &j->err);
 }
 
 static void *job_main(void *arg)

@@ -296,10 +296,12 @@ void ctl_job_free(ctl_daemon_t *d, ctl_job_t *j);
  * a rejoin its marker, so the next start runs the step again. */
 void ctl_jobs_stop(ctl_daemon_t *d);
 
-/* Test-only failpoint (see docs/design.md): sleeps DBPLANE_FAILPOINT_CLONE_DELAY_MS before
- * a clone of `cluster` (or of the cluster DBPLANE_FAILPOINT_CLONE_CLUSTER names only), in
- * 50 ms steps, returning early when the calling thread's job is cancelled. */
-void ctl_failpoint_clone_delay(const char *cluster);
+/* Test-only failpoint (tests/integration/test_ha.py; never set in production): with
+ * DBPLANE_FAILPOINT_CLONE_DELAY_MS in the daemon's environment, a clone or rebuild of
+ * replica R first runs `/bin/sleep` for that many ms as one of its tools (through
+ * dbp_proc_run, so a shutdown kills it like pg_basebackup); DBPLANE_FAILPOINT_CLONE_CLUSTER
+ * limits it to the cluster of that name. 0, or DBP_EIO when the sleep was killed. */
+int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err);
 
 /* Takes a reference on the control loop's current view (d->view), or returns NULL. */
 struct ctl_view *ctl_ha_view_ref(ctl_daemon_t *d);
