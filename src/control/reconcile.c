@@ -440,7 +440,7 @@ static const char *replica_job(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_kind_t
  * Cloned) and the rejoin marker. A step made from a primary that is no longer the
  * topology's (a failover while it ran) is discarded: its data directory is removed (a
  * rejoin keeps its marker) and the next pass starts it again from the new primary.
- * Frees the job. Returns 0 when R's data directory is ready for the rest of the pass,
+ * Frees the job. Returns NULL when R's data directory is ready for the rest of the pass,
  * or the cluster's state ("failed", "pending") with the reason in msg. */
 static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
                                const engine_instance_t *R, const engine_instance_t *P,
@@ -452,6 +452,9 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
     if (j->boot_tried)
         event(d, tenant, "Instance", R->name, j->boot_rc ? "Warning" : "Normal",
               j->boot_rc ? "BootstrapFallback" : "Bootstrapped", j->boot_msg);
+    if (j->boot_tried && j->cloned) /* the fallback (the worker went on to clone) */
+        event(d, tenant, "Instance", R->name, "Normal", "Cloning",
+              "cloning the primary into a new replica");
     if (j->rejoin_tried && j->rejoin_rc == 0 && !stale) {
         event(d, tenant, "Instance", R->name, "Normal", "Rejoined",
               "former primary follows the new primary without a rebuild");
