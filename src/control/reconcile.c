@@ -669,6 +669,8 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
          * the step ended, then take its results. */
         ctl_job_t *job = ctl_job_find(d, c->tenant.v, R->name);
         if (job && !ctl_job_done(job)) {
+            if (job->kind == CTL_JOB_CLONE)
+                cr->cloning = true;
             snprintf(msg, len, "%s %s from %s", job->kind == CTL_JOB_CLONE    ? "cloning"
                                                 : job->kind == CTL_JOB_REJOIN ? "rejoining"
                                                                               : "rebuilding",
@@ -694,6 +696,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                 event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
                       "cloning the primary into a new replica");
             state = replica_job(d, cr, CTL_JOB_CLONE, R, P, NULL, msg, len);
+            cr->cloning = true;
             continue;
         }
         char marker[PATH_MAX + 32];
@@ -860,8 +863,9 @@ static void reconcile_member(ctl_daemon_t *d, desired_t *des, size_t idx, cluste
                                                           : r->u.grant.cluster.v;
     cluster_rt_t *cr = ctl_cluster_find(crs, ncrs, r->tenant.v, cluster);
     char msg[512];
-    if (!cr || !cr->primary_ready) {
-        snprintf(msg, sizeof(msg), "waiting for cluster %s to be ready", cluster);
+    if (!cr || !cr->primary_ready || cr->cloning) {
+        snprintf(msg, sizeof(msg), "waiting for cluster %s to be ready%s", cluster,
+                 cr && cr->cloning ? " (a new replica is being cloned)" : "");
         set_status(d, r, gen, "pending", msg);
         return;
     }
@@ -947,10 +951,11 @@ static void reconcile_sql_job(ctl_daemon_t *d, desired_t *des, size_t idx, clust
         }
     }
     cluster_rt_t *cr = ctl_cluster_find(crs, ncrs, r->tenant.v, j->cluster.v);
-    if (!cr || !cr->primary_ready || !cr->ops->run_sql) {
-        snprintf(msg, sizeof(msg), cr && cr->primary_ready ? "engine %s cannot run SQL"
-                                                          : "waiting for cluster %s to be ready",
-                 cr && cr->primary_ready ? cr->ops->name : j->cluster.v);
+    if (!cr || !cr->primary_ready || cr->cloning || !cr->ops->run_sql) {
+        bool up = cr && cr->primary_ready && !cr->cloning;
+        snprintf(msg, sizeof(msg), up ? "engine %s cannot run SQL"
+                                      : "waiting for cluster %s to be ready",
+                 up ? cr->ops->name : j->cluster.v);
         set_status(d, r, gen, "pending", msg);
         return;
     }

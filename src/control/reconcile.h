@@ -61,6 +61,9 @@ typedef struct cluster_rt {
     bool restore_done;    /* it completed (status ready at that generation) */
     char *repl_password;
     bool reloaded;        /* this pass signalled a server to reload a changed config */
+    bool cloning;         /* a new replica is being cloned (control/jobs.c): Users,
+                             Databases, Grants and SqlJobs wait, as they did when the clone
+                             ran inside the pass (a semi-sync replica must receive them) */
 } cluster_rt_t;
 
 /* A rolling change of one cluster (control/rolling.c), kept across passes, keyed by
