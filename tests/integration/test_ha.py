@@ -307,11 +307,11 @@ def clone_failpoint_sleeping():
 
 
 def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path, monkeypatch):
-    """A replica clone runs off the control loop's thread: while cluster `slow` (Redis: quick
-    to start; the failpoint makes its clone as slow as a large one) clones a new replica (held 30 s by a test-only failpoint: a `sleep` run as the clone's first
-    tool), cluster `fo`'s hung primary is failed over within the usual bound, not after
-    the clone, and its old primary rejoins meanwhile. Stopping the daemon then kills the
-    clone's tool at once, and the next start clones again."""
+    """A replica clone runs off the control loop's thread: while cluster `slow` clones a
+    new replica (held 30 s by a test-only failpoint: a `sleep` run as the clone's first
+    tool; Redis because it starts quickly), cluster `fo`'s hung primary is failed over
+    within the usual bound, not after the clone, and its old primary rejoins meanwhile.
+    Stopping the daemon then kills the clone's tool at once; the next start clones again."""
     monkeypatch.setenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS", "30000")
     monkeypatch.setenv("DBPLANE_FAILPOINT_CLONE_CLUSTER", "slow")
     spec = tmp_path / "two.yaml"
