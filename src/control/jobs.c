@@ -20,6 +20,11 @@
 #include "backup/backup.h"
 #include "common/log.h"
 
+const char *ctl_job_kind_str(ctl_job_kind_t k)
+{
+    return k == CTL_JOB_CLONE ? "clone" : k == CTL_JOB_REJOIN ? "rejoin" : "rebuild";
+}
+
 int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
 {
     const char *ms = getenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS");
@@ -31,8 +36,7 @@ int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
         return 0;
     char secs[32];
     snprintf(secs, sizeof(secs), "%ld.%03ld", v / 1000, v % 1000);
-    dbp_warn("failpoint", "name=clone_delay cluster=%s instance=%s ms=%ld", R->cluster, R->name,
-             v);
+    dbp_warn("failpoint", "name=clone_delay cluster=%s instance=%s ms=%ld", R->cluster, R->name, v);
     /* A real child, like the clone tools: shutdown must kill its process group. */
     char *argv[] = {"/bin/sleep", secs, NULL};
     int rc = dbp_proc_run(argv, NULL, R->runas, R->tool_log_path, 0, err);
@@ -111,8 +115,8 @@ static void *job_main(void *arg)
     }
     j->ms = dbp_now_ms() - t0;
     dbp_cancel_bind(NULL);
-    dbp_info("job_finished", "tenant=%s instance=%s kind=%d rc=%d ms=%lld", j->tenant,
-             j->instance, (int)j->kind, j->rc, (long long)j->ms);
+    dbp_info("job_finished", "tenant=%s instance=%s kind=%s rc=%d ms=%lld", j->tenant, j->instance,
+             ctl_job_kind_str(j->kind), j->rc, (long long)j->ms);
     __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
     if (j->wake_fd >= 0) {
         ssize_t w = write(j->wake_fd, "j", 1);
@@ -122,8 +126,7 @@ static void *job_main(void *arg)
 }
 
 ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_t *cr,
-                         const engine_instance_t *R, const engine_instance_t *P,
-                         const char *why)
+                         const engine_instance_t *R, const engine_instance_t *P, const char *why)
 {
     if (d->njobs == d->capjobs) {
         int ncap = d->capjobs ? d->capjobs * 2 : 8;
@@ -159,8 +162,7 @@ ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_
 ctl_job_t *ctl_job_find(ctl_daemon_t *d, const char *tenant, const char *instance)
 {
     for (int i = 0; i < d->njobs; i++)
-        if (strcmp(d->jobs[i]->tenant, tenant) == 0 &&
-            strcmp(d->jobs[i]->instance, instance) == 0)
+        if (strcmp(d->jobs[i]->tenant, tenant) == 0 && strcmp(d->jobs[i]->instance, instance) == 0)
             return d->jobs[i];
     return NULL;
 }
@@ -206,8 +208,7 @@ void ctl_jobs_start(ctl_daemon_t *d)
             j->view = ctl_ha_view_ref(d);
         if (!j->view) {
             /* The pass kept no view: R and P point into results that are about to go. */
-            dbp_warn("job_dropped", "tenant=%s instance=%s reason=no_view", j->tenant,
-                     j->instance);
+            dbp_warn("job_dropped", "tenant=%s instance=%s reason=no_view", j->tenant, j->instance);
             job_remove(d, j);
             continue;
         }
@@ -220,8 +221,8 @@ void ctl_jobs_start(ctl_daemon_t *d)
         }
         j->started = true;
         running++;
-        dbp_info("job_started", "tenant=%s instance=%s kind=%d primary=%s epoch=%lld", j->tenant,
-                 j->instance, (int)j->kind, j->primary, (long long)j->epoch);
+        dbp_info("job_started", "tenant=%s instance=%s kind=%s primary=%s epoch=%lld", j->tenant,
+                 j->instance, ctl_job_kind_str(j->kind), j->primary, (long long)j->epoch);
     }
 }
 
@@ -236,8 +237,8 @@ void ctl_jobs_stop(ctl_daemon_t *d)
 {
     for (int i = 0; i < d->njobs; i++) {
         if (d->jobs[i]->started && !ctl_job_done(d->jobs[i])) {
-            dbp_info("job_cancelled", "tenant=%s instance=%s kind=%d", d->jobs[i]->tenant,
-                     d->jobs[i]->instance, (int)d->jobs[i]->kind);
+            dbp_info("job_cancelled", "tenant=%s instance=%s kind=%s", d->jobs[i]->tenant,
+                     d->jobs[i]->instance, ctl_job_kind_str(d->jobs[i]->kind));
             dbp_cancel_trigger(&d->jobs[i]->cancel);
         }
     }

@@ -494,8 +494,8 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
             unlink(marker);
         }
     }
-    dbp_info("job_collected", "tenant=%s instance=%s kind=%d rc=%d ms=%lld stale=%d", tenant,
-             R->name, (int)j->kind, j->rc, (long long)j->ms, (int)stale);
+    dbp_info("job_collected", "tenant=%s instance=%s kind=%s rc=%d ms=%lld stale=%d", tenant,
+             R->name, ctl_job_kind_str(j->kind), j->rc, (long long)j->ms, (int)stale);
     ctl_job_free(d, j);
     return st;
 }

@@ -268,6 +268,9 @@ void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
 /* At most this many jobs run at once; more wait queued (busy all the same). */
 #define CTL_JOBS_RUNNING_MAX 2
 
+/* "clone", "rejoin" or "rebuild", for logs. */
+const char *ctl_job_kind_str(ctl_job_kind_t k);
+
 /* Creates a queued job of `kind` for replica R of cluster cr, from primary P, `why` (may
  * be NULL) its reason. Copies R and P (their pointers stay into this pass's results, which
  * the job holds once started). Returns the job (owned by d) or NULL when out of memory. */
