@@ -64,6 +64,14 @@ int dbp_pipe_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
         close(fds[1]);
         return dbp_err_set(err, DBP_ENOMEM, "out of memory");
     }
+    if (dbp_cancelled()) {
+        free(envp);
+        close(logfd);
+        close(fds[0]);
+        close(fds[1]);
+        return dbp_err_set(err, DBP_EIO, "%s not started: cancelled (the daemon stops)",
+                           p->what);
+    }
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -76,6 +84,7 @@ int dbp_pipe_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
     if (pid == 0)
         pipe_child(argv, envp, ra, logfd, cwd, dir, child_end);
     setpgid(pid, pid);
+    dbp_cancel_track(pid);
     free(envp);
     close(logfd);
     close(child_end);
@@ -152,6 +161,7 @@ int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
             break;
         if (w < 0 && errno != EINTR) {
             int e = errno;
+            dbp_cancel_forget(p->pid);
             p->pid = 0;
             if (pfd >= 0)
                 close(pfd);
@@ -160,6 +170,7 @@ int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
         if (deadline && dbp_now_ms() > deadline) {
             kill(-p->pid, SIGKILL);
             waitpid(p->pid, &status, 0);
+            dbp_cancel_forget(p->pid);
             p->pid = 0;
             if (pfd >= 0)
                 close(pfd);
@@ -171,6 +182,7 @@ int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
     }
     if (pfd >= 0)
         close(pfd);
+    dbp_cancel_forget(p->pid);
     p->pid = 0;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
@@ -194,6 +206,7 @@ void dbp_pipe_kill(dbp_pipe_t *p)
         int status;
         while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
         }
+        dbp_cancel_forget(p->pid);
         p->pid = 0;
     }
 }

@@ -23,6 +23,76 @@
 
 extern char **environ;
 
+/* ---- cancellation tokens ---------------------------------------------------------------- */
+
+static __thread dbp_cancel_t *tl_cancel;
+
+void dbp_cancel_init(dbp_cancel_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&c->mu, NULL);
+}
+
+void dbp_cancel_destroy(dbp_cancel_t *c)
+{
+    pthread_mutex_destroy(&c->mu);
+}
+
+void dbp_cancel_bind(dbp_cancel_t *c)
+{
+    tl_cancel = c;
+}
+
+bool dbp_cancelled(void)
+{
+    dbp_cancel_t *c = tl_cancel;
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->mu);
+    bool v = c->cancelled;
+    pthread_mutex_unlock(&c->mu);
+    return v;
+}
+
+void dbp_cancel_trigger(dbp_cancel_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->cancelled = true;
+    /* Not yet reaped (dbp_cancel_forget comes after waitpid): each pid still names our
+     * child, alive or a zombie, never a reused one. */
+    for (int i = 0; i < c->n; i++)
+        kill(-c->pgid[i], SIGKILL);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void dbp_cancel_track(pid_t pid)
+{
+    dbp_cancel_t *c = tl_cancel;
+    if (!c || pid <= 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (c->cancelled)
+        kill(-pid, SIGKILL);
+    else if (c->n < DBP_CANCEL_MAX)
+        c->pgid[c->n++] = pid;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void dbp_cancel_forget(pid_t pid)
+{
+    dbp_cancel_t *c = tl_cancel;
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n; i++) {
+        if (c->pgid[i] == pid) {
+            c->pgid[i] = c->pgid[--c->n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 int64_t dbp_now_ms(void)
 {
     struct timespec ts;
@@ -150,6 +220,9 @@ char **dbp_proc_child_env(char *const env_extra[])
 int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_t *ra,
                    const char *log_path, const char *cwd, pid_t *pid, dbp_err_t *err)
 {
+    if (dbp_cancelled())
+        return dbp_err_set(err, DBP_EIO, "%s not started: cancelled (the daemon stops)",
+                           argv[0]);
     int logfd = dbp_proc_open_log(argv[0], log_path, ra, err);
     if (logfd < 0)
         return logfd;
@@ -170,6 +243,7 @@ int dbp_proc_spawn(char *const argv[], char *const env_extra[], const dbp_runas_
     if (p == 0)
         dbp_proc_child_exec(argv, envp, ra, -1, logfd, logfd, cwd);
     setpgid(p, p); /* also from the parent, to close the race with an early kill */
+    dbp_cancel_track(p);
     free(envp);
     close(logfd);
     *pid = p;
@@ -246,6 +320,7 @@ int dbp_proc_run(char *const argv[], char *const env_extra[], const dbp_runas_t 
             int e = errno;
             if (pfd >= 0)
                 close(pfd);
+            dbp_cancel_forget(pid);
             return dbp_err_set(err, DBP_EIO, "waitpid: %s", strerror(e));
         }
         if (deadline && dbp_now_ms() > deadline) {
@@ -253,6 +328,7 @@ int dbp_proc_run(char *const argv[], char *const env_extra[], const dbp_runas_t 
             waitpid(pid, &status, 0);
             if (pfd >= 0)
                 close(pfd);
+            dbp_cancel_forget(pid);
             return dbp_err_set(err, DBP_EIO, "%s timed out after %d ms (log: %s)", argv[0],
                                timeout_ms, log_path);
         }
@@ -260,6 +336,7 @@ int dbp_proc_run(char *const argv[], char *const env_extra[], const dbp_runas_t 
     }
     if (pfd >= 0)
         close(pfd);
+    dbp_cancel_forget(pid);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
     char last[512];

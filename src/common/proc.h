@@ -9,6 +9,7 @@
 #ifndef DBP_COMMON_PROC_H
 #define DBP_COMMON_PROC_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -109,6 +110,44 @@ int dbp_write_file_if_changed(const char *path, const char *data, size_t len, un
  * (may be NULL). DBP_ENOENT when absent. */
 int dbp_read_file(const char *path, char **data, size_t *len, dbp_err_t *err)
     __attribute__((warn_unused_result));
+
+/* ---- cancellation of a worker thread's tools (control/jobs.c) -------------------------- */
+
+#define DBP_CANCEL_MAX 16
+
+/* A cancellation token for the children one thread starts. A thread binds a token
+ * (dbp_cancel_bind); from then on every child it starts through dbp_proc_spawn or
+ * dbp_pipe_spawn is recorded in it until reaped, and once another thread cancels the
+ * token (dbp_cancel_trigger) each recorded child's process group is killed with SIGKILL,
+ * later spawns of the bound thread fail with DBP_EIO at once, and dbp_cancelled() turns
+ * true (for the bound thread's own waits). Initialise with dbp_cancel_init; the owner
+ * frees it with dbp_cancel_destroy after the bound thread ended. */
+typedef struct dbp_cancel {
+    pthread_mutex_t mu;
+    bool cancelled;
+    pid_t pgid[DBP_CANCEL_MAX]; /* leaders of the live children's process groups */
+    int n;
+} dbp_cancel_t;
+
+void dbp_cancel_init(dbp_cancel_t *c);
+void dbp_cancel_destroy(dbp_cancel_t *c);
+
+/* Binds `c` to the calling thread (NULL unbinds). The token must outlive the binding. */
+void dbp_cancel_bind(dbp_cancel_t *c);
+
+/* True when the calling thread's token was cancelled; false without a token. */
+bool dbp_cancelled(void);
+
+/* From any thread: marks `c` cancelled and kills the process groups of its live children. */
+void dbp_cancel_trigger(dbp_cancel_t *c);
+
+/* Records child `pid` (a process-group leader) in the calling thread's token, killing it at
+ * once when the token is already cancelled; no-op without a token or when full. Called by
+ * the spawn functions. */
+void dbp_cancel_track(pid_t pid);
+
+/* Forgets child `pid` (after it was reaped: its pid may be reused). No-op without a token. */
+void dbp_cancel_forget(pid_t pid);
 
 /* Milliseconds of CLOCK_MONOTONIC, and of the real-time clock since the Unix epoch. */
 /* Sleeps until child `pid` exits or `pidfd` (>= 0, from dbp_child_pidfd) reports it,

@@ -313,7 +313,8 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
             ssize_t n;
             while ((n = read(d.wake[0], buf, sizeof(buf))) > 0) {
                 for (ssize_t k = 0; k < n; k++)
-                    if (buf[k] == 'a') /* the API applied new desired state */
+                    if (buf[k] == 'a' || /* the API applied new desired state */
+                        buf[k] == 'j')   /* a worker finished a slow step (jobs.c) */
                         d.pass_requested = true;
             }
         }
@@ -321,6 +322,9 @@ int ctl_up(const ctl_options_t *o, dbp_err_t *err)
 
     fprintf(stderr, "dbplane: stopping servers...\n");
     dbp_info("daemon_stopping", "reason=signal");
+    /* Running clones, rejoins and rebuilds are cancelled (their tools killed) and their
+     * results dropped: each step is retried on the next start. */
+    ctl_jobs_stop(&d);
     /* Clients first: the proxy closes its connections, then the servers stop. */
     api_stop(api);
     api = NULL;

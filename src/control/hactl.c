@@ -299,6 +299,30 @@ void ctl_ha_view_publish(ctl_daemon_t *d)
     pthread_mutex_unlock(&m->mu);
 }
 
+ctl_view_t *ctl_ha_view_ref(ctl_daemon_t *d)
+{
+    ctl_hamon_t *m = d->mon;
+    ctl_view_t *v = d->view;
+    if (!v)
+        return NULL;
+    if (m)
+        pthread_mutex_lock(&m->mu);
+    v->refs++;
+    if (m)
+        pthread_mutex_unlock(&m->mu);
+    return v;
+}
+
+void ctl_ha_view_unref(ctl_daemon_t *d, ctl_view_t *v)
+{
+    ctl_hamon_t *m = d->mon;
+    if (m)
+        pthread_mutex_lock(&m->mu);
+    view_unref_locked(v);
+    if (m)
+        pthread_mutex_unlock(&m->mu);
+}
+
 void ctl_ha_view_drop(ctl_daemon_t *d)
 {
     ctl_hamon_t *m = d->mon;
@@ -748,9 +772,17 @@ static void failover_now(ctl_daemon_t *d, cluster_rt_t *cr, ctl_ha_state_t *hs,
                          const mon_request_t *rq)
 {
     const spec_failover_t *pol = &cr->res->u.cluster.failover;
-    int pick = ha_choose(rq->rep, rq->nrep, NULL, rq->last_primary_pos,
-                         pol->max_lag.set ? pol->max_lag.v : 16ULL << 20);
     const char *tenant = cr->res->tenant.v, *cluster = cr->res->name.v;
+    /* An instance a worker is cloning, rejoining or rebuilding (control/jobs.c) is never
+     * a candidate, whatever its last probe said. */
+    engine_probe_t rep[CTL_MAX_INSTANCES];
+    for (int k = 0; k < rq->nrep; k++) {
+        rep[k] = rq->rep[k];
+        if (ctl_job_busy(d, tenant, cr->inst[rq->map[k]].name))
+            rep[k].reachable = false;
+    }
+    int pick = ha_choose(rep, rq->nrep, NULL, rq->last_primary_pos,
+                         pol->max_lag.set ? pol->max_lag.v : 16ULL << 20);
     if (pick < 0) {
         if (!hs->reported_no_candidate)
             hook_event(d, tenant, cluster, "Warning", "NoFailoverCandidate",
@@ -987,6 +1019,11 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
             return dbp_err_set(err, DBP_ENOENT, "instance %s is not part of %s", to, cluster);
         if (cand == cr->primary)
             return dbp_err_set(err, DBP_EINVAL, "%s is already the primary", to);
+        if (ctl_job_busy(d, tenant, to))
+            return dbp_err_set(err, DBP_EBUSY,
+                               "%s is being cloned, rejoined or rebuilt; it cannot be promoted "
+                               "until that ends",
+                               to);
     } else {
         engine_probe_t rep[CTL_MAX_INSTANCES];
         int map[CTL_MAX_INSTANCES], nrep = 0;
@@ -994,7 +1031,9 @@ int ctl_ha_switch(ctl_daemon_t *d, const char *tenant, const char *cluster, cons
             if (i == cr->primary)
                 continue;
             dbp_err_t e2;
-            if (cr->ops->probe(&cr->inst[i], &rep[nrep], &e2) != 0)
+            memset(&rep[nrep], 0, sizeof(rep[nrep]));
+            if (!ctl_job_busy(d, tenant, cr->inst[i].name) &&
+                cr->ops->probe(&cr->inst[i], &rep[nrep], &e2) != 0)
                 rep[nrep].reachable = false;
             map[nrep++] = i;
         }

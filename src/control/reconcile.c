@@ -404,28 +404,100 @@ static bool rebuilt_recently(const engine_instance_t *R)
     return stat(mark, &st) == 0 && time(NULL) - st.st_mtime < CTL_REBUILD_BACKOFF_S;
 }
 
-/* Rebuilds replica R by a clone from primary P (init_replica) because of `why`: a
- * Rebuilding event with the reason, the server stopped (a fenced one already is), its
- * data directory replaced, then a Cloned event. The caller starts it again
- * (instance_run). 0, or DBP_E* with err filled (the data directory may be gone: the next
- * pass clones it as a new replica). */
-static int replica_rebuild(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
-                           const engine_instance_t *P, const char *why, dbp_err_t *err)
+/* Stops replica R's server before a worker replaces or rewinds its data directory (a
+ * fenced one already is). 0, or DBP_EBUSY when it did not stop. */
+static int replica_stop(ctl_daemon_t *d, const engine_instance_t *R, dbp_err_t *err)
 {
-    char m[700], id[160];
-    snprintf(m, sizeof(m), "%s; rebuilding from the primary %s", why, P->name);
-    event(d, R->tenant, "Instance", R->name, "Warning", "Rebuilding", m);
+    char id[160];
     proc_id(R, id, sizeof(id));
     const char *ids[] = {id, NULL};
     ctl_sup_stop_ids(&d->sup, ids, 60000);
     const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
     if (p && p->state != CTL_PROC_STOPPED)
         return dbp_err_set(err, DBP_EBUSY, "%s did not stop", R->name);
-    int rc = cr->ops->init_replica(R, P, err);
-    if (!rc)
-        event(d, R->tenant, "Instance", R->name, "Normal", "Cloned",
-              "replica data directory rebuilt from the primary");
-    return rc;
+    return 0;
+}
+
+/* Queues a slow step for replica R (control/jobs.c); the worker starts after this pass.
+ * Writes the pending message. Returns "pending", or "failed" when out of memory. */
+static const char *replica_job(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_kind_t kind,
+                               const engine_instance_t *R, const engine_instance_t *P,
+                               const char *why, char *msg, size_t len)
+{
+    if (!ctl_job_queue(d, kind, cr, R, P, why)) {
+        snprintf(msg, len, "%s: out of memory", R->name);
+        return "failed";
+    }
+    snprintf(msg, len, "%s %s from %s", kind == CTL_JOB_CLONE    ? "cloning"
+                                        : kind == CTL_JOB_REJOIN ? "rejoining"
+                                                                 : "rebuilding",
+             R->name, P->name);
+    return "pending";
+}
+
+/* Takes the results of replica R's finished job and does the store work the synchronous
+ * step did after it: events (Bootstrapped / BootstrapFallback, Rejoined, Rebuilding,
+ * Cloned) and the rejoin marker. A step made from a primary that is no longer the
+ * topology's (a failover while it ran) is discarded: its data directory is removed (a
+ * rejoin keeps its marker) and the next pass starts it again from the new primary.
+ * Frees the job. Returns NULL when R's data directory is ready for the rest of the pass,
+ * or the cluster's state ("failed", "pending") with the reason in msg. */
+static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
+                               const engine_instance_t *R, const engine_instance_t *P,
+                               char *msg, size_t len)
+{
+    const char *tenant = R->tenant, *st = NULL;
+    char m[1400];
+    bool stale = j->epoch != cr->epoch || strcmp(j->primary, P->name) != 0;
+    if (j->boot_tried)
+        event(d, tenant, "Instance", R->name, j->boot_rc ? "Warning" : "Normal",
+              j->boot_rc ? "BootstrapFallback" : "Bootstrapped", j->boot_msg);
+    if (j->boot_tried && j->cloned) /* the fallback (the worker went on to clone) */
+        event(d, tenant, "Instance", R->name, "Normal", "Cloning",
+              "cloning the primary into a new replica");
+    if (j->rejoin_tried && j->rejoin_rc == 0 && !stale) {
+        event(d, tenant, "Instance", R->name, "Normal", "Rejoined",
+              "former primary follows the new primary without a rebuild");
+    } else if (j->rejoin_tried && j->rejoin_rc != 0 && j->cloned) {
+        snprintf(m, sizeof(m), "rejoin failed (%s); rebuilding from the primary %s",
+                 j->rejoin_err, j->primary);
+        event(d, tenant, "Instance", R->name, "Warning", "Rebuilding", m);
+    }
+    if (j->rc != 0) {
+        snprintf(msg, len, "%s %s from %s: %s",
+                 j->kind == CTL_JOB_CLONE ? "clone" : j->cloned ? "rebuild" : "rejoin", R->name,
+                 j->primary, j->err.msg);
+        st = "failed";
+    } else if (stale) {
+        /* Made from a server that is no longer the primary: it may hold writes the new
+         * primary never saw. */
+        dbp_err_t e2;
+        if (j->cloned || j->boot_tried) {
+            if (dbp_rm_rf(R->data_dir, &e2) != 0)
+                dbp_warn("cleanup_failed", "path=%s error=%s", dbp_log_q(R->data_dir),
+                         dbp_log_q(e2.msg));
+        }
+        snprintf(m, sizeof(m), "made from %s at epoch %lld, but epoch %lld names %s primary; "
+                 "starting again from it",
+                 j->primary, (long long)j->epoch, (long long)cr->epoch, P->name);
+        event(d, tenant, "Instance", R->name, "Warning", "StepDiscarded", m);
+        snprintf(msg, len, "%s: %s", R->name, m);
+        st = "pending";
+    } else {
+        if (j->cloned)
+            event(d, tenant, "Instance", R->name, "Normal", "Cloned",
+                  j->kind == CTL_JOB_CLONE ? "replica data directory cloned from the primary"
+                                           : "replica data directory rebuilt from the primary");
+        if (j->kind == CTL_JOB_REJOIN) {
+            char marker[PATH_MAX + 32];
+            ctl_rejoin_marker(R, marker, sizeof(marker));
+            unlink(marker);
+        }
+    }
+    dbp_info("job_collected", "tenant=%s instance=%s kind=%s rc=%d ms=%lld stale=%d", tenant,
+             R->name, ctl_job_kind_str(j->kind), j->rc, (long long)j->ms, (int)stale);
+    ctl_job_free(d, j);
+    return st;
 }
 
 /* Brings one cluster's instances to the declared shape. Returns the status message in
@@ -507,6 +579,16 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
 
     /* The primary first. */
     engine_instance_t *P = &cr->inst[cr->primary];
+    ctl_job_t *pj = ctl_job_find(d, c->tenant.v, P->name);
+    if (pj) {
+        /* Cannot happen through dbplane (no failover or switchover promotes a busy
+         * instance); a topology edited by hand could. The step's result is not used. */
+        if (!ctl_job_done(pj)) {
+            snprintf(msg, len, "primary %s is busy with a clone, rejoin or rebuild", P->name);
+            return "pending";
+        }
+        ctl_job_free(d, pj);
+    }
     if (ctl_ha_primary_held(d, c->tenant.v, c->name.v)) {
         snprintf(msg, len, "primary %s crashed; failing over to a replica", P->name);
         return "pending";
@@ -583,23 +665,39 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         if (i == cr->primary)
             continue;
         engine_instance_t *R = &cr->inst[i];
+        /* A worker clones, rejoins or rebuilds it (control/jobs.c): leave it alone until
+         * the step ended, then take its results. */
+        ctl_job_t *job = ctl_job_find(d, c->tenant.v, R->name);
+        if (job && !ctl_job_done(job)) {
+            if (job->kind == CTL_JOB_CLONE)
+                cr->cloning = true;
+            snprintf(msg, len, "%s %s from %s", job->kind == CTL_JOB_CLONE    ? "cloning"
+                                                : job->kind == CTL_JOB_REJOIN ? "rejoining"
+                                                                              : "rebuilding",
+                     R->name, job->primary);
+            state = "pending";
+            continue;
+        }
+        if (job) {
+            const char *st = job_collect(d, cr, job, R, P, msg, len);
+            if (st) {
+                if (strcmp(state, "failed") != 0)
+                    state = st;
+                continue;
+            }
+        }
         if (!cr->ops->is_initialized(R)) {
             if (!internal_ok) {
                 snprintf(msg, len, "replica %s waits for primary %s", R->name, P->name);
                 state = "pending";
                 continue;
             }
-            if (!ctl_replica_bootstrap(d, cr, R, P)) {
+            if (!c->u.cluster.bootstrap_backup.v)
                 event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
                       "cloning the primary into a new replica");
-                if (cr->ops->init_replica(R, P, &err) != 0) {
-                    snprintf(msg, len, "clone %s from %s: %s", R->name, P->name, err.msg);
-                    state = "failed";
-                    continue;
-                }
-                event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloned",
-                      "replica data directory cloned from the primary");
-            }
+            state = replica_job(d, cr, CTL_JOB_CLONE, R, P, NULL, msg, len);
+            cr->cloning = true;
+            continue;
         }
         char marker[PATH_MAX + 32];
         ctl_rejoin_marker(R, marker, sizeof(marker));
@@ -611,21 +709,13 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                 state = "pending";
                 continue;
             }
-            int rrc = cr->ops->rejoin ? cr->ops->rejoin(R, P, &err)
-                                      : dbp_err_set(&err, DBP_EUNSUPPORTED, "no rejoin");
-            if (rrc == 0) {
-                event(d, c->tenant.v, "Instance", R->name, "Normal", "Rejoined",
-                      "former primary follows the new primary without a rebuild");
-            } else {
-                char m[600];
-                snprintf(m, sizeof(m), "rejoin failed (%s)", err.msg);
-                if (replica_rebuild(d, cr, R, P, m, &err) != 0) {
-                    snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
-                    state = "failed";
-                    continue;
-                }
+            if (replica_stop(d, R, &err) != 0) {
+                snprintf(msg, len, "rejoin %s: %s", R->name, err.msg);
+                state = "failed";
+                continue;
             }
-            unlink(marker);
+            state = replica_job(d, cr, CTL_JOB_REJOIN, R, P, NULL, msg, len);
+            continue;
         }
         int run_rc = instance_run(d, cr, i, P, &err);
         /* A running replica whose replication stopped for good fails that too (MariaDB
@@ -654,13 +744,17 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             if (dbp_write_file(mark, "rebuilt\n", 8, 0644, NULL, &ignore) != 0)
                 dbp_warn("marker_write_failed", "path=%s error=%s", dbp_log_q(mark),
                          dbp_log_q(ignore.msg));
-            if (replica_rebuild(d, cr, R, P, why, &err) != 0 ||
-                instance_run(d, cr, i, P, &err) != 0) {
+            char m[700];
+            snprintf(m, sizeof(m), "%s; rebuilding from the primary %s", why, P->name);
+            event(d, R->tenant, "Instance", R->name, "Warning", "Rebuilding", m);
+            if (replica_stop(d, R, &err) != 0) {
                 snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
                 state = "failed";
                 continue;
             }
-            instance_observe(d, cr, i);
+            memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
+            state = replica_job(d, cr, CTL_JOB_REBUILD, R, P, why, msg, len);
+            continue;
         }
         if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_PRIMARY) {
             /* A writable server the topology does not name primary (promoted by hand,
@@ -769,8 +863,9 @@ static void reconcile_member(ctl_daemon_t *d, desired_t *des, size_t idx, cluste
                                                           : r->u.grant.cluster.v;
     cluster_rt_t *cr = ctl_cluster_find(crs, ncrs, r->tenant.v, cluster);
     char msg[512];
-    if (!cr || !cr->primary_ready) {
-        snprintf(msg, sizeof(msg), "waiting for cluster %s to be ready", cluster);
+    if (!cr || !cr->primary_ready || cr->cloning) {
+        snprintf(msg, sizeof(msg), "waiting for cluster %s to be ready%s", cluster,
+                 cr && cr->cloning ? " (a new replica is being cloned)" : "");
         set_status(d, r, gen, "pending", msg);
         return;
     }
@@ -856,10 +951,11 @@ static void reconcile_sql_job(ctl_daemon_t *d, desired_t *des, size_t idx, clust
         }
     }
     cluster_rt_t *cr = ctl_cluster_find(crs, ncrs, r->tenant.v, j->cluster.v);
-    if (!cr || !cr->primary_ready || !cr->ops->run_sql) {
-        snprintf(msg, sizeof(msg), cr && cr->primary_ready ? "engine %s cannot run SQL"
-                                                          : "waiting for cluster %s to be ready",
-                 cr && cr->primary_ready ? cr->ops->name : j->cluster.v);
+    if (!cr || !cr->primary_ready || cr->cloning || !cr->ops->run_sql) {
+        bool up = cr && cr->primary_ready && !cr->cloning;
+        snprintf(msg, sizeof(msg), up ? "engine %s cannot run SQL"
+                                      : "waiting for cluster %s to be ready",
+                 up ? cr->ops->name : j->cluster.v);
         set_status(d, r, gen, "pending", msg);
         return;
     }
@@ -1046,9 +1142,12 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         d->crs = crs;
         d->ncl = ncl;
         ctl_ha_view_publish(d);
+        /* The slow steps this pass queued start now: they hold the view just published. */
+        ctl_jobs_start(d);
         ctl_proxy_sync(d);
         ctl_rolling_after_pass(d);
     } else {
+        ctl_jobs_start(d); /* no view: drops what this pass queued */
         ctl_pass_results_free(NULL, crs, ncl);
         desired_free(&des);
     }
@@ -1180,6 +1279,7 @@ void ctl_shutdown(ctl_daemon_t *d)
 
 void ctl_daemon_free(ctl_daemon_t *d)
 {
+    ctl_jobs_stop(d);
     pass_results_free(d);
     ctl_sup_free(&d->sup);
     secrets_close(d->secrets);

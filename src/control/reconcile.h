@@ -61,6 +61,9 @@ typedef struct cluster_rt {
     bool restore_done;    /* it completed (status ready at that generation) */
     char *repl_password;
     bool reloaded;        /* this pass signalled a server to reload a changed config */
+    bool cloning;         /* a new replica is being cloned (control/jobs.c): Users,
+                             Databases, Grants and SqlJobs wait, as they did when the clone
+                             ran inside the pass (a semi-sync replica must receive them) */
 } cluster_rt_t;
 
 /* A rolling change of one cluster (control/rolling.c), kept across passes, keyed by
@@ -113,6 +116,48 @@ typedef struct ctl_view {
 
 typedef struct ctl_hamon ctl_hamon_t; /* the HA monitor thread (control/hactl.c) */
 
+/* The slow steps of the pass that run on a worker thread (control/jobs.c). */
+typedef enum ctl_job_kind {
+    CTL_JOB_CLONE,   /* a new replica: bootstrapFrom a Backup when set, else init_replica */
+    CTL_JOB_REJOIN,  /* a fenced former primary: ops->rejoin, else a rebuild (init_replica) */
+    CTL_JOB_REBUILD, /* a replica whose replication broke for good: init_replica */
+} ctl_job_kind_t;
+
+/* One slow step of one instance, run on its own thread. The control loop creates it
+ * (ctl_job_queue), starts it after the pass published its view (ctl_jobs_start), and once
+ * ctl_job_done says so, reads the results and frees it (ctl_job_free). The worker reads
+ * only its own copies (instances, paths; the strings, specs and credentials they point to
+ * belong to `view`, which the job holds a reference on) and writes only the result
+ * fields; it never touches the store or the supervisor. */
+typedef struct ctl_job {
+    ctl_job_kind_t kind;
+    char tenant[64], cluster[96], instance[96];
+    char primary[96];        /* P's name when queued */
+    int64_t epoch;           /* the topology epoch when queued */
+    const engine_ops_t *ops;
+    engine_instance_t R, P;  /* copies: the instance the step makes, and its source */
+    char bootstrap[128];     /* CTL_JOB_CLONE: the bootstrapFrom Backup, "" when none */
+    char data_dir[PATH_MAX]; /* the daemon's (a bootstrap opens its own backup context) */
+    char why[600];           /* CTL_JOB_REJOIN/REBUILD: why (for the Rebuilding event) */
+    int wake_fd;             /* the control loop's wake pipe; the worker writes 'j' */
+    struct ctl_view *view;   /* reference held while the job exists; NULL while queued */
+    dbp_cancel_t cancel;     /* ctl_jobs_stop kills the step's tools through it */
+    pthread_t thread;
+    bool started;
+    int done;                /* set (atomically) by the worker when the results are final */
+    /* Results, valid once done. */
+    int rc;                  /* 0: R's data directory is ready; else DBP_E* with err */
+    dbp_err_t err;
+    bool boot_tried;         /* CLONE: a bootstrap from the Backup was attempted */
+    int boot_rc;             /* ... and its outcome; boot_msg says what happened */
+    char boot_msg[1200];
+    bool rejoin_tried;       /* REJOIN: ops->rejoin ran */
+    int rejoin_rc;           /* ... its outcome; rejoin_err says why it failed */
+    char rejoin_err[512];
+    bool cloned;             /* init_replica ran (clone or rebuild) */
+    int64_t ms;              /* how long the step took */
+} ctl_job_t;
+
 /* The daemon's state, owned by the control loop's thread. */
 typedef struct ctl_daemon {
     char data_dir[PATH_MAX]; /* absolute */
@@ -142,6 +187,8 @@ typedef struct ctl_daemon {
     unsigned char proxy_digest[32]; /* SHA-256 of the last snapshot pushed */
     bool proxy_synced;
     char exe[PATH_MAX];      /* the dbplane binary (archive_command runs `<exe> wal-push`) */
+    ctl_job_t **jobs;        /* slow steps queued, running or finished (control/jobs.c) */
+    int njobs, capjobs;
 } ctl_daemon_t;
 
 /* Lays out instance `rec` of Cluster `c` (see docs/design.md): its directories under
@@ -216,14 +263,57 @@ const char *ctl_restore_check_recovery(ctl_daemon_t *d, cluster_rt_t *cr,
  * with a RestoreCompleted event. */
 void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
 
-/* For a replica R of a cluster with spec.bootstrapFrom: makes its data directory from the
- * Backup's newest verified physical run plus the archived WAL (PG) or from the run's GTID
- * position on, caught up from primary P's binary logs (MariaDB; backup_bootstrap_replica)
- * and records a Bootstrapped event; true when done. False when the cluster has no
- * bootstrapFrom, or with a BootstrapFallback event saying why, when it failed (nothing is
- * left in the data directory): the caller then clones primary P. */
-bool ctl_replica_bootstrap(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
-                           const engine_instance_t *P);
+/* ---- slow steps on worker threads (control/jobs.c) ---------------------------------- */
+
+/* At most this many jobs run at once; more wait queued (busy all the same). */
+#define CTL_JOBS_RUNNING_MAX 2
+
+/* "clone", "rejoin" or "rebuild", for logs. */
+const char *ctl_job_kind_str(ctl_job_kind_t k);
+
+/* Creates a queued job of `kind` for replica R of cluster cr, from primary P, `why` (may
+ * be NULL) its reason. Copies R and P (their pointers stay into this pass's results, which
+ * the job holds once started). Returns the job (owned by d) or NULL when out of memory. */
+ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_t *cr,
+                         const engine_instance_t *R, const engine_instance_t *P,
+                         const char *why);
+
+/* The job of instance `instance` of `tenant` (queued, running or finished and not yet
+ * taken), or NULL. While one exists the instance is busy: the pass neither starts its
+ * server nor queues a second job, and no failover or switchover promotes it. */
+ctl_job_t *ctl_job_find(ctl_daemon_t *d, const char *tenant, const char *instance);
+
+/* True when instance `instance` of `tenant` has a job (see ctl_job_find). */
+bool ctl_job_busy(ctl_daemon_t *d, const char *tenant, const char *instance);
+
+/* True when the job's worker finished and its results may be read. */
+bool ctl_job_done(ctl_job_t *j);
+
+/* After a pass published its view (d->view): queued jobs take a reference on it and start,
+ * up to CTL_JOBS_RUNNING_MAX at once. Without a view (out of memory) the queued jobs are
+ * dropped (the next pass queues them again). */
+void ctl_jobs_start(ctl_daemon_t *d);
+
+/* Joins a finished job's thread, drops its view reference and removes it from d. */
+void ctl_job_free(ctl_daemon_t *d, ctl_job_t *j);
+
+/* At shutdown: cancels every job (its tools' process groups are killed), joins the
+ * threads and frees them without taking their results: a clone leaves no data directory,
+ * a rejoin its marker, so the next start runs the step again. */
+void ctl_jobs_stop(ctl_daemon_t *d);
+
+/* Test-only failpoint (tests/integration/test_ha.py; never set in production): with
+ * DBPLANE_FAILPOINT_CLONE_DELAY_MS in the daemon's environment, a clone or rebuild of
+ * replica R first runs `/bin/sleep` for that many ms as one of its tools (through
+ * dbp_proc_run, so a shutdown kills it like pg_basebackup); DBPLANE_FAILPOINT_CLONE_CLUSTER
+ * limits it to the cluster of that name. 0, or DBP_EIO when the sleep was killed. */
+int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err);
+
+/* Takes a reference on the control loop's current view (d->view), or returns NULL. */
+struct ctl_view *ctl_ha_view_ref(ctl_daemon_t *d);
+
+/* Drops a reference taken by ctl_ha_view_ref (control loop's thread). */
+void ctl_ha_view_unref(ctl_daemon_t *d, struct ctl_view *v);
 
 /* Records an event (type "Normal" or "Warning") in the store and the log. */
 void ctl_event(ctl_daemon_t *d, const char *tenant, const char *kind, const char *name,

@@ -25,8 +25,9 @@
  * last failure, whose age paces the retries). A Restore aimed at a cluster that already
  * has data of its own fails: it never replaces data.
  *
- * The restore runs on the control loop's thread, like init_replica's clone: a large
- * backup holds the loop (and with it the other clusters' passes) for its duration.
+ * The restore runs on the control loop's thread (unlike a replica clone, which a worker
+ * runs: control/jobs.c): a large backup holds the loop, and with it the other clusters'
+ * passes and failovers, for its duration.
  */
 #include "control/reconcile.h"
 
@@ -366,40 +367,4 @@ void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl)
         rstatus(d, cr->restore, cr->restore_gen, "ready", m);
         cr->restore_done = true;
     }
-}
-
-/* ---- replica bootstrap (Cluster.spec.bootstrapFrom) ------------------------------------ */
-
-bool ctl_replica_bootstrap(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *R,
-                           const engine_instance_t *P)
-{
-    const spec_resource_t *c = cr->res;
-    const char *bb = c->u.cluster.bootstrap_backup.v;
-    if (!bb)
-        return false;
-    backup_ctx_t *ctx = NULL;
-    dbp_err_t err;
-    backup_bootstrap_t bi;
-    memset(&bi, 0, sizeof(bi));
-    char m[1200];
-    int64_t t0 = dbp_now_ms();
-    int rc = backup_ctx_open(&ctx, d->data_dir, &err);
-    if (!rc)
-        rc = backup_bootstrap_replica(ctx, c->tenant.v, bb, R, P, &bi, &err);
-    backup_ctx_close(ctx);
-    if (rc)
-        snprintf(m, sizeof(m), "cannot start from Backup %s (%s): cloning primary %s instead",
-                 bb, err.msg, P->name);
-    else
-        snprintf(m, sizeof(m), "data directory restored from verified run %s of Backup %s in "
-                 "%.1f s, %s",
-                 bi.run_id, bb, (double)(dbp_now_ms() - t0) / 1000.0, bi.catch_up);
-    dbp_err_t e2;
-    if (store_add_event(d->store, c->tenant.v, "Instance", R->name, rc ? "Warning" : "Normal",
-                        rc ? "BootstrapFallback" : "Bootstrapped", m, &e2) != 0)
-        dbp_warn("event_write_failed", "error=%s", dbp_log_q(e2.msg));
-    dbp_log(rc ? DBP_LOG_WARN : DBP_LOG_INFO, "event",
-            "tenant=%s kind=Instance name=%s reason=%s message=%s", c->tenant.v, R->name,
-            rc ? "BootstrapFallback" : "Bootstrapped", dbp_log_q(m));
-    return rc == 0;
 }

@@ -990,13 +990,16 @@ static void mdb_private_stop(const engine_instance_t *in, MYSQL *m, pid_t pid)
     int status;
     for (int i = 0; i < 1200; i++) {
         pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid || (w < 0 && errno != EINTR))
+        if (w == pid || (w < 0 && errno != EINTR)) {
+            dbp_cancel_forget(pid);
             return;
+        }
         usleep(100 * 1000);
     }
     dbp_warn("mariadb_rejoin_kill", "instance=%s pid=%d", in->name, (int)pid);
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
+    dbp_cancel_forget(pid);
 }
 
 /* Makes a stopped, fenced former primary follow `primary` without a clone when its
@@ -1043,10 +1046,12 @@ static int mdb_rejoin(const engine_instance_t *in, const engine_instance_t *prim
     int64_t deadline = dbp_now_ms() + 180000; /* crash recovery of a large buffer pool */
     while (!m) {
         int status;
-        if (waitpid(pid, &status, WNOHANG) == pid)
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            dbp_cancel_forget(pid);
             return dbp_err_set(err, DBP_EENGINE,
                                "mariadbd exited during the rejoin check (status %d, see %s)",
                                status, in->tool_log_path);
+        }
         if (dbp_now_ms() > deadline) {
             mdb_private_stop(in, NULL, pid);
             return dbp_err_set(err, DBP_EBUSY, "mariadbd did not start for the rejoin check");
