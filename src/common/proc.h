@@ -149,7 +149,6 @@ void dbp_cancel_track(pid_t pid);
 /* Forgets child `pid` (after it was reaped: its pid may be reused). No-op without a token. */
 void dbp_cancel_forget(pid_t pid);
 
-/* Milliseconds of CLOCK_MONOTONIC, and of the real-time clock since the Unix epoch. */
 /* Sleeps until child `pid` exits or `pidfd` (>= 0, from dbp_child_pidfd) reports it,
  * at most `ms` milliseconds; with pidfd < 0 a plain sleep of `ms`. For the polling wait
  * loops: the caller then reaps with waitpid(WNOHANG), so a child's exit is noticed at
@@ -160,6 +159,7 @@ void dbp_child_nap(int pidfd, int ms);
  * the kernel has none: dbp_child_nap then sleeps. */
 int dbp_child_pidfd(pid_t pid);
 
+/* Milliseconds of CLOCK_MONOTONIC, and of the real-time clock since the Unix epoch. */
 int64_t dbp_now_ms(void);
 int64_t dbp_wall_ms(void);
 
