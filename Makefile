@@ -9,7 +9,8 @@ FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 PYTEST     ?= /usr/bin/python3 -m pytest --durations=12
 
-.PHONY: all deps demo check test unit integration asan fuzz format clean
+.PHONY: all deps demo check test unit integration asan asan-build asan-run fuzz fuzz-build \
+        fuzz-run format clean
 
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -21,11 +22,18 @@ deps:
 demo: deps all
 	./$(BUILD)/dbplane up -f examples/quickstart.yaml $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-# The whole suite, as CI runs it.
+# The whole suite, as CI runs it. The ASan and fuzz trees are compiled at nice 19 while
+# the plain pass runs (its integration tests mostly wait on servers), then their tests run.
 check: deps
-	$(MAKE) test
-	$(MAKE) asan
-	$(MAKE) fuzz
+	$(MAKE) all
+	@( nice -n 19 $(MAKE) --no-print-directory asan-build fuzz-build >$(BUILD)/prebuild.log 2>&1; \
+	   echo $$? >$(BUILD)/prebuild.rc ) & \
+	  $(MAKE) unit integration; rc=$$?; wait; \
+	  echo "--- ASan and fuzz builds, made during the plain pass ($(BUILD)/prebuild.log) ---"; \
+	  tail -n 5 $(BUILD)/prebuild.log; \
+	  [ $$rc = 0 ] && [ "$$(cat $(BUILD)/prebuild.rc)" = 0 ]
+	$(MAKE) asan-run
+	$(MAKE) fuzz-run
 
 test: all unit integration
 
@@ -35,17 +43,25 @@ unit: all
 integration: all
 	DBPLANE_BIN=$(CURDIR)/$(BUILD)/dbplane $(PYTEST) -q tests/integration
 
-asan:
+asan: asan-build asan-run
+
+asan-build:
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDBP_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+asan-run:
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
 	DBPLANE_BIN=$(CURDIR)/$(ASAN_BUILD)/dbplane DBPLANE_SANITIZED=1 $(PYTEST) -q tests/integration
 
 # Bounded fuzz runs of every parser target over its checked-in corpus.
-fuzz:
+fuzz: fuzz-build fuzz-run
+
+fuzz-build:
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DDBP_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
+
+fuzz-run:
 	bash tests/fuzz/run.sh $(FUZZ_BUILD) 15
 
 format:
