@@ -62,6 +62,26 @@ def process_tree(pid):
     return [pid] + kids
 
 
+def hang_until_new_epoch(d, cluster, pid, epoch, interval=0.2):
+    """Hangs the server of `pid` and its children with SIGSTOP (a hang, not a crash: the
+    supervisor sees nothing, connections stall) until `cluster` reaches `epoch`, then lets
+    them go on. Returns the cluster's status at that epoch and the seconds it took."""
+    tree = process_tree(pid)
+    for p in tree:
+        os.kill(p, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        c = wait_until(lambda: (lambda c: c if c["epoch"] == epoch else None)(d.cluster(cluster)),
+                       timeout=60, interval=interval, what=f"failover of {cluster}")
+        return c, time.monotonic() - t0
+    finally:
+        for p in tree:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
 def conn(d, role=None, inst=None):
     inst = inst or d.instance("pg-ha", role)
     return psycopg.connect(pg_dsn(inst, "app", d.pw, "app"), autocommit=True)
@@ -105,22 +125,8 @@ def test_hung_primary_fails_over_and_rejoins(ha):
     probe = WritableProbe(d, insts)
     pid = d.server_pid("default", "pg-ha", "pg-ha-0")
     # A hang of the whole server (postmaster and every backend, walsender included; they
-    # are not in one process group: PostgreSQL's children call setsid), not a crash: the
-    # supervisor sees nothing, connections stall.
-    tree = process_tree(pid)
-    for p in tree:
-        os.kill(p, signal.SIGSTOP)
-    t0 = time.monotonic()
-    try:
-        c = wait_until(lambda: (lambda c: c if c["epoch"] == 2 else None)(d.cluster("pg-ha")),
-                       timeout=60, what="failover to a new epoch")
-        took = time.monotonic() - t0
-    finally:
-        for p in tree:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+    # are not in one process group: PostgreSQL's children call setsid).
+    c, took = hang_until_new_epoch(d, "pg-ha", pid, 2)
     assert c["primary"] == "pg-ha-1"
     assert took < 15, f"failover took {took:.1f}s"
     wait_until(lambda: any(e["reason"] == "FailoverCompleted" for e in d.events()), timeout=60,
@@ -324,20 +330,8 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
     wait_until(lambda: any(e["reason"] == "Cloning" and e["name"] == "slow-1"
                            for e in d.events()), timeout=30, what="the clone of slow-1 to start")
     t_clone = time.monotonic()
-    tree = process_tree(d.server_pid("default", "fo", c0["primary"]))
-    for p in tree:
-        os.kill(p, signal.SIGSTOP)
-    t0 = time.monotonic()
-    try:
-        c = wait_until(lambda: (lambda c: c if c["epoch"] == 2 else None)(d.cluster("fo")),
-                       timeout=60, interval=0.1, what="failover of fo")
-        took = time.monotonic() - t0
-    finally:
-        for p in tree:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+    c, took = hang_until_new_epoch(d, "fo", d.server_pid("default", "fo", c0["primary"]), 2,
+                                   interval=0.1)
     assert c["primary"] != c0["primary"]
     # interval 250 ms x failcount 3, plus fence and promotion (docs/reliability.md: under
     # 3.4 s on the loaded machine). Under a sanitizer only the order is checked.
