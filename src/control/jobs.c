@@ -115,7 +115,7 @@ static void *job_main(void *arg)
     }
     j->ms = dbp_now_ms() - t0;
     dbp_cancel_bind(NULL);
-    dbp_info("job_finished", "tenant=%s instance=%s kind=%s rc=%d ms=%lld", j->tenant, j->instance,
+    dbp_info("job_finished", "tenant=%s instance=%s kind=%s rc=%d ms=%lld", j->tenant, j->R.name,
              ctl_job_kind_str(j->kind), j->rc, (long long)j->ms);
     __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
     if (j->wake_fd >= 0) {
@@ -141,9 +141,6 @@ ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_
         return NULL;
     j->kind = kind;
     snprintf(j->tenant, sizeof(j->tenant), "%s", R->tenant);
-    snprintf(j->cluster, sizeof(j->cluster), "%s", R->cluster);
-    snprintf(j->instance, sizeof(j->instance), "%s", R->name);
-    snprintf(j->primary, sizeof(j->primary), "%s", P->name);
     j->epoch = cr->epoch;
     j->ops = cr->ops;
     j->R = *R;
@@ -162,7 +159,7 @@ ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_
 ctl_job_t *ctl_job_find(ctl_daemon_t *d, const char *tenant, const char *instance)
 {
     for (int i = 0; i < d->njobs; i++)
-        if (strcmp(d->jobs[i]->tenant, tenant) == 0 && strcmp(d->jobs[i]->instance, instance) == 0)
+        if (strcmp(d->jobs[i]->tenant, tenant) == 0 && strcmp(d->jobs[i]->R.name, instance) == 0)
             return d->jobs[i];
     return NULL;
 }
@@ -208,7 +205,7 @@ void ctl_jobs_start(ctl_daemon_t *d)
             j->view = ctl_ha_view_ref(d);
         if (!j->view) {
             /* The pass kept no view: R and P point into results that are about to go. */
-            dbp_warn("job_dropped", "tenant=%s instance=%s reason=no_view", j->tenant, j->instance);
+            dbp_warn("job_dropped", "tenant=%s instance=%s reason=no_view", j->tenant, j->R.name);
             job_remove(d, j);
             continue;
         }
@@ -216,13 +213,13 @@ void ctl_jobs_start(ctl_daemon_t *d)
         if (running >= CTL_JOBS_RUNNING_MAX)
             continue; /* stays queued, holding the view its copies point into */
         if (pthread_create(&j->thread, NULL, job_main, j) != 0) {
-            dbp_warn("job_start_failed", "tenant=%s instance=%s", j->tenant, j->instance);
+            dbp_warn("job_start_failed", "tenant=%s instance=%s", j->tenant, j->R.name);
             continue; /* tried again after the next pass */
         }
         j->started = true;
         running++;
         dbp_info("job_started", "tenant=%s instance=%s kind=%s primary=%s epoch=%lld", j->tenant,
-                 j->instance, ctl_job_kind_str(j->kind), j->primary, (long long)j->epoch);
+                 j->R.name, ctl_job_kind_str(j->kind), j->P.name, (long long)j->epoch);
     }
 }
 
@@ -238,7 +235,7 @@ void ctl_jobs_stop(ctl_daemon_t *d)
     for (int i = 0; i < d->njobs; i++) {
         if (d->jobs[i]->started && !ctl_job_done(d->jobs[i])) {
             dbp_info("job_cancelled", "tenant=%s instance=%s kind=%s", d->jobs[i]->tenant,
-                     d->jobs[i]->instance, ctl_job_kind_str(d->jobs[i]->kind));
+                     d->jobs[i]->R.name, ctl_job_kind_str(d->jobs[i]->kind));
             dbp_cancel_trigger(&d->jobs[i]->cancel);
         }
     }

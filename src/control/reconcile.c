@@ -448,7 +448,7 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
 {
     const char *tenant = R->tenant, *st = NULL;
     char m[1400];
-    bool stale = j->epoch != cr->epoch || strcmp(j->primary, P->name) != 0;
+    bool stale = j->epoch != cr->epoch || strcmp(j->P.name, P->name) != 0;
     if (j->boot_tried)
         event(d, tenant, "Instance", R->name, j->boot_rc ? "Warning" : "Normal",
               j->boot_rc ? "BootstrapFallback" : "Bootstrapped", j->boot_msg);
@@ -460,13 +460,13 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
               "former primary follows the new primary without a rebuild");
     } else if (j->rejoin_tried && j->rejoin_rc != 0 && j->cloned) {
         snprintf(m, sizeof(m), "rejoin failed (%s); rebuilding from the primary %s",
-                 j->rejoin_err, j->primary);
+                 j->rejoin_err, j->P.name);
         event(d, tenant, "Instance", R->name, "Warning", "Rebuilding", m);
     }
     if (j->rc != 0) {
         snprintf(msg, len, "%s %s from %s: %s",
                  j->kind == CTL_JOB_CLONE ? "clone" : j->cloned ? "rebuild" : "rejoin", R->name,
-                 j->primary, j->err.msg);
+                 j->P.name, j->err.msg);
         st = "failed";
     } else if (stale) {
         /* Made from a server that is no longer the primary: it may hold writes the new
@@ -479,7 +479,7 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
         }
         snprintf(m, sizeof(m), "made from %s at epoch %lld, but epoch %lld names %s primary; "
                  "starting again from it",
-                 j->primary, (long long)j->epoch, (long long)cr->epoch, P->name);
+                 j->P.name, (long long)j->epoch, (long long)cr->epoch, P->name);
         event(d, tenant, "Instance", R->name, "Warning", "StepDiscarded", m);
         snprintf(msg, len, "%s: %s", R->name, m);
         st = "pending";
@@ -674,7 +674,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             snprintf(msg, len, "%s %s from %s", job->kind == CTL_JOB_CLONE    ? "cloning"
                                                 : job->kind == CTL_JOB_REJOIN ? "rejoining"
                                                                               : "rebuilding",
-                     R->name, job->primary);
+                     R->name, job->P.name);
             state = "pending";
             continue;
         }

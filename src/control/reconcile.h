@@ -131,11 +131,11 @@ typedef enum ctl_job_kind {
  * fields; it never touches the store or the supervisor. */
 typedef struct ctl_job {
     ctl_job_kind_t kind;
-    char tenant[64], cluster[96], instance[96];
-    char primary[96];        /* P's name when queued */
+    char tenant[64];         /* R's tenant (R.name and P.name say the instance and its source) */
     int64_t epoch;           /* the topology epoch when queued */
     const engine_ops_t *ops;
-    engine_instance_t R, P;  /* copies: the instance the step makes, and its source */
+    engine_instance_t R, P;  /* copies: the instance the step makes, and its source (P as
+                                the topology named it primary when queued) */
     char bootstrap[128];     /* CTL_JOB_CLONE: the bootstrapFrom Backup, "" when none */
     char data_dir[PATH_MAX]; /* the daemon's (a bootstrap opens its own backup context) */
     char why[600];           /* CTL_JOB_REJOIN/REBUILD: why (for the Rebuilding event) */
