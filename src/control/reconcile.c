@@ -156,10 +156,28 @@ static bool port_free(int port)
     return ok;
 }
 
-/* Picks a port no instance of this data dir holds and nothing on the machine listens on. */
+/* Where a data dir's port scan starts in CTL_PORT_BASE..CTL_PORT_LAST: a block of 16 ports
+ * chosen by an FNV-1a hash of the data dir's absolute path. The same data dir always
+ * starts at the same port; two daemons on one machine (or tests run side by side) start in
+ * different blocks, so they rarely race for one port between picking it and their server
+ * binding it (a lost race is still repaired: the instance moves, see instance_port_check). */
+static int port_scan_start(const char *data_dir)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *c = (const unsigned char *)data_dir; *c; c++)
+        h = (h ^ *c) * 16777619u;
+    int blocks = (CTL_PORT_LAST - CTL_PORT_BASE + 1) / 16;
+    return CTL_PORT_BASE + (int)(h % (uint32_t)blocks) * 16;
+}
+
+/* Picks a port no instance of this data dir holds and nothing on the machine listens on,
+ * scanning the whole range once from port_scan_start(). */
 static int alloc_port(ctl_daemon_t *d, store_instance_t *rec, dbp_err_t *err)
 {
-    for (int p = CTL_PORT_BASE; p <= CTL_PORT_LAST; p++) {
+    const int n = CTL_PORT_LAST - CTL_PORT_BASE + 1;
+    const int start = port_scan_start(d->data_dir);
+    for (int i = 0; i < n; i++) {
+        int p = CTL_PORT_BASE + (start - CTL_PORT_BASE + i) % n;
         if (p != rec->port && !store_port_taken(d->store, p) && port_free(p)) {
             rec->port = p;
             return 0;
