@@ -66,6 +66,55 @@ int ha_choose(const engine_probe_t *replicas, int nreplicas, const bool *eligibl
     return best;
 }
 
+const char *ha_stream_verdict_str(ha_stream_verdict_t v)
+{
+    switch (v) {
+    case HA_STREAM_OK: return "ok";
+    case HA_STREAM_WAIT: return "wait";
+    case HA_STREAM_REBUILD: return "rebuild";
+    default: return "held";
+    }
+}
+
+ha_stream_verdict_t ha_stream_check(ha_stream_watch_t *w, const ha_stream_obs_t *o,
+                                    int64_t bound_ms, int64_t backoff_ms, int64_t now_ms,
+                                    int64_t *not_streaming_ms)
+{
+    const engine_probe_t *p = o->probe;
+    if (not_streaming_ms)
+        *not_streaming_ms = 0;
+    bool judged = o->running && !o->busy && o->primary_healthy && p &&
+                  !(p->reachable && p->role == ENGINE_ROLE_PRIMARY);
+    if (!judged || w->epoch != o->epoch || w->started_ms != o->started_ms ||
+        (p->reachable && p->streaming)) {
+        w->epoch = o->epoch;
+        w->started_ms = o->started_ms;
+        w->since_ms = 0;
+        w->position = 0;
+        if (!judged || (p->reachable && p->streaming))
+            return HA_STREAM_OK;
+    }
+    uint64_t pos = p->reachable ? p->position_value : 0;
+    if (w->since_ms == 0 || (pos && w->position && pos > w->position)) {
+        /* The first pass that sees it not streaming, or it made progress since. */
+        w->since_ms = now_ms;
+        if (pos)
+            w->position = pos;
+        return HA_STREAM_WAIT;
+    }
+    if (pos && !w->position)
+        w->position = pos;
+    int64_t ran = now_ms - w->since_ms;
+    if (not_streaming_ms)
+        *not_streaming_ms = ran;
+    int64_t bound = p->reachable ? bound_ms : bound_ms * HA_STREAM_UNREACHABLE_FACTOR;
+    if (ran < bound)
+        return HA_STREAM_WAIT;
+    if (o->rebuilt_ago_ms >= 0 && o->rebuilt_ago_ms < backoff_ms)
+        return HA_STREAM_HELD;
+    return HA_STREAM_REBUILD;
+}
+
 /* Bumps the epoch and promotes; shared tail of failover and switchover. */
 static int take_over(const ha_cluster_t *c, int candidate, const ha_hooks_t *h,
                      int64_t *new_epoch, ha_timing_t *t, int64_t t0, dbp_err_t *err)
