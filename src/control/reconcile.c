@@ -644,8 +644,10 @@ static const char *stream_watch(ctl_daemon_t *d, cluster_rt_t *cr, int i,
             event(d, R->tenant, "Instance", R->name, "Warning", "RebuildBackoff", hm);
             st->held_reported = true;
         }
-        snprintf(msg, len, "%s has not streamed from %s for %.0f s; rebuilt less than %d s ago, "
-                 "not again yet", R->name, P->name, (double)ran / 1000.0, CTL_REBUILD_BACKOFF_S);
+        /* No duration in the status: a message that changes every pass would record a
+         * ReconcileFailed event every pass. */
+        snprintf(msg, len, "%s does not stream from %s; it was rebuilt less than %d s ago, "
+                 "not again yet", R->name, P->name, CTL_REBUILD_BACKOFF_S);
         return "failed";
     }
     dbp_warn("replica_not_streaming",
@@ -658,12 +660,12 @@ static const char *stream_watch(ctl_daemon_t *d, cluster_rt_t *cr, int i,
     snprintf(em, sizeof(em), "%s; rebuilding it from %s", m,
              cr->res->u.cluster.bootstrap_backup.v ? "its bootstrapFrom Backup" : "the primary");
     event(d, R->tenant, "Instance", R->name, "Warning", "ReplicaNotStreaming", em);
-    rebuilt_mark(R);
     dbp_err_t err;
     if (replica_stop(d, R, &err) != 0) {
         snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
         return "failed";
     }
+    rebuilt_mark(R);
     memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
     char why[600];
     snprintf(why, sizeof(why), "not streaming for %.1f s", (double)ran / 1000.0);
