@@ -544,54 +544,11 @@ static ctl_stream_t *stream_get(ctl_daemon_t *d, const char *tenant, const char 
     return st;
 }
 
-/* The last line of `path` (the server's log) that reports an error (FATAL, ERROR, PANIC),
- * or else its last line, trimmed to `len` bytes, into buf; "" when it cannot be read.
- * Lines that mention a password are skipped (a log may quote a statement). */
-static void log_last_error(const char *path, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    char tail[16384];
-    size_t n = 0;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long size = ftell(f);
-        long from = size > (long)sizeof(tail) - 1 ? size - (long)sizeof(tail) + 1 : 0;
-        if (size >= 0 && fseek(f, from, SEEK_SET) == 0)
-            n = fread(tail, 1, sizeof(tail) - 1, f);
-    }
-    fclose(f);
-    tail[n] = '\0';
-    const char *err_line = NULL, *last = NULL;
-    size_t err_len = 0, last_len = 0;
-    for (char *line = tail; *line;) {
-        char *nl = strchr(line, '\n');
-        size_t l = nl ? (size_t)(nl - line) : strlen(line);
-        if (nl)
-            *nl = '\0';
-        if (l > 0 && !strstr(line, "password") && !strstr(line, "PASSWORD")) {
-            last = line;
-            last_len = l;
-            if (strstr(line, "FATAL") || strstr(line, "ERROR") || strstr(line, "PANIC")) {
-                err_line = line;
-                err_len = l;
-            }
-        }
-        if (!nl)
-            break;
-        line = nl + 1;
-    }
-    const char *pick = err_line ? err_line : last;
-    size_t pl = err_line ? err_len : last_len;
-    if (pick)
-        snprintf(buf, len, "%.*s", (int)(pl < len ? pl : len - 1), pick);
-}
-
 /* The rule for a replica that runs but does not stream (engines with
  * rebuild_not_streaming; ha_stream_check decides): once replica cr->inst[i] has not
  * streamed from the healthy primary P for the bound, records a ReplicaNotStreaming
- * Warning event (how long, its replication state, the last error of its server log) and
+ * Warning event (how long, its replication state, the last line of its server log about
+ * replication: ops->repl_log_marks) and
  * a `replica_not_streaming` log line, stops it and queues a rebuild (from the Cluster's
  * bootstrapFrom Backup when set, else a clone of P). At most one rebuild per
  * CTL_REBUILD_BACKOFF_S per instance: within it, one RebuildBackoff Warning event per
@@ -632,10 +589,14 @@ static const char *stream_watch(ctl_daemon_t *d, cluster_rt_t *cr, int i,
                  pr->repl_state[0] ? pr->repl_state : "replication state unknown", pr->position);
     else
         snprintf(state, sizeof(state), "its server runs but refuses connections");
-    log_last_error(R->log_path, logerr, sizeof(logerr));
-    snprintf(m, sizeof(m), "%s has not streamed from %s for %.1f s while it was a healthy "
-             "primary (%s; server log: %s)",
-             R->name, P->name, (double)ran / 1000.0, state, logerr[0] ? logerr : "empty");
+    static const char *const any_error[] = {"FATAL", "ERROR", "PANIC", NULL};
+    engine_log_last_match(R->log_path,
+                          cr->ops->repl_log_marks ? cr->ops->repl_log_marks : any_error, logerr,
+                          sizeof(logerr));
+    snprintf(m, sizeof(m), "%s has not streamed for %.1f s from %s, a healthy primary (%s; "
+             "server log: %s)",
+             R->name, (double)ran / 1000.0, P->name, state,
+             logerr[0] ? logerr : "nothing about replication");
     if (v == HA_STREAM_HELD) {
         if (!st->held_reported) {
             char hm[1100];

@@ -290,6 +290,10 @@ typedef struct engine_ops {
      * steps, and a primary that cannot serve a replica, error 1236, is reported through
      * engine_probe_t.broken instead). */
     bool rebuild_not_streaming;
+    /* Substrings that mark the lines of a server's log worth quoting when it does not
+     * replicate (PostgreSQL: "FATAL:", "forked off", "prev-link", ...), NULL-terminated;
+     * NULL: "FATAL", "ERROR" and "PANIC". See engine_log_last_match. */
+    const char *const *repl_log_marks;
 
     /* Optional, rolling changes: after a reload, whether the running server `in` still
      * runs with settings its configuration file changes only at a restart (PostgreSQL:
@@ -390,6 +394,12 @@ const engine_ops_t *engine_lookup(spec_engine_t engine);
 extern const engine_ops_t engine_postgresql;
 extern const engine_ops_t engine_mariadb;
 extern const engine_ops_t engine_redis;
+
+/* Writes into buf (len bytes, truncated) the last line of the file at `path` — within its
+ * last 16 KiB — that contains one of `marks` (NULL-terminated substrings), or "" when none
+ * does or the file cannot be read. Lines that mention a password are never returned (a
+ * server log may quote a statement). For event messages about a server's own log. */
+void engine_log_last_match(const char *path, const char *const *marks, char *buf, size_t len);
 
 /* Appends `name` to the comma-separated list in names (a NUL-terminated buffer of len
  * bytes), silently truncating when it is full: needs_restart's output. */

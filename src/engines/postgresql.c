@@ -1188,6 +1188,13 @@ static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *prima
     return rc;
 }
 
+/* What a standby that cannot follow its primary says in its log: its walreceiver's or
+ * startup process's errors, a timeline that forked before its position, an unreadable
+ * record (the "incorrect prev-link" loop of docs/reliability.md). */
+static const char *const pg_repl_log_marks[] = {
+    "FATAL:", "ERROR:", "PANIC:", "forked off", "not in this server's history",
+    "prev-link", "invalid record", "invalid magic", "could not", NULL};
+
 const engine_ops_t engine_postgresql = {
     .name = "postgresql",
     .engine = SPEC_ENGINE_POSTGRESQL,
@@ -1209,6 +1216,7 @@ const engine_ops_t engine_postgresql = {
     .promote = pg_promote,
     .rejoin = pg_rejoin,
     .rebuild_not_streaming = true,
+    .repl_log_marks = pg_repl_log_marks,
     .prepare_switchover = pg_prepare_switchover,
     .needs_restart = pg_needs_restart,
     .backup_physical = pg_backup_physical,

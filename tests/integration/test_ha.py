@@ -425,7 +425,9 @@ def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
     except pytest.fail.Exception as e:
         pytest.fail(f"{e}\n--- pg-ha-0 server.log ---\n{server_log_tail(d, 'pg-ha-0')}\n"
                     f"--- status ---\n{d.cluster('pg-ha')}")
-    assert "has not streamed from pg-ha-1" in ev["message"], ev
+    print("ReplicaNotStreaming:", ev["message"])
+    assert "pg-ha-0 has not streamed for" in ev["message"], ev
+    assert "from pg-ha-1, a healthy primary (wal receiver" in ev["message"], ev
     assert "rebuilding it from the primary" in ev["message"], ev
     assert "replica_not_streaming" in d.log_text()
     d.wait(120)
