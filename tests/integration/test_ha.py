@@ -217,8 +217,13 @@ def test_replica_promoted_by_hand_is_fenced_and_rejoins(ha):
     d = ha
     rep = d.instance("pg-ha", "replica")
     assert d.admin_sql(rep, "SELECT pg_promote(true, 30)") == "t"
-    with conn(d, inst=rep) as cn:  # a write the cluster never acknowledged through its primary
-        cn.execute("INSERT INTO ledger (v) VALUES ('rogue')")
+    try:
+        with conn(d, inst=rep) as cn:  # a write the cluster never acknowledged through its primary
+            cn.execute("INSERT INTO ledger (v) VALUES ('rogue')")
+    except psycopg.OperationalError:
+        # A pass saw it writable and fenced it (SIGKILL) first, under load: no rogue write
+        # then ("server closed the connection unexpectedly"); the checks below still hold.
+        pass
     wait_until(lambda: any(e["reason"] == "RoguePrimary" for e in d.events()), timeout=30,
                what="the rogue primary to be noticed")
     d.wait(120)
@@ -429,6 +434,7 @@ def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
     assert "pg-ha-0 has not streamed for" in ev["message"], ev
     assert "from pg-ha-1, a healthy primary (wal receiver" in ev["message"], ev
     assert "rebuilding it from the primary" in ev["message"], ev
+    assert "server log: nothing about replication" not in ev["message"], ev
     assert "replica_not_streaming" in d.log_text()
     d.wait(120)
     old = next(i for i in d.cluster("pg-ha")["instances"] if i["name"] == "pg-ha-0")
