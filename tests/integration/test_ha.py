@@ -390,7 +390,8 @@ def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
     and cannot stream. The rule (ha_stream_check, bound shortened to 4 s by another
     failpoint) must rebuild it from the new primary: ReplicaNotStreaming event, the
     instance streams again and has the row written on the new primary after the failover,
-    and not the forked one."""
+    and not the forked one. Within the back-off after a rebuild (faked by the marker's
+    mtime) it holds instead, with a RebuildBackoff event."""
     monkeypatch.setenv("DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND", "1")
     monkeypatch.setenv("DBPLANE_FAILPOINT_STREAM_BOUND_MS", "4000")
     spec = tmp_path / "ha.yaml"
@@ -419,10 +420,23 @@ def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
     new = next(i for i in c["instances"] if i["name"] == "pg-ha-1")
     # Undo the override on the new primary before a clone copies its postgresql.auto.conf.
     d.admin_sql(new, "ALTER SYSTEM RESET primary_conninfo")
+    # Back-off: as if pg-ha-0 had been rebuilt a moment ago, the rule holds (one event, the
+    # cluster failed); once the last rebuild is older than 600 s, it rebuilds.
+    marker = d.data_dir / "clusters" / "default" / "pg-ha" / "pg-ha-0" / ".rebuilt"
+    marker.write_text("rebuilt\n")
     with conn(d, inst=new) as cn:
         wait_until(lambda: not cn.execute("SELECT pg_is_in_recovery()").fetchone()[0],
                    timeout=30, what="the promotion")
         cn.execute("INSERT INTO ledger (v) VALUES ('after')")
+    held = wait_until(lambda: next((e for e in d.events() if e["reason"] == "RebuildBackoff"
+                                    and e["name"] == "pg-ha-0"), None),
+                      timeout=45, what="the RebuildBackoff event")
+    assert "rebuilt less than 600 s ago" in held["message"], held
+    wait_until(lambda: (lambda st: st["state"] == "failed" and "not again yet" in st["message"])(
+        d.cluster("pg-ha")), timeout=10, what="the cluster failed with the back-off's reason")
+    assert not any(e["reason"] == "ReplicaNotStreaming" for e in d.events())
+    old_enough = time.time() - 700
+    os.utime(marker, (old_enough, old_enough))
     try:
         ev = wait_until(lambda: next((e for e in d.events() if e["reason"] == "ReplicaNotStreaming"
                                       and e["name"] == "pg-ha-0"), None),
