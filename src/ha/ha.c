@@ -83,32 +83,42 @@ ha_stream_verdict_t ha_stream_check(ha_stream_watch_t *w, const ha_stream_obs_t 
     const engine_probe_t *p = o->probe;
     if (not_streaming_ms)
         *not_streaming_ms = 0;
-    bool judged = o->running && !o->busy && o->primary_healthy && p &&
-                  !(p->reachable && p->role == ENGINE_ROLE_PRIMARY);
+    bool judged = o->running && !o->busy && p && !(p->reachable && p->role == ENGINE_ROLE_PRIMARY);
     if (!judged || w->epoch != o->epoch || w->started_ms != o->started_ms ||
         (p->reachable && p->streaming)) {
         w->epoch = o->epoch;
         w->started_ms = o->started_ms;
-        w->since_ms = 0;
+        w->counted_ms = 0;
+        w->counting = false;
         w->position = 0;
         if (!judged || (p->reachable && p->streaming))
             return HA_STREAM_OK;
     }
+    if (!o->primary_healthy) {
+        w->counting = false; /* paused: the time until the next healthy observation is not counted */
+        if (not_streaming_ms)
+            *not_streaming_ms = w->counted_ms;
+        return HA_STREAM_OK;
+    }
     uint64_t pos = p->reachable ? p->position_value : 0;
-    if (w->since_ms == 0 || (pos && w->position && pos > w->position)) {
-        /* The first pass that sees it not streaming, or it made progress since. */
-        w->since_ms = now_ms;
-        if (pos)
-            w->position = pos;
+    if (pos && w->position && pos > w->position) {
+        /* Progress: it is catching up, not stuck. Count again from here. */
+        w->counted_ms = 0;
+        w->last_ms = now_ms;
+        w->counting = true;
+        w->position = pos;
         return HA_STREAM_WAIT;
     }
     if (pos && !w->position)
         w->position = pos;
-    int64_t ran = now_ms - w->since_ms;
+    if (w->counting && now_ms > w->last_ms)
+        w->counted_ms += now_ms - w->last_ms;
+    w->last_ms = now_ms;
+    w->counting = true;
     if (not_streaming_ms)
-        *not_streaming_ms = ran;
+        *not_streaming_ms = w->counted_ms;
     int64_t bound = p->reachable ? bound_ms : bound_ms * HA_STREAM_UNREACHABLE_FACTOR;
-    if (ran < bound)
+    if (w->counted_ms < bound)
         return HA_STREAM_WAIT;
     if (o->rebuilt_ago_ms >= 0 && o->rebuilt_ago_ms < backoff_ms)
         return HA_STREAM_HELD;

@@ -66,9 +66,12 @@ int ha_choose(const engine_probe_t *replicas, int nreplicas, const bool *eligibl
 typedef struct ha_stream_watch {
     int64_t epoch;         /* topology epoch the clock counts for */
     int64_t started_ms;    /* the replica process start (monotonic ms) it counts for */
-    int64_t since_ms;      /* monotonic ms since which it has not streamed (nor made
-                              progress) under a healthy primary; 0 = not counting */
-    uint64_t position;     /* its replay position at since_ms (0 unknown) */
+    int64_t counted_ms;    /* time counted so far without streaming (nor progress) under a
+                              healthy primary, ms */
+    int64_t last_ms;       /* monotonic ms of the last observation that counted */
+    bool counting;         /* last_ms is set; false: the next observation starts a new
+                              stretch (the first one, or after a pause) */
+    uint64_t position;     /* its replay position when the count started (0 unknown) */
 } ha_stream_watch_t;
 
 /* One observation of a replica by the reconcile pass. */
@@ -85,20 +88,22 @@ typedef struct ha_stream_obs {
 
 /* The decision about one replica. */
 typedef enum ha_stream_verdict {
-    HA_STREAM_OK = 0,   /* streaming, or not judged now (primary unhealthy, busy, a new
-                           epoch or process start: the clock was reset) */
+    HA_STREAM_OK = 0,   /* streaming, or not judged now (not running, busy: the clock was
+                           reset; primary unhealthy: paused) */
     HA_STREAM_WAIT,     /* not streaming, within the bound */
     HA_STREAM_REBUILD,  /* not streaming for longer than the bound: rebuild it */
     HA_STREAM_HELD,     /* would be rebuilt, but was rebuilt less than backoff_ms ago */
 } ha_stream_verdict_t;
 
 /* Decides whether a replica that runs but does not stream must be rebuilt (Patroni and
- * CloudNativePG's "a replica that cannot follow is re-created"). The clock counts only
- * while the replica's process runs, the topology's primary is healthy, the epoch and the
- * process start are the ones it started counting for, and no job runs on the replica;
- * any of these failing resets it (a failover, switchover or restart gives a full bound
- * again). Streaming resets it, and so does progress (a higher replay position than when
- * the clock started: a replica catching up from an archive is not stuck). The bound is
+ * CloudNativePG's "a replica that cannot follow is re-created"). The clock counts the
+ * time between observations only while the topology's primary is healthy: an unhealthy
+ * primary pauses it (a probe missed under load must not restart a 30 s count). It is
+ * reset when the replica's process is not running, a job runs on it, or the epoch or the
+ * process start differ from the ones it counted for (a failover, switchover or restart
+ * gives a full bound again); streaming resets it, and so does progress (a higher replay
+ * position than when the count started: a replica catching up from an archive is not
+ * stuck). The bound is
  * `bound_ms` for a reachable replica and HA_STREAM_UNREACHABLE_FACTOR times that for one
  * whose server refuses connections. A replica answering as a primary is not judged here
  * (the reconciler fences it). `*not_streaming_ms` (may be NULL) receives how long the

@@ -146,7 +146,8 @@ static void test_stream_clock_resets(void **state)
 {
     (void)state;
     engine_probe_t stuck = replica(true, false, 100), ok = replica(true, true, 100);
-    /* Each interruption at t=20 s resets the clock: at t=45 s (25 s after) it waits. */
+    /* Each interruption at t=20 s resets the clock (case 1, an unhealthy primary, pauses
+     * it instead, and the 1 s counted before stays): at t=45 s it still waits. */
     for (int k = 0; k < 7; k++) {
         ha_stream_watch_t w = {0};
         engine_probe_t p = stuck;
@@ -158,7 +159,7 @@ static void test_stream_clock_resets(void **state)
         x.probe = &xp;
         switch (k) {
         case 0: xp = ok; break;                  /* it streamed for a while */
-        case 1: x.primary_healthy = false; break; /* the primary was suspect (a failover) */
+        case 1: x.primary_healthy = false; break; /* the primary was suspect: a pause */
         case 2: x.busy = true; break;            /* a job ran on it */
         case 3: x.running = false; break;        /* its process stopped */
         case 4: x.epoch = 3; o.epoch = 3; break; /* a switchover: new epoch */
@@ -182,6 +183,30 @@ static void test_stream_clock_resets(void **state)
     ha_stream_obs_t o = watched(&rogue);
     for (int t = 0; t <= 100000; t += 10000)
         assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, t, NULL), HA_STREAM_OK);
+}
+
+static void test_stream_unhealthy_primary_pauses_the_clock(void **state)
+{
+    (void)state;
+    /* 20 s counted, a 5 s blip of the primary (a probe missed under load, a suspect
+     * round), then 10 s more: 30 s counted, rebuilt; the blip's 5 s are not counted. */
+    ha_stream_watch_t w = {0};
+    engine_probe_t stuck = replica(true, false, 9);
+    ha_stream_obs_t o = watched(&stuck);
+    int64_t ran = 0;
+    for (int t = 0; t <= 20000; t += 1000)
+        assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, t, NULL), HA_STREAM_WAIT);
+    o.primary_healthy = false;
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 21000, &ran), HA_STREAM_OK);
+    assert_int_equal(ran, 20000);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 25000, NULL), HA_STREAM_OK);
+    o.primary_healthy = true;
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 26000, &ran), HA_STREAM_WAIT);
+    assert_int_equal(ran, 20000);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 35000, &ran), HA_STREAM_WAIT);
+    assert_int_equal(ran, 29000);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 36000, &ran), HA_STREAM_REBUILD);
+    assert_int_equal(ran, 30000);
 }
 
 static void test_stream_unreachable_gets_longer_and_backoff_holds(void **state)
@@ -214,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_choose_most_advanced_eligible_replica),
         cmocka_unit_test(test_stream_rebuilds_after_the_bound),
         cmocka_unit_test(test_stream_clock_resets),
+        cmocka_unit_test(test_stream_unhealthy_primary_pauses_the_clock),
         cmocka_unit_test(test_stream_unreachable_gets_longer_and_backoff_holds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
