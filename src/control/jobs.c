@@ -45,6 +45,22 @@ int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
     return rc;
 }
 
+bool ctl_failpoint_rejoin_skip(const engine_instance_t *R)
+{
+    const char *v = getenv("DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND");
+    if (!v || strcmp(v, "1") != 0)
+        return false;
+    dbp_warn("failpoint", "name=rejoin_skip_rewind cluster=%s instance=%s", R->cluster, R->name);
+    return true;
+}
+
+int64_t ctl_stream_bound_ms(void)
+{
+    const char *ms = getenv("DBPLANE_FAILPOINT_STREAM_BOUND_MS");
+    long long v = ms && *ms ? atoll(ms) : 0;
+    return v > 0 ? (int64_t)v : HA_STREAM_BOUND_MS;
+}
+
 /* CTL_JOB_CLONE of a cluster with spec.bootstrapFrom: makes R's data directory from the
  * Backup's newest verified physical run plus the archived WAL (PostgreSQL) or from the
  * run's GTID position on, caught up from primary P's binary logs (MariaDB), through
@@ -101,8 +117,11 @@ static void *job_main(void *arg)
         dbp_err_t e;
         memset(&e, 0, sizeof(e));
         j->rejoin_tried = true;
-        j->rejoin_rc = j->ops->rejoin ? j->ops->rejoin(&j->R, &j->P, &e)
-                                      : dbp_err_set(&e, DBP_EUNSUPPORTED, "no rejoin");
+        if (ctl_failpoint_rejoin_skip(&j->R))
+            j->rejoin_rc = 0; /* test-only: a "rewound" server that never was */
+        else
+            j->rejoin_rc = j->ops->rejoin ? j->ops->rejoin(&j->R, &j->P, &e)
+                                          : dbp_err_set(&e, DBP_EUNSUPPORTED, "no rejoin");
         snprintf(j->rejoin_err, sizeof(j->rejoin_err), "%s", e.msg);
         j->rc = j->rejoin_rc == 0 || dbp_cancelled() ? j->rejoin_rc : job_clone(j);
         if (j->rc && !j->err.msg[0])
@@ -110,7 +129,17 @@ static void *job_main(void *arg)
         break;
     }
     case CTL_JOB_REBUILD:
-        j->rc = job_clone(j);
+        if (j->bootstrap[0]) {
+            /* The rebuild replaces R's data directory whatever happens; the bootstrap
+             * restores into an empty one. */
+            dbp_err_t e;
+            if (dbp_rm_rf(j->R.data_dir, &e) == 0)
+                job_bootstrap(j);
+            else
+                dbp_warn("cleanup_failed", "path=%s error=%s", dbp_log_q(j->R.data_dir),
+                         dbp_log_q(e.msg));
+        }
+        j->rc = j->boot_tried && j->boot_rc == 0 ? 0 : job_clone(j);
         break;
     }
     j->ms = dbp_now_ms() - t0;
@@ -126,7 +155,8 @@ static void *job_main(void *arg)
 }
 
 ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_t *cr,
-                         const engine_instance_t *R, const engine_instance_t *P, const char *why)
+                         const engine_instance_t *R, const engine_instance_t *P, const char *why,
+                         bool from_backup)
 {
     if (d->njobs == d->capjobs) {
         int ncap = d->capjobs ? d->capjobs * 2 : 8;
@@ -146,7 +176,7 @@ ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_
     j->R = *R;
     j->P = *P;
     const char *bb = cr->res->u.cluster.bootstrap_backup.v;
-    if (kind == CTL_JOB_CLONE && bb)
+    if ((kind == CTL_JOB_CLONE || (kind == CTL_JOB_REBUILD && from_backup)) && bb)
         snprintf(j->bootstrap, sizeof(j->bootstrap), "%s", bb);
     snprintf(j->data_dir, sizeof(j->data_dir), "%s", d->data_dir);
     snprintf(j->why, sizeof(j->why), "%s", why ? why : "");

@@ -412,14 +412,36 @@ static void instance_store(ctl_daemon_t *d, cluster_rt_t *cr, int i)
 #define CTL_REBUILD_BACKOFF_S 600
 #define CTL_REBUILT_MARKER ".rebuilt" /* in the instance dir; its mtime is the last rebuild */
 
-/* True when replica R was rebuilt for broken replication less than CTL_REBUILD_BACKOFF_S
- * ago (its marker's mtime). */
-static bool rebuilt_recently(const engine_instance_t *R)
+/* Milliseconds since replica R was last rebuilt for broken replication (its marker's
+ * mtime), or -1 when it never was. */
+static int64_t rebuilt_ago_ms(const engine_instance_t *R)
 {
     char mark[PATH_MAX + 32];
     snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
     struct stat st;
-    return stat(mark, &st) == 0 && time(NULL) - st.st_mtime < CTL_REBUILD_BACKOFF_S;
+    if (stat(mark, &st) != 0)
+        return -1;
+    int64_t ago = (int64_t)(time(NULL) - st.st_mtime) * 1000;
+    return ago < 0 ? 0 : ago;
+}
+
+/* Records that replica R is rebuilt now: the marker whose mtime rebuilt_ago_ms reads. */
+static void rebuilt_mark(const engine_instance_t *R)
+{
+    char mark[PATH_MAX + 32];
+    snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
+    dbp_err_t ignore;
+    if (dbp_write_file(mark, "rebuilt\n", 8, 0644, NULL, &ignore) != 0)
+        dbp_warn("marker_write_failed", "path=%s error=%s", dbp_log_q(mark),
+                 dbp_log_q(ignore.msg));
+}
+
+/* True when replica R was rebuilt for broken replication less than CTL_REBUILD_BACKOFF_S
+ * ago (its marker's mtime). */
+static bool rebuilt_recently(const engine_instance_t *R)
+{
+    int64_t ago = rebuilt_ago_ms(R);
+    return ago >= 0 && ago < CTL_REBUILD_BACKOFF_S * 1000LL;
 }
 
 /* Stops replica R's server before a worker replaces or rewinds its data directory (a
@@ -440,9 +462,9 @@ static int replica_stop(ctl_daemon_t *d, const engine_instance_t *R, dbp_err_t *
  * Writes the pending message. Returns "pending", or "failed" when out of memory. */
 static const char *replica_job(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_kind_t kind,
                                const engine_instance_t *R, const engine_instance_t *P,
-                               const char *why, char *msg, size_t len)
+                               const char *why, bool from_backup, char *msg, size_t len)
 {
-    if (!ctl_job_queue(d, kind, cr, R, P, why)) {
+    if (!ctl_job_queue(d, kind, cr, R, P, why, from_backup)) {
         snprintf(msg, len, "%s: out of memory", R->name);
         return "failed";
     }
@@ -516,6 +538,117 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
              R->name, ctl_job_kind_str(j->kind), j->rc, (long long)j->ms, (int)stale);
     ctl_job_free(d, j);
     return st;
+}
+
+/* The stream watch of instance `name` of `tenant`, created zeroed; NULL when out of memory. */
+static ctl_stream_t *stream_get(ctl_daemon_t *d, const char *tenant, const char *name)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "%s/%s", tenant, name);
+    for (int i = 0; i < d->nstreams; i++)
+        if (strcmp(d->streams[i].key, key) == 0)
+            return &d->streams[i];
+    if (d->nstreams == d->capstreams) {
+        int ncap = d->capstreams ? d->capstreams * 2 : 16;
+        ctl_stream_t *ns = realloc(d->streams, (size_t)ncap * sizeof(*ns));
+        if (!ns)
+            return NULL;
+        d->streams = ns;
+        d->capstreams = ncap;
+    }
+    ctl_stream_t *st = &d->streams[d->nstreams++];
+    memset(st, 0, sizeof(*st));
+    snprintf(st->key, sizeof(st->key), "%s", key);
+    return st;
+}
+
+/* The rule for a replica that runs but does not stream (engines with
+ * rebuild_not_streaming; ha_stream_check decides): once replica cr->inst[i] has not
+ * streamed from the healthy primary P for the bound, records a ReplicaNotStreaming
+ * Warning event (how long, its replication state, the last line of its server log about
+ * replication: ops->repl_log_marks) and
+ * a `replica_not_streaming` log line, stops it and queues a rebuild (from the Cluster's
+ * bootstrapFrom Backup when set, else a clone of P). At most one rebuild per
+ * CTL_REBUILD_BACKOFF_S per instance: within it, one RebuildBackoff Warning event per
+ * episode and the cluster failed. Returns NULL when nothing is to be done, else the
+ * cluster's state with msg written. */
+static const char *stream_watch(ctl_daemon_t *d, cluster_rt_t *cr, int i,
+                                const engine_instance_t *P, bool primary_ok, char *msg,
+                                size_t len)
+{
+    engine_instance_t *R = &cr->inst[i];
+    const engine_probe_t *pr = &cr->probe[i];
+    ctl_stream_t *st = stream_get(d, R->tenant, R->name);
+    if (!st)
+        return NULL;
+    char id[160];
+    proc_id(R, id, sizeof(id));
+    const ctl_proc_t *proc = ctl_sup_find(&d->sup, id);
+    ha_stream_obs_t o = {
+        .epoch = cr->epoch,
+        .primary_healthy = primary_ok && cr->primary_ready &&
+                           !ctl_ha_suspect(d, R->tenant, R->cluster),
+        .busy = ctl_job_busy(d, R->tenant, R->name),
+        .running = proc && proc->state == CTL_PROC_RUNNING,
+        .started_ms = proc ? proc->started_ms : 0,
+        .probe = pr,
+        .rebuilt_ago_ms = rebuilt_ago_ms(R),
+    };
+    int64_t bound = ctl_stream_bound_ms(), ran = 0;
+    ha_stream_verdict_t v = ha_stream_check(&st->w, &o, bound, CTL_REBUILD_BACKOFF_S * 1000LL,
+                                            dbp_now_ms(), &ran);
+    if (v != HA_STREAM_HELD)
+        st->held_reported = false;
+    if (v == HA_STREAM_OK || v == HA_STREAM_WAIT)
+        return NULL;
+    char state[160], logerr[256], m[900];
+    if (pr->reachable)
+        snprintf(state, sizeof(state), "%s, replayed to %s",
+                 pr->repl_state[0] ? pr->repl_state : "replication state unknown", pr->position);
+    else
+        snprintf(state, sizeof(state), "its server runs but refuses connections");
+    static const char *const any_error[] = {"FATAL", "ERROR", "PANIC", NULL};
+    engine_log_last_match(R->log_path,
+                          cr->ops->repl_log_marks ? cr->ops->repl_log_marks : any_error, logerr,
+                          sizeof(logerr));
+    snprintf(m, sizeof(m), "%s has not streamed for %.1f s from %s, a healthy primary (%s; "
+             "server log: %s)",
+             R->name, (double)ran / 1000.0, P->name, state,
+             logerr[0] ? logerr : "nothing about replication");
+    if (v == HA_STREAM_HELD) {
+        if (!st->held_reported) {
+            char hm[1100];
+            snprintf(hm, sizeof(hm), "%s; it was rebuilt less than %d s ago, not again yet", m,
+                     CTL_REBUILD_BACKOFF_S);
+            event(d, R->tenant, "Instance", R->name, "Warning", "RebuildBackoff", hm);
+            st->held_reported = true;
+        }
+        /* No duration in the status: a message that changes every pass would record a
+         * ReconcileFailed event every pass. */
+        snprintf(msg, len, "%s does not stream from %s; it was rebuilt less than %d s ago, "
+                 "not again yet", R->name, P->name, CTL_REBUILD_BACKOFF_S);
+        return "failed";
+    }
+    dbp_warn("replica_not_streaming",
+             "tenant=%s cluster=%s instance=%s primary=%s epoch=%lld not_streaming_ms=%lld "
+             "bound_ms=%lld reachable=%d repl_state=%s position=%s log=%s action=rebuild",
+             R->tenant, R->cluster, R->name, P->name, (long long)cr->epoch, (long long)ran,
+             (long long)bound, (int)pr->reachable, dbp_log_q(pr->repl_state),
+             dbp_log_q(pr->position), dbp_log_q(logerr));
+    char em[1100];
+    snprintf(em, sizeof(em), "%s; rebuilding it from %s", m,
+             cr->res->u.cluster.bootstrap_backup.v ? "its bootstrapFrom Backup" : "the primary");
+    event(d, R->tenant, "Instance", R->name, "Warning", "ReplicaNotStreaming", em);
+    dbp_err_t err;
+    if (replica_stop(d, R, &err) != 0) {
+        snprintf(msg, len, "rebuild %s from %s: %s", R->name, P->name, err.msg);
+        return "failed";
+    }
+    rebuilt_mark(R);
+    memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
+    char why[600];
+    snprintf(why, sizeof(why), "not streaming for %.1f s", (double)ran / 1000.0);
+    return replica_job(d, cr, CTL_JOB_REBUILD, R, P, why, true, msg, len);
 }
 
 /* Brings one cluster's instances to the declared shape. Returns the status message in
@@ -713,7 +846,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
             if (!c->u.cluster.bootstrap_backup.v)
                 event(d, c->tenant.v, "Instance", R->name, "Normal", "Cloning",
                       "cloning the primary into a new replica");
-            state = replica_job(d, cr, CTL_JOB_CLONE, R, P, NULL, msg, len);
+            state = replica_job(d, cr, CTL_JOB_CLONE, R, P, NULL, false, msg, len);
             cr->cloning = true;
             continue;
         }
@@ -732,7 +865,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                 state = "failed";
                 continue;
             }
-            state = replica_job(d, cr, CTL_JOB_REJOIN, R, P, NULL, msg, len);
+            state = replica_job(d, cr, CTL_JOB_REJOIN, R, P, NULL, false, msg, len);
             continue;
         }
         int run_rc = instance_run(d, cr, i, P, &err);
@@ -755,13 +888,9 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         if (broken) {
             /* Its replication will not resume by itself (MariaDB: error 1236): clone
              * it again from the primary. */
-            char why[sizeof(cr->probe[i].broken)], mark[PATH_MAX + 32];
+            char why[sizeof(cr->probe[i].broken)];
             snprintf(why, sizeof(why), "%s", cr->probe[i].broken);
-            snprintf(mark, sizeof(mark), "%s/" CTL_REBUILT_MARKER, R->dir);
-            dbp_err_t ignore;
-            if (dbp_write_file(mark, "rebuilt\n", 8, 0644, NULL, &ignore) != 0)
-                dbp_warn("marker_write_failed", "path=%s error=%s", dbp_log_q(mark),
-                         dbp_log_q(ignore.msg));
+            rebuilt_mark(R);
             char m[700];
             snprintf(m, sizeof(m), "%s; rebuilding from the primary %s", why, P->name);
             event(d, R->tenant, "Instance", R->name, "Warning", "Rebuilding", m);
@@ -771,8 +900,16 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
                 continue;
             }
             memset(&cr->probe[i], 0, sizeof(cr->probe[i]));
-            state = replica_job(d, cr, CTL_JOB_REBUILD, R, P, why, msg, len);
+            state = replica_job(d, cr, CTL_JOB_REBUILD, R, P, why, false, msg, len);
             continue;
+        }
+        if (run_rc == 0 && cr->ops->rebuild_not_streaming) {
+            const char *st = stream_watch(d, cr, i, P, internal_ok, msg, len);
+            if (st) {
+                if (strcmp(state, "failed") != 0)
+                    state = st;
+                continue;
+            }
         }
         if (cr->probe[i].reachable && cr->probe[i].role == ENGINE_ROLE_PRIMARY) {
             /* A writable server the topology does not name primary (promoted by hand,
@@ -1311,6 +1448,9 @@ void ctl_daemon_free(ctl_daemon_t *d)
     free(d->roll);
     d->roll = NULL;
     d->nroll = d->caproll = 0;
+    free(d->streams);
+    d->streams = NULL;
+    d->nstreams = d->capstreams = 0;
     d->nha = d->capha = 0;
     d->nmemo = d->capmemo = 0;
 }

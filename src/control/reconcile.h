@@ -101,6 +101,14 @@ typedef struct ctl_ha_state {
     int64_t crash_ms;        /* monotonic ms the crash was seen */
 } ctl_ha_state_t;
 
+/* What the control loop remembers about one replica's stream (ha_stream_check), kept
+ * across passes, keyed by tenant/instance. Owned by the control loop's thread. */
+typedef struct ctl_stream {
+    char key[200];
+    ha_stream_watch_t w;
+    bool held_reported;      /* the RebuildBackoff event of this episode was recorded */
+} ctl_stream_t;
+
 /* One reconcile pass's results, shared read-only by the control loop and the HA monitor
  * thread: the desired set (the specs instances point into) and the clusters (instances,
  * credentials). Nothing in it changes after ctl_ha_view_publish, except cr->primary,
@@ -189,6 +197,9 @@ typedef struct ctl_daemon {
     char exe[PATH_MAX];      /* the dbplane binary (archive_command runs `<exe> wal-push`) */
     ctl_job_t **jobs;        /* slow steps queued, running or finished (control/jobs.c) */
     int njobs, capjobs;
+    ctl_stream_t *streams;   /* per-replica stream watches (rebuild of a replica that runs
+                                but does not stream) */
+    int nstreams, capstreams;
 } ctl_daemon_t;
 
 /* Lays out instance `rec` of Cluster `c` (see docs/design.md): its directories under
@@ -272,11 +283,13 @@ void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
 const char *ctl_job_kind_str(ctl_job_kind_t k);
 
 /* Creates a queued job of `kind` for replica R of cluster cr, from primary P, `why` (may
- * be NULL) its reason. Copies R and P (their pointers stay into this pass's results, which
+ * be NULL) its reason. A CTL_JOB_CLONE, and a CTL_JOB_REBUILD with `from_backup`, start
+ * from the Cluster's spec.bootstrapFrom Backup when it has one (the clone of P is the
+ * fallback). Copies R and P (their pointers stay into this pass's results, which
  * the job holds once started). Returns the job (owned by d) or NULL when out of memory. */
 ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_t *cr,
                          const engine_instance_t *R, const engine_instance_t *P,
-                         const char *why);
+                         const char *why, bool from_backup);
 
 /* The job of instance `instance` of `tenant` (queued, running or finished and not yet
  * taken), or NULL. While one exists the instance is busy: the pass neither starts its
@@ -308,6 +321,18 @@ void ctl_jobs_stop(ctl_daemon_t *d);
  * dbp_proc_run, so a shutdown kills it like pg_basebackup); DBPLANE_FAILPOINT_CLONE_CLUSTER
  * limits it to the cluster of that name. 0, or DBP_EIO when the sleep was killed. */
 int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err);
+
+/* Test-only failpoint (tests/integration/test_ha.py; never set in production): with
+ * DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND=1 in the daemon's environment, a rejoin reports
+ * success without running ops->rejoin (no pg_rewind): the fenced former primary starts as
+ * a replica on its own, possibly forked, history — what a rewind that returned 0 but left
+ * a server unable to stream looks like. Logs a `failpoint` warning when it fires. */
+bool ctl_failpoint_rejoin_skip(const engine_instance_t *R);
+
+/* How long a replica may run without streaming from a healthy primary before it is
+ * rebuilt (ha_stream_check): HA_STREAM_BOUND_MS, or, for tests only,
+ * DBPLANE_FAILPOINT_STREAM_BOUND_MS from the daemon's environment. Milliseconds. */
+int64_t ctl_stream_bound_ms(void);
 
 /* Takes a reference on the control loop's current view (d->view), or returns NULL. */
 struct ctl_view *ctl_ha_view_ref(ctl_daemon_t *d);

@@ -96,6 +96,9 @@ typedef struct engine_probe {
                                from the primary (init_replica). MariaDB: the IO thread
                                stopped with error 1236, the primary lacks the binary logs
                                the replica's GTID position needs */
+    char repl_state[96];    /* replica: its replication as the server reports it, for
+                               messages (PostgreSQL: "wal receiver <status> on timeline N",
+                               or "no wal receiver"); "" when the engine does not say */
     int nreplicas;          /* primary: replicas it sees */
     engine_replica_stat_t replicas[ENGINE_MAX_REPLICAS];
     char version[64];       /* server version string */
@@ -277,6 +280,20 @@ typedef struct engine_ops {
      * back empty or behind its replicas (Redis: no persistence, or AOF fsynced once a
      * second), where a restart in place would make the replicas resync to the loss. */
     bool failover_on_crash;
+    /* A replica that runs but has not streamed from a healthy primary for a bound is
+     * rebuilt by the reconciler (ha_stream_check, through init_replica or the Cluster's
+     * bootstrapFrom). For engines whose replica, once it cannot follow, never recovers by
+     * itself and for which "not streaming" is never a normal long phase: PostgreSQL (a
+     * timeline fork, a WAL record it cannot read: it retries forever). Not Redis (a full
+     * resync shows the link down for as long as the transfer takes, and a replica resyncs
+     * by itself); not MariaDB yet (its replication threads are stopped on purpose by some
+     * steps, and a primary that cannot serve a replica, error 1236, is reported through
+     * engine_probe_t.broken instead). */
+    bool rebuild_not_streaming;
+    /* Substrings that mark the lines of a server's log worth quoting when it does not
+     * replicate (PostgreSQL: "FATAL:", "forked off", "prev-link", ...), NULL-terminated;
+     * NULL: "FATAL", "ERROR" and "PANIC". See engine_log_last_match. */
+    const char *const *repl_log_marks;
 
     /* Optional, rolling changes: after a reload, whether the running server `in` still
      * runs with settings its configuration file changes only at a restart (PostgreSQL:
@@ -377,6 +394,12 @@ const engine_ops_t *engine_lookup(spec_engine_t engine);
 extern const engine_ops_t engine_postgresql;
 extern const engine_ops_t engine_mariadb;
 extern const engine_ops_t engine_redis;
+
+/* Writes into buf (len bytes, truncated) the last line of the file at `path` — within its
+ * last 16 KiB — that contains one of `marks` (NULL-terminated substrings), or "" when none
+ * does or the file cannot be read. Lines that mention a password are never returned (a
+ * server log may quote a statement). For event messages about a server's own log. */
+void engine_log_last_match(const char *path, const char *const *marks, char *buf, size_t len);
 
 /* Appends `name` to the comma-separated list in names (a NUL-terminated buffer of len
  * bytes), silently truncating when it is full: needs_restart's output. */

@@ -571,7 +571,11 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
                                    " ELSE pg_current_wal_lsn()::text END,"
                                    " EXISTS (SELECT 1 FROM pg_stat_wal_receiver"
                                    "         WHERE status = 'streaming'),"
-                                   " current_setting('server_version')",
+                                   " current_setting('server_version'),"
+                                   " COALESCE((SELECT 'wal receiver ' || COALESCE(status, '?')"
+                                   "                  || COALESCE(' on timeline ' || received_tli, '')"
+                                   "           FROM pg_stat_wal_receiver LIMIT 1),"
+                                   "          'no wal receiver')",
                                    in->probe_timeout_ms, &cerr);
     if (!r) {
         /* Connected but no answer in time: as unreachable as a refused connection. */
@@ -584,6 +588,8 @@ static int pg_probe(const engine_instance_t *in, engine_probe_t *out, dbp_err_t 
     out->position_value = pg_lsn_value(out->position);
     out->streaming = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
     snprintf(out->version, sizeof(out->version), "%s", PQgetvalue(r, 0, 3));
+    if (out->role == ENGINE_ROLE_REPLICA)
+        snprintf(out->repl_state, sizeof(out->repl_state), "%s", PQgetvalue(r, 0, 4));
     PQclear(r);
     if (out->role == ENGINE_ROLE_PRIMARY) {
         r = pg_exec_deadline(conn,
@@ -1182,6 +1188,13 @@ static int pg_rejoin(const engine_instance_t *in, const engine_instance_t *prima
     return rc;
 }
 
+/* What a standby that cannot follow its primary says in its log: its walreceiver's or
+ * startup process's errors, a timeline that forked before its position, an unreadable
+ * record (the "incorrect prev-link" loop of docs/reliability.md). */
+static const char *const pg_repl_log_marks[] = {
+    "FATAL:", "ERROR:", "PANIC:", "forked off", "not in this server's history",
+    "prev-link", "invalid record", "invalid magic", "could not", NULL};
+
 const engine_ops_t engine_postgresql = {
     .name = "postgresql",
     .engine = SPEC_ENGINE_POSTGRESQL,
@@ -1202,6 +1215,8 @@ const engine_ops_t engine_postgresql = {
     .run_sql = pg_run_sql,
     .promote = pg_promote,
     .rejoin = pg_rejoin,
+    .rebuild_not_streaming = true,
+    .repl_log_marks = pg_repl_log_marks,
     .prepare_switchover = pg_prepare_switchover,
     .needs_restart = pg_needs_restart,
     .backup_physical = pg_backup_physical,

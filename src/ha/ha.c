@@ -66,6 +66,65 @@ int ha_choose(const engine_probe_t *replicas, int nreplicas, const bool *eligibl
     return best;
 }
 
+const char *ha_stream_verdict_str(ha_stream_verdict_t v)
+{
+    switch (v) {
+    case HA_STREAM_OK: return "ok";
+    case HA_STREAM_WAIT: return "wait";
+    case HA_STREAM_REBUILD: return "rebuild";
+    default: return "held";
+    }
+}
+
+ha_stream_verdict_t ha_stream_check(ha_stream_watch_t *w, const ha_stream_obs_t *o,
+                                    int64_t bound_ms, int64_t backoff_ms, int64_t now_ms,
+                                    int64_t *not_streaming_ms)
+{
+    const engine_probe_t *p = o->probe;
+    if (not_streaming_ms)
+        *not_streaming_ms = 0;
+    bool judged = o->running && !o->busy && p && !(p->reachable && p->role == ENGINE_ROLE_PRIMARY);
+    if (!judged || w->epoch != o->epoch || w->started_ms != o->started_ms ||
+        (p->reachable && p->streaming)) {
+        w->epoch = o->epoch;
+        w->started_ms = o->started_ms;
+        w->counted_ms = 0;
+        w->counting = false;
+        w->position = 0;
+        if (!judged || (p->reachable && p->streaming))
+            return HA_STREAM_OK;
+    }
+    if (!o->primary_healthy) {
+        w->counting = false; /* paused: the time until the next healthy observation is not counted */
+        if (not_streaming_ms)
+            *not_streaming_ms = w->counted_ms;
+        return HA_STREAM_OK;
+    }
+    uint64_t pos = p->reachable ? p->position_value : 0;
+    if (pos && w->position && pos > w->position) {
+        /* Progress: it is catching up, not stuck. Count again from here. */
+        w->counted_ms = 0;
+        w->last_ms = now_ms;
+        w->counting = true;
+        w->position = pos;
+        return HA_STREAM_WAIT;
+    }
+    if (pos && !w->position)
+        w->position = pos;
+    if (w->counting && now_ms > w->last_ms)
+        w->counted_ms += now_ms - w->last_ms;
+    w->last_ms = now_ms;
+    w->counting = true;
+    if (not_streaming_ms)
+        *not_streaming_ms = w->counted_ms;
+    int64_t bound = p->reachable ? bound_ms : bound_ms * HA_STREAM_UNREACHABLE_FACTOR;
+    if (w->counted_ms < bound)
+        return HA_STREAM_WAIT;
+    if (o->rebuilt_ago_ms >= 0 && o->rebuilt_ago_ms < backoff_ms)
+        return HA_STREAM_HELD;
+    return HA_STREAM_REBUILD;
+}
+
 /* Bumps the epoch and promotes; shared tail of failover and switchover. */
 static int take_over(const ha_cluster_t *c, int candidate, const ha_hooks_t *h,
                      int64_t *new_epoch, ha_timing_t *t, int64_t t0, dbp_err_t *err)

@@ -51,6 +51,70 @@ ha_verdict_t ha_detect(ha_detector_t *det, int failcount, const engine_probe_t *
 int ha_choose(const engine_probe_t *replicas, int nreplicas, const bool *eligible,
               uint64_t last_primary_pos, uint64_t max_lag);
 
+/* ---- replicas that run but do not stream (ha_stream_check) ------------------------- */
+
+/* A replica that runs but has not streamed from the current primary for this long, while
+ * that primary was healthy, is rebuilt (see ha_stream_check). */
+#define HA_STREAM_BOUND_MS 30000
+/* An unreachable replica (its process runs but refuses connections: PostgreSQL's recovery
+ * before a consistent state) shows no progress the probe could see, and a long crash
+ * recovery looks just like that: it is given this many bounds. */
+#define HA_STREAM_UNREACHABLE_FACTOR 4
+
+/* What the reconciler remembers about one replica's stream between passes. Zero it to
+ * start; ha_stream_check keeps it. */
+typedef struct ha_stream_watch {
+    int64_t epoch;         /* topology epoch the clock counts for */
+    int64_t started_ms;    /* the replica process start (monotonic ms) it counts for */
+    int64_t counted_ms;    /* time counted so far without streaming (nor progress) under a
+                              healthy primary, ms */
+    int64_t last_ms;       /* monotonic ms of the last observation that counted */
+    bool counting;         /* last_ms is set; false: the next observation starts a new
+                              stretch (the first one, or after a pause) */
+    uint64_t position;     /* its replay position when the count started (0 unknown) */
+} ha_stream_watch_t;
+
+/* One observation of a replica by the reconcile pass. */
+typedef struct ha_stream_obs {
+    int64_t epoch;           /* the topology's epoch now */
+    bool primary_healthy;    /* the topology's primary answers as a primary, the HA monitor
+                                does not suspect it, no failover or switchover is running */
+    bool busy;               /* a clone, rejoin or rebuild runs on the replica */
+    bool running;            /* its server process runs (supervisor), not stopped/backing off */
+    int64_t started_ms;      /* when that process started (monotonic ms) */
+    const engine_probe_t *probe; /* the replica's probe of this pass (borrowed) */
+    int64_t rebuilt_ago_ms;  /* time since its last rebuild for broken replication; < 0 never */
+} ha_stream_obs_t;
+
+/* The decision about one replica. */
+typedef enum ha_stream_verdict {
+    HA_STREAM_OK = 0,   /* streaming, or not judged now (not running, busy: the clock was
+                           reset; primary unhealthy: paused) */
+    HA_STREAM_WAIT,     /* not streaming, within the bound */
+    HA_STREAM_REBUILD,  /* not streaming for longer than the bound: rebuild it */
+    HA_STREAM_HELD,     /* would be rebuilt, but was rebuilt less than backoff_ms ago */
+} ha_stream_verdict_t;
+
+/* Decides whether a replica that runs but does not stream must be rebuilt (Patroni and
+ * CloudNativePG's "a replica that cannot follow is re-created"). The clock counts the
+ * time between observations only while the topology's primary is healthy: an unhealthy
+ * primary pauses it (a probe missed under load must not restart a 30 s count). It is
+ * reset when the replica's process is not running, a job runs on it, or the epoch or the
+ * process start differ from the ones it counted for (a failover, switchover or restart
+ * gives a full bound again); streaming resets it, and so does progress (a higher replay
+ * position than when the count started: a replica catching up from an archive is not
+ * stuck). The bound is
+ * `bound_ms` for a reachable replica and HA_STREAM_UNREACHABLE_FACTOR times that for one
+ * whose server refuses connections. A replica answering as a primary is not judged here
+ * (the reconciler fences it). `*not_streaming_ms` (may be NULL) receives how long the
+ * clock has run. Pure: updates `w` only. */
+ha_stream_verdict_t ha_stream_check(ha_stream_watch_t *w, const ha_stream_obs_t *o,
+                                    int64_t bound_ms, int64_t backoff_ms, int64_t now_ms,
+                                    int64_t *not_streaming_ms);
+
+/* "ok", "wait", "rebuild", "held". */
+const char *ha_stream_verdict_str(ha_stream_verdict_t v);
+
 /* What the sequences need from the control plane. Each returns 0 or a DBP_E* code. */
 typedef struct ha_hooks {
     void *ud;

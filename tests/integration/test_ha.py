@@ -82,6 +82,15 @@ def hang_until_new_epoch(d, cluster, pid, epoch, interval=0.2):
                 pass
 
 
+def server_log_tail(d, name, lines=60):
+    """The last lines of instance `name`'s server.log (cluster pg-ha), for failure messages."""
+    path = d.data_dir / "clusters" / "default" / "pg-ha" / name / "server.log"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({e})"
+
+
 def conn(d, role=None, inst=None):
     inst = inst or d.instance("pg-ha", role)
     return psycopg.connect(pg_dsn(inst, "app", d.pw, "app"), autocommit=True)
@@ -142,7 +151,16 @@ def test_hung_primary_fails_over_and_rejoins(ha):
     assert "Fenced" in [e["reason"] for e in d.events()]
     # The new primary takes writes; acknowledged data from before survived.
     new = next(i for i in c["instances"] if i["name"] == "pg-ha-1")
-    with conn(d, inst=new) as cn:
+    try:
+        cn = conn(d, inst=new)
+    except psycopg.OperationalError as e:
+        # Seen once under ASan ("the database system is starting up"): FailoverCompleted
+        # comes after pg_is_in_recovery() returned false on the new primary, so only a
+        # restart of it after the promotion explains that; keep what tells why.
+        pytest.fail(f"the new primary refused a connection after FailoverCompleted: {e}\n"
+                    f"--- its server.log ---\n{server_log_tail(d, 'pg-ha-1')}\n"
+                    f"--- events ---\n{[(x['reason'], x['name']) for x in d.events()]}")
+    with cn:
         cn.execute("INSERT INTO ledger (v) VALUES ('after')")
         assert [r[0] for r in cn.execute("SELECT v FROM ledger ORDER BY id")] == ["before", "after"]
     # The old primary comes back as a replica of the new one and receives the new write.
@@ -199,8 +217,13 @@ def test_replica_promoted_by_hand_is_fenced_and_rejoins(ha):
     d = ha
     rep = d.instance("pg-ha", "replica")
     assert d.admin_sql(rep, "SELECT pg_promote(true, 30)") == "t"
-    with conn(d, inst=rep) as cn:  # a write the cluster never acknowledged through its primary
-        cn.execute("INSERT INTO ledger (v) VALUES ('rogue')")
+    try:
+        with conn(d, inst=rep) as cn:  # a write the cluster never acknowledged through its primary
+            cn.execute("INSERT INTO ledger (v) VALUES ('rogue')")
+    except psycopg.OperationalError:
+        # A pass saw it writable and fenced it (SIGKILL) first, under load: no rogue write
+        # then ("server closed the connection unexpectedly"); the checks below still hold.
+        pass
     wait_until(lambda: any(e["reason"] == "RoguePrimary" for e in d.events()), timeout=30,
                what="the rogue primary to be noticed")
     d.wait(120)
@@ -357,3 +380,85 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
     assert ("Cloned", "slow-1") in [(e["reason"], e["name"]) for e in d.events()]
     old = next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])
     assert old["role"] == "replica" and old["state"] == "running"
+
+
+def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
+    """docs/reliability.md: a former primary that pg_rewind "rewound" (exit 0) looped on
+    "record with incorrect prev-link" and never streamed again, and nothing repaired it.
+    A test-only failpoint skips pg_rewind in the rejoin, so the old primary starts as a
+    replica on its own forked timeline (it holds a write the new primary never received)
+    and cannot stream. The rule (ha_stream_check, bound shortened to 4 s by another
+    failpoint) must rebuild it from the new primary: ReplicaNotStreaming event, the
+    instance streams again and has the row written on the new primary after the failover,
+    and not the forked one. Within the back-off after a rebuild (faked by the marker's
+    mtime) it holds instead, with a RebuildBackoff event."""
+    monkeypatch.setenv("DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND", "1")
+    monkeypatch.setenv("DBPLANE_FAILPOINT_STREAM_BOUND_MS", "4000")
+    spec = tmp_path / "ha.yaml"
+    spec.write_text(SPEC)
+    d = daemon.start(spec)
+    d.pw = d.secret("app-pw", "password")
+    with conn(d, "primary") as c:
+        c.execute("CREATE TABLE ledger (id serial PRIMARY KEY, v text)")
+        c.execute("INSERT INTO ledger (v) VALUES ('before')")
+    rep = d.instance("pg-ha", "replica")
+    assert rep["name"] == "pg-ha-1"
+    with conn(d, inst=rep) as cn:
+        wait_until(lambda: cn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1,
+                   timeout=30, what="the replica to have the first row")
+    # The replica stops receiving (an override of dbplane's primary_conninfo), so the next
+    # write exists on the primary alone: after the failover, the old primary's timeline 1
+    # goes past the point where the new primary's timeline 2 forked off.
+    d.admin_sql(rep, "ALTER SYSTEM SET primary_conninfo = ''")
+    d.admin_sql(rep, "SELECT pg_reload_conf()")
+    wait_until(lambda: d.admin_sql(rep, "SELECT count(*) FROM pg_stat_wal_receiver") == "0",
+               timeout=10, what="the replica's WAL receiver to stop")
+    with conn(d, "primary") as c:
+        c.execute("INSERT INTO ledger (v) VALUES ('forked')")
+    c, _ = hang_until_new_epoch(d, "pg-ha", d.server_pid("default", "pg-ha", "pg-ha-0"), 2)
+    assert c["primary"] == "pg-ha-1"
+    new = next(i for i in c["instances"] if i["name"] == "pg-ha-1")
+    # Undo the override on the new primary before a clone copies its postgresql.auto.conf.
+    d.admin_sql(new, "ALTER SYSTEM RESET primary_conninfo")
+    # Back-off: as if pg-ha-0 had been rebuilt a moment ago, the rule holds (one event, the
+    # cluster failed); once the last rebuild is older than 600 s, it rebuilds.
+    marker = d.data_dir / "clusters" / "default" / "pg-ha" / "pg-ha-0" / ".rebuilt"
+    marker.write_text("rebuilt\n")
+    with conn(d, inst=new) as cn:
+        wait_until(lambda: not cn.execute("SELECT pg_is_in_recovery()").fetchone()[0],
+                   timeout=30, what="the promotion")
+        cn.execute("INSERT INTO ledger (v) VALUES ('after')")
+    held = wait_until(lambda: next((e for e in d.events() if e["reason"] == "RebuildBackoff"
+                                    and e["name"] == "pg-ha-0"), None),
+                      timeout=45, what="the RebuildBackoff event")
+    assert "rebuilt less than 600 s ago" in held["message"], held
+    wait_until(lambda: (lambda st: st["state"] == "failed" and "not again yet" in st["message"])(
+        d.cluster("pg-ha")), timeout=10, what="the cluster failed with the back-off's reason")
+    assert not any(e["reason"] == "ReplicaNotStreaming" for e in d.events())
+    old_enough = time.time() - 700
+    os.utime(marker, (old_enough, old_enough))
+    try:
+        ev = wait_until(lambda: next((e for e in d.events() if e["reason"] == "ReplicaNotStreaming"
+                                      and e["name"] == "pg-ha-0"), None),
+                        timeout=45, what="the ReplicaNotStreaming event")
+    except pytest.fail.Exception as e:
+        pytest.fail(f"{e}\n--- pg-ha-0 server.log ---\n{server_log_tail(d, 'pg-ha-0')}\n"
+                    f"--- status ---\n{d.cluster('pg-ha')}")
+    print("ReplicaNotStreaming:", ev["message"])
+    assert "pg-ha-0 has not streamed for" in ev["message"], ev
+    assert "from pg-ha-1, a healthy primary (wal receiver" in ev["message"], ev
+    assert "rebuilding it from the primary" in ev["message"], ev
+    assert "server log: nothing about replication" not in ev["message"], ev
+    assert "replica_not_streaming" in d.log_text()
+    d.wait(120)
+    old = next(i for i in d.cluster("pg-ha")["instances"] if i["name"] == "pg-ha-0")
+    assert old["role"] == "replica" and old["state"] == "running"
+    assert d.admin_sql(old, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    with conn(d, inst=old) as cn:
+        rows = wait_until(lambda: (lambda r: r if "after" in r else None)(
+            [x[0] for x in cn.execute("SELECT v FROM ledger ORDER BY id")]), timeout=30,
+            what="the rebuilt replica to receive the new primary's write")
+    assert rows == ["before", "after"], "the forked write must be gone from the rebuilt replica"
+    reasons = [(e["reason"], e["name"]) for e in d.events()]
+    assert ("Rejoined", "pg-ha-0") in reasons  # the failpoint's "successful" rejoin
+    assert ("Cloned", "pg-ha-0") in reasons

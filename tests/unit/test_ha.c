@@ -110,6 +110,126 @@ static void test_choose_most_advanced_eligible_replica(void **state)
     assert_int_equal(ha_choose(reps, 2, eligible, 0, 0), -1);
 }
 
+/* ---- ha_stream_check: a replica that runs but does not stream ---------------------- */
+
+#define BOUND 30000
+#define BACKOFF 600000
+
+static ha_stream_obs_t watched(const engine_probe_t *p)
+{
+    ha_stream_obs_t o = {.epoch = 2, .primary_healthy = true, .busy = false, .running = true,
+                         .started_ms = 500, .probe = p, .rebuilt_ago_ms = -1};
+    return o;
+}
+
+static void test_stream_rebuilds_after_the_bound(void **state)
+{
+    (void)state;
+    ha_stream_watch_t w = {0};
+    engine_probe_t stuck = replica(true, false, 0x3000108);
+    ha_stream_obs_t o = watched(&stuck);
+    int64_t ran = -1;
+    /* The first pass that sees it not streaming starts the clock. */
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 2000, &ran), HA_STREAM_WAIT);
+    assert_int_equal(ran, 0);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 31999, &ran), HA_STREAM_WAIT);
+    assert_int_equal(ran, 29999);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 32000, &ran), HA_STREAM_REBUILD);
+    assert_int_equal(ran, 30000);
+    /* Without a probe result the replica is not judged. */
+    o.probe = NULL;
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 33000, &ran), HA_STREAM_OK);
+    assert_int_equal(ran, 0);
+}
+
+static void test_stream_clock_resets(void **state)
+{
+    (void)state;
+    engine_probe_t stuck = replica(true, false, 100), ok = replica(true, true, 100);
+    /* Each interruption at t=20 s resets the clock (case 1, an unhealthy primary, pauses
+     * it instead, and the 1 s counted before stays): at t=45 s it still waits. */
+    for (int k = 0; k < 7; k++) {
+        ha_stream_watch_t w = {0};
+        engine_probe_t p = stuck;
+        ha_stream_obs_t o = watched(&p);
+        assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 0, NULL), HA_STREAM_WAIT);
+        assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 1000, NULL), HA_STREAM_WAIT);
+        ha_stream_obs_t x = o;
+        engine_probe_t xp = p;
+        x.probe = &xp;
+        switch (k) {
+        case 0: xp = ok; break;                  /* it streamed for a while */
+        case 1: x.primary_healthy = false; break; /* the primary was suspect: a pause */
+        case 2: x.busy = true; break;            /* a job ran on it */
+        case 3: x.running = false; break;        /* its process stopped */
+        case 4: x.epoch = 3; o.epoch = 3; break; /* a switchover: new epoch */
+        case 5: x.started_ms = 9000; o.started_ms = 9000; break; /* restarted */
+        case 6: xp.position_value = 200; p.position_value = 200; break; /* progress */
+        }
+        ha_stream_verdict_t v = ha_stream_check(&w, &x, BOUND, BACKOFF, 20000, NULL);
+        /* A new epoch or process start, or progress, counts again from now; the others
+         * are not judged at all. */
+        assert_int_equal(v, k >= 4 ? HA_STREAM_WAIT : HA_STREAM_OK);
+        ha_stream_check(&w, &o, BOUND, BACKOFF, 20500, NULL);
+        v = ha_stream_check(&w, &o, BOUND, BACKOFF, 45000, NULL);
+        if (v != HA_STREAM_WAIT)
+            fail_msg("case %d: got %s want wait", k, ha_stream_verdict_str(v));
+        assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 52000, NULL),
+                         HA_STREAM_REBUILD);
+    }
+    /* A server answering as a primary is the fence's business, not a rebuild. */
+    ha_stream_watch_t w = {0};
+    engine_probe_t rogue = up_primary(5);
+    ha_stream_obs_t o = watched(&rogue);
+    for (int t = 0; t <= 100000; t += 10000)
+        assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, t, NULL), HA_STREAM_OK);
+}
+
+static void test_stream_unhealthy_primary_pauses_the_clock(void **state)
+{
+    (void)state;
+    /* 20 s counted, a 5 s blip of the primary (a probe missed under load, a suspect
+     * round), then 10 s more: 30 s counted, rebuilt; the blip's 5 s are not counted. */
+    ha_stream_watch_t w = {0};
+    engine_probe_t stuck = replica(true, false, 9);
+    ha_stream_obs_t o = watched(&stuck);
+    int64_t ran = 0;
+    for (int t = 0; t <= 20000; t += 1000)
+        assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, t, NULL), HA_STREAM_WAIT);
+    o.primary_healthy = false;
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 21000, &ran), HA_STREAM_OK);
+    assert_int_equal(ran, 20000);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 25000, NULL), HA_STREAM_OK);
+    o.primary_healthy = true;
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 26000, &ran), HA_STREAM_WAIT);
+    assert_int_equal(ran, 20000);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 35000, &ran), HA_STREAM_WAIT);
+    assert_int_equal(ran, 29000);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 36000, &ran), HA_STREAM_REBUILD);
+    assert_int_equal(ran, 30000);
+}
+
+static void test_stream_unreachable_gets_longer_and_backoff_holds(void **state)
+{
+    (void)state;
+    /* Running but refusing connections (recovery before consistency): 4 bounds. */
+    ha_stream_watch_t w = {0};
+    engine_probe_t down = replica(false, false, 0);
+    ha_stream_obs_t o = watched(&down);
+    ha_stream_check(&w, &o, BOUND, BACKOFF, 1000, NULL);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 100000, NULL), HA_STREAM_WAIT);
+    assert_int_equal(ha_stream_check(&w, &o, BOUND, BACKOFF, 121000, NULL), HA_STREAM_REBUILD);
+    /* Rebuilt 5 minutes ago: held, not rebuilt again, until the back-off has passed. */
+    ha_stream_watch_t w2 = {0};
+    engine_probe_t stuck = replica(true, false, 7);
+    o = watched(&stuck);
+    o.rebuilt_ago_ms = 300000;
+    ha_stream_check(&w2, &o, BOUND, BACKOFF, 1000, NULL);
+    assert_int_equal(ha_stream_check(&w2, &o, BOUND, BACKOFF, 40000, NULL), HA_STREAM_HELD);
+    o.rebuilt_ago_ms = 600001;
+    assert_int_equal(ha_stream_check(&w2, &o, BOUND, BACKOFF, 41000, NULL), HA_STREAM_REBUILD);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +237,10 @@ int main(void)
         cmocka_unit_test(test_detect_holds_while_a_replica_still_streams),
         cmocka_unit_test(test_detect_primary_in_recovery_counts_as_failure),
         cmocka_unit_test(test_choose_most_advanced_eligible_replica),
+        cmocka_unit_test(test_stream_rebuilds_after_the_bound),
+        cmocka_unit_test(test_stream_clock_resets),
+        cmocka_unit_test(test_stream_unhealthy_primary_pauses_the_clock),
+        cmocka_unit_test(test_stream_unreachable_gets_longer_and_backoff_holds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
