@@ -8,7 +8,9 @@
  * compression integrity, while decoding) into the engine's restore operation.
  *
  * Verification restores into a scratch instance under <data dir>/scratch/<run id>/ on a
- * free port in 30000..30999 (outside the reconciler's range), starts the server with the
+ * free port in 30000..30999 (outside the reconciler's range; the scan starts in a block
+ * chosen by the data dir, and a server whose port another daemon's took meanwhile is
+ * started again on another), starts the server with the
  * engine driver's own configuration, reads every table of every database (sequential
  * scans: PostgreSQL verifies each page's checksum) and compares table counts with the
  * manifest. The scratch instance is always stopped and removed afterwards.
@@ -32,6 +34,7 @@
 
 #define SCRATCH_PORT_FIRST 30000
 #define SCRATCH_PORT_LAST 30999
+#define SCRATCH_START_ATTEMPTS 3 /* starts of a scratch server whose port was taken */
 #define SCRATCH_START_TIMEOUT_MS (10 * 60 * 1000)
 
 /* ---- reading parts ------------------------------------------------------------------- */
@@ -126,11 +129,42 @@ static bool port_free(int port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
+    /* As the servers bind: connections of an exited server left in TIME_WAIT do not make
+     * its port look taken. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
     close(fd);
     return ok;
+}
+
+/* Picks a free port for scratch instance s in SCRATCH_PORT_FIRST..SCRATCH_PORT_LAST (none
+ * held by another scratch instance of this daemon, nothing listening on it), scanning from
+ * a 16-port block chosen by an FNV-1a hash of the data dir so that daemons of different
+ * data dirs on one machine rarely pick the same one, and skipping the port s had. Sets
+ * s->in.port and s->in.sock_dir (created). DBP_EBUSY when every port is taken. */
+static int scratch_pick_port(backup_ctx_t *ctx, scratch_t *s, dbp_err_t *err)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *c = (const unsigned char *)ctx->data_dir; *c; c++)
+        h = (h ^ *c) * 16777619u;
+    const int n = SCRATCH_PORT_LAST - SCRATCH_PORT_FIRST + 1;
+    const int start = (int)(h % (uint32_t)(n / 16)) * 16;
+    int port = 0;
+    for (int i = 0; i < n && !port; i++) {
+        int p = SCRATCH_PORT_FIRST + (start + i) % n;
+        char sock[160];
+        snprintf(sock, sizeof(sock), "%s/v%d", ctx->run_dir, p);
+        if (p != s->in.port && access(sock, F_OK) != 0 && port_free(p))
+            port = p;
+    }
+    if (!port)
+        return dbp_err_set(err, DBP_EBUSY, "no free port for a scratch instance");
+    s->in.port = port;
+    snprintf(s->in.sock_dir, sizeof(s->in.sock_dir), "%s/v%d", ctx->run_dir, port);
+    return dbp_mkdir_p(s->in.sock_dir, 0700, &ctx->runas, err);
 }
 
 /* Lays out a scratch instance for run `id` with the cluster spec of the run (or, when the
@@ -165,15 +199,6 @@ static int scratch_prepare(backup_ctx_t *ctx, const backup_manifest_t *m, scratc
         rc = dbp_mkdir_p(ctx->run_dir, 0711, NULL, err);
     if (rc)
         return rc;
-    int port = 0;
-    for (int p = SCRATCH_PORT_FIRST; p <= SCRATCH_PORT_LAST && !port; p++) {
-        char sock[160];
-        snprintf(sock, sizeof(sock), "%s/v%d", ctx->run_dir, p);
-        if (access(sock, F_OK) != 0 && port_free(p))
-            port = p;
-    }
-    if (!port)
-        return dbp_err_set(err, DBP_EBUSY, "no free port for a scratch instance");
     engine_instance_t *in = &s->in;
     in->tenant = m->tenant;
     in->cluster = m->cluster;
@@ -182,16 +207,15 @@ static int scratch_prepare(backup_ctx_t *ctx, const backup_manifest_t *m, scratc
     snprintf(in->data_dir, sizeof(in->data_dir), "%s/data", s->root);
     snprintf(in->log_path, sizeof(in->log_path), "%s/server.log", s->root);
     snprintf(in->tool_log_path, sizeof(in->tool_log_path), "%s/tools.log", s->root);
-    snprintf(in->sock_dir, sizeof(in->sock_dir), "%s/v%d", ctx->run_dir, port);
     snprintf(in->host, sizeof(in->host), "127.0.0.1");
-    in->port = port;
     in->spec = &s->spec;
     in->runas = &ctx->runas;
     /* The cluster's internal credentials, for engines whose admin login needs them
      * (Redis renders its dbplane-admin ACL user from them). */
     bk_instance_creds(ctx, m->tenant, m->cluster, in);
-    return dbp_mkdir_p(in->sock_dir, 0700, &ctx->runas, err);
+    return scratch_pick_port(ctx, s, err);
 }
+
 
 static void scratch_stop(scratch_t *s)
 {
@@ -249,6 +273,10 @@ static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
             s->pid = 0;
             char line[400];
             dbp_pipe_last_log_line(s->in.log_path, line, sizeof(line));
+            if (!port_free(s->in.port))
+                return dbp_err_set(err, DBP_EBUSY,
+                                   "the restored server exited: port %d is taken by another "
+                                   "program (%s)", s->in.port, line);
             return dbp_err_set(err, DBP_EENGINE, "the restored server exited: %s", line);
         }
         engine_inventory_t inv;
@@ -260,6 +288,30 @@ static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
         struct timespec ts = {0, 200 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* Renders the configuration, starts the server and waits until it accepts writes; when
+ * it exited because another program took its port meanwhile (another daemon's scratch
+ * instance on this machine picked the same one), picks another port and starts again,
+ * up to SCRATCH_START_ATTEMPTS times. */
+static int scratch_start_retry(backup_ctx_t *ctx, const engine_ops_t *ops, scratch_t *s,
+                               dbp_err_t *err)
+{
+    int rc = 0;
+    for (int attempt = 1; attempt <= SCRATCH_START_ATTEMPTS; attempt++) {
+        rc = scratch_start(ops, s, err);
+        if (rc != DBP_EBUSY || attempt == SCRATCH_START_ATTEMPTS)
+            break;
+        dbp_warn("scratch_port_taken", "instance=%s port=%d attempt=%d", s->in.name, s->in.port,
+                 attempt);
+        dbp_err_t e;
+        if (s->in.sock_dir[0] && dbp_rm_rf(s->in.sock_dir, &e) != 0)
+            dbp_warn("scratch_cleanup_failed", "path=%s error=%s", dbp_log_q(s->in.sock_dir),
+                     dbp_log_q(e.msg));
+        if ((rc = scratch_pick_port(ctx, s, err)))
+            break;
+    }
+    return rc;
 }
 
 int bk_with_server(backup_ctx_t *ctx, const backup_manifest_t *m, const char *data_dir,
@@ -277,7 +329,7 @@ int bk_with_server(backup_ctx_t *ctx, const backup_manifest_t *m, const char *da
     int rc = scratch_prepare(ctx, m, s, err);
     if (!rc) {
         snprintf(s->in.data_dir, sizeof(s->in.data_dir), "%s", data_dir);
-        rc = scratch_start(ops, s, err);
+        rc = scratch_start_retry(ctx, ops, s, err);
     }
     if (!rc)
         rc = fn(ops, &s->in, ud, err);
@@ -389,11 +441,11 @@ static int verify_run(backup_ctx_t *ctx, const store_backup_t *row, char *summar
         rc = ops->restore_physical(&s->in, NULL, part_read_cb, &j, err);
         backup_rstream_close(rs);
         if (!rc)
-            rc = scratch_start(ops, s, err);
+            rc = scratch_start_retry(ctx, ops, s, err);
     } else {
         rc = ops->init_primary(&s->in, err);
         if (!rc)
-            rc = scratch_start(ops, s, err);
+            rc = scratch_start_retry(ctx, ops, s, err);
         if (!rc)
             rc = restore_logical_parts(ctx, ops, &s->in, bs, row->path, m, key, NULL, false, err);
     }
