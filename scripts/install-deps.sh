@@ -20,7 +20,7 @@ PKGS=(
   # HA bench anchor only (bench/chaos.sh redis-sentinel): Redis Sentinel + HAProxy
   redis-sentinel haproxy
   # test clients
-  python3-pytest python3-psycopg python3-pymysql python3-redis sysbench
+  python3-pytest python3-pytest-xdist python3-psycopg python3-pymysql python3-redis sysbench
   sqlite3 procps psmisc
 )
 

@@ -147,6 +147,25 @@ class Daemon:
         return int(pidfile.read_text().split("\n")[0])
 
 
+# Files whose daemons listen on the fixed proxy ports of examples/quickstart.yaml
+# (15432/15433): under pytest-xdist (the ASan pass runs `-n 2 --dist loadgroup`) they run on
+# one worker, one after the other.
+QUICKSTART_FILES = {"test_endpoints.py", "test_postgresql.py", "test_validate.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups each test with the others of its file for `--dist loadgroup` (module-scoped
+    daemons are started once per file, and a file's tests run in order on one worker, as
+    in a serial run), and the files that use quickstart's fixed ports into one group.
+    tryfirst: xdist reads the marks in its own hook of the same name. Without xdist the
+    mark does nothing."""
+    for item in items:
+        name = item.path.name
+        group = "quickstart" if name in QUICKSTART_FILES else name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def workdir():
     """A fresh directory the service user can traverse (pytest's tmp_path is 0700)."""
