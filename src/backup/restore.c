@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/port.h"
 #include "common/pipe.h"
 
 #define SCRATCH_PORT_FIRST 30000
@@ -124,40 +125,23 @@ typedef struct scratch {
     int stop_signal;       /* the engine's clean shutdown signal (engine_ops_t) */
 } scratch_t;
 
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    /* As the servers bind: connections of an exited server left in TIME_WAIT do not make
-     * its port look taken. */
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Picks a free port for scratch instance s in SCRATCH_PORT_FIRST..SCRATCH_PORT_LAST (none
  * held by another scratch instance of this daemon, nothing listening on it), scanning from
- * a 16-port block chosen by an FNV-1a hash of the data dir so that daemons of different
- * data dirs on one machine rarely pick the same one, and skipping the port s had. Sets
+ * the data dir's own 16-port block (common/port.h) so that daemons of different data dirs
+ * on one machine rarely pick the same one, and skipping the port s had. Sets
  * s->in.port and s->in.sock_dir (created). DBP_EBUSY when every port is taken. */
 static int scratch_pick_port(backup_ctx_t *ctx, scratch_t *s, dbp_err_t *err)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *c = (const unsigned char *)ctx->data_dir; *c; c++)
-        h = (h ^ *c) * 16777619u;
     const int n = SCRATCH_PORT_LAST - SCRATCH_PORT_FIRST + 1;
-    const int start = (int)(h % (uint32_t)(n / 16)) * 16;
+    const int start =
+        dbp_port_scan_start(ctx->data_dir, SCRATCH_PORT_FIRST, SCRATCH_PORT_LAST, 16) -
+        SCRATCH_PORT_FIRST;
     int port = 0;
     for (int i = 0; i < n && !port; i++) {
         int p = SCRATCH_PORT_FIRST + (start + i) % n;
         char sock[160];
         snprintf(sock, sizeof(sock), "%s/v%d", ctx->run_dir, p);
-        if (p != s->in.port && access(sock, F_OK) != 0 && port_free(p))
+        if (p != s->in.port && access(sock, F_OK) != 0 && dbp_port_free(p))
             port = p;
     }
     if (!port)
@@ -273,7 +257,7 @@ static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
             s->pid = 0;
             char line[400];
             dbp_pipe_last_log_line(s->in.log_path, line, sizeof(line));
-            if (!port_free(s->in.port))
+            if (!dbp_port_free(s->in.port))
                 return dbp_err_set(err, DBP_EBUSY,
                                    "the restored server exited: port %d is taken by another "
                                    "program (%s)", s->in.port, line);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/port.h"
 #include "engines/engine.h"
 #include "spec/spec.h"
 
@@ -140,45 +141,17 @@ static void desired_free(desired_t *des)
 
 /* ---- clusters ----------------------------------------------------------------------- */
 
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    /* As the servers themselves bind: connections of a stopped server left in TIME_WAIT
-     * must not make its port look taken. */
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
-/* Where a data dir's port scan starts in CTL_PORT_BASE..CTL_PORT_LAST: a block of 16 ports
- * chosen by an FNV-1a hash of the data dir's absolute path. The same data dir always
- * starts at the same port; two daemons on one machine (or tests run side by side) start in
- * different blocks, so they rarely race for one port between picking it and their server
- * binding it (a lost race is still repaired: the instance moves, see instance_port_check). */
-static int port_scan_start(const char *data_dir)
-{
-    uint32_t h = 2166136261u;
-    for (const unsigned char *c = (const unsigned char *)data_dir; *c; c++)
-        h = (h ^ *c) * 16777619u;
-    int blocks = (CTL_PORT_LAST - CTL_PORT_BASE + 1) / 16;
-    return CTL_PORT_BASE + (int)(h % (uint32_t)blocks) * 16;
-}
-
 /* Picks a port no instance of this data dir holds and nothing on the machine listens on,
- * scanning the whole range once from port_scan_start(). */
+ * scanning the whole range once from the data dir's own block (common/port.h), so two
+ * daemons on one machine rarely race for a port (a lost race is still repaired: the
+ * instance moves, see instance_port_check). */
 static int alloc_port(ctl_daemon_t *d, store_instance_t *rec, dbp_err_t *err)
 {
     const int n = CTL_PORT_LAST - CTL_PORT_BASE + 1;
-    const int start = port_scan_start(d->data_dir);
+    const int start = dbp_port_scan_start(d->data_dir, CTL_PORT_BASE, CTL_PORT_LAST, 16);
     for (int i = 0; i < n; i++) {
         int p = CTL_PORT_BASE + (start - CTL_PORT_BASE + i) % n;
-        if (p != rec->port && !store_port_taken(d->store, p) && port_free(p)) {
+        if (p != rec->port && !store_port_taken(d->store, p) && dbp_port_free(p)) {
             rec->port = p;
             return 0;
         }
@@ -195,7 +168,7 @@ static int instance_port_check(ctl_daemon_t *d, store_instance_t *rec, dbp_err_t
     snprintf(id, sizeof(id), "%s/%s", rec->tenant, rec->name);
     const ctl_proc_t *p = ctl_sup_find(&d->sup, id);
     if ((p && (p->state == CTL_PROC_RUNNING || p->state == CTL_PROC_STOPPING)) ||
-        port_free(rec->port))
+        dbp_port_free(rec->port))
         return 0;
     int old = rec->port;
     int rc = alloc_port(d, rec, err);
