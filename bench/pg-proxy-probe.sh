@@ -12,6 +12,9 @@
 #   - TCP segments per transaction on each leg (`ss -ti` segs_out of the established
 #     sockets, sampled 1 s after the start and 1 s before the end): pooler → pgbench,
 #     pgbench → pooler, pooler → PostgreSQL, PostgreSQL → pooler
+#     (divided by the run's TPS × the sampling window: on a loaded machine the window's
+#     throughput differs from the run's and the per-leg figures move by ±20 %; their sum and
+#     the nstat total do not)
 #   - the machine's Tcp OutSegs and TcpExt pure/delayed ACK counters (nstat), all legs.
 # Usage: bench/pg-proxy-probe.sh [-T seconds] [-s scale] [-j pgbench-threads] -- PGBENCH-ARGS
 #   env BIN_A (default build/dbplane), BIN_B (optional: a second proxy), ENV_A, ENV_B, CONF_A,
@@ -74,11 +77,14 @@ EV=$EV,syscalls:sys_enter_ppoll,syscalls:sys_enter_poll,syscalls:sys_enter_psele
 EV=$EV,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_read
 cnt() { awk -F, -v e="$2" '$3 == e {print $1 + 0; f = 1} END {if (!f) print 0}' "$1"; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {print s}'; }
-# sums segs_out of established sockets whose local (l) or remote (r) port is $2: "l PORT"
-segs() { ss -tinH state established | awk -v side="$1" -v port="$2" '
-  /^[0-9]/ || /^ *[0-9]+ +[0-9]+ / { split($(NF-1), a, ":"); split($NF, b, ":"); lp = a[length(a)]; rp = b[length(b)]; next_is = 1; next }
-  { if (next_is) { if ((side == "l" && lp == port) || (side == "r" && rp == port)) { if (match($0, /segs_out:[0-9]+/)) s += substr($0, RSTART + 9, RLENGTH - 9) } next_is = 0 } }
-  END { print s + 0 }'; }
+# one `ss` dump → segs_out sums of the established sockets: remote port $1 (pgbench → pooler),
+# local port $1 (pooler → pgbench), remote port $2 (pooler → PostgreSQL), local port $2
+# (PostgreSQL → pooler); one dump so that the four legs are sampled at the same moment
+segs() { ss -tinH state established "( sport = :$1 or dport = :$1 or sport = :$2 or dport = :$2 )" | awk -v p="$1" -v q="$2" '
+  /^[0-9]/ { split($(NF-1), a, ":"); split($NF, b, ":"); lp = a[length(a)]; rp = b[length(b)]; next }
+  match($0, /segs_out:[0-9]+/) { v = substr($0, RSTART + 9, RLENGTH - 9)
+    if (rp == p) s1 += v; else if (lp == p) s2 += v; else if (rp == q) s3 += v; else if (lp == q) s4 += v }
+  END { print s1 + 0, s2 + 0, s3 + 0, s4 + 0 }'; }
 one() {
   local name=$1 port=$2 pid=$3 pm bk c0 c1 out n tps pgc s0 s1 t0 t1 k
   pm=$(head -1 "$W/data/postmaster.pid")
@@ -91,8 +97,8 @@ one() {
   perf stat -x, -e "$EV" -e 'syscalls:sys_exit_recvfrom' --filter 'ret < 0' -o "$W/pgbench.perf" -- \
     "${rec[@]}" /usr/bin/time -f "PGBENCH_CPU %U %S %w %c" pgbench -n "${ARGS[@]}" -j "$J" -T "$T" -h 127.0.0.1 \
     -p "$port" -U "${BUSER:-bench}" bench > "$W/pgbench.out" 2>&1 & local pb=$!
-  sleep 1; s0=($(segs r "$port") $(segs l "$port") $(segs r "$PGPORT") $(segs l "$PGPORT")); t0=$(date +%s%N)
-  sleep "$((T - 2))"; s1=($(segs r "$port") $(segs l "$port") $(segs r "$PGPORT") $(segs l "$PGPORT")); t1=$(date +%s%N)
+  sleep 1; t0=$(date +%s%N); s0=($(segs "$port" "$PGPORT"))
+  sleep "$((T - 2))"; t1=$(date +%s%N); s1=($(segs "$port" "$PGPORT"))
   wait "$pb" || true; wait "$pp" "$pg" || true
   c1=$(cpu_ns "$pid")
   ns=($(nstat -z TcpOutSegs TcpExtTCPPureAcks TcpExtDelayedACKs | awk '/OutSegs/ {o = $2} /PureAcks/ {p = $2} /DelayedACKs/ {d = $2} END {print o + 0, p + 0, d + 0}'))
@@ -112,7 +118,7 @@ one() {
     -v p_ur="$(cnt "$W/pooler.perf" syscalls:sys_enter_io_uring_enter)" \
     -v g_all="$(cnt "$W/pg.perf" raw_syscalls:sys_enter)" -v g_snd="$(cnt "$W/pg.perf" syscalls:sys_enter_sendto)" \
     -v g_rcv="$(cnt "$W/pg.perf" syscalls:sys_enter_recvfrom)" -v g_ew="$(cnt "$W/pg.perf" syscalls:sys_enter_epoll_wait)" \
-    -v s_pc="$((s1[0] - s0[0]))" -v s_cp="$((s1[1] - s0[1]))" -v s_sp="$((s1[2] - s0[2]))" -v s_ps="$((s1[3] - s0[3]))" \
+    -v s_pc="$((s1[1] - s0[1]))" -v s_cp="$((s1[0] - s0[0]))" -v s_sp="$((s1[2] - s0[2]))" -v s_ps="$((s1[3] - s0[3]))" \
     -v os="${ns[0]}" -v pa="${ns[1]}" -v da="${ns[2]}" \
     'BEGIN {
       printf "%-9s tps %7.0f | pgbench cpu %6.1f us vcs %.2f ics %.2f sys %.2f (sendto %.2f recvfrom %.2f err %.2f poll %.2f)",
