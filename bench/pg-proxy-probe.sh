@@ -13,13 +13,14 @@
 #     sockets, sampled 1 s after the start and 1 s before the end): pooler → pgbench,
 #     pgbench → pooler, pooler → PostgreSQL, PostgreSQL → pooler
 #     (divided by the run's TPS × the sampling window: on a loaded machine the window's
-#     throughput differs from the run's and the per-leg figures move by ±20 %; their sum and
-#     the nstat total do not)
+#     throughput differs from the run's and the per-leg figures move by ±20 %; the nstat
+#     total below covers the whole run and does not)
 #   - the machine's Tcp OutSegs and TcpExt pure/delayed ACK counters (nstat), all legs.
 # Usage: bench/pg-proxy-probe.sh [-T seconds] [-s scale] [-j pgbench-threads] -- PGBENCH-ARGS
 #   env BIN_A (default build/dbplane), BIN_B (optional: a second proxy), ENV_A, ENV_B, CONF_A,
 #   CONF_B (JSON members added to that proxy's configuration, as in pg-proxy-ab.sh),
-#   POOL (20), BUSER (bench), PERF_REC=PREFIX (also `perf record -g` pgbench into PREFIX.NAME). Example: bench/pg-proxy-probe.sh -T 6 -- -M simple -c 50
+#   POOL (20), BUSER (bench), PERF_REC=PREFIX (also `perf record -g` pgbench into PREFIX.NAME).
+#   Example: bench/pg-proxy-probe.sh -T 6 -- -M simple -c 50
 # Run as root (perf, servers run as `dbplane`). Loopback only; bounded by pgbench -T.
 set -euo pipefail
 T=6; SCALE=10; J=2
