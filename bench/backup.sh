@@ -46,19 +46,30 @@ secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 # VmHWM is the kernel's own peak counter, so sampling it every 0.2 s with shell builtins
 # loses nothing but the last interval, and forks nothing that would compete for the CPU
 # with what is being timed (an awk every 50 ms cost dbplane ~1 s on a busy 2-core box).
+# The end time is taken by a subshell the moment the command exits (`wait` there returns
+# on its exit), not after the sampling loop notices it: that loop's 0.2 s sleeps used to
+# add 0.08-0.25 s to every dbplane figure (`sleep 1.01` measured 1.18 s, `sleep 1.15`
+# 1.35 s), while the anchors were timed directly.
 timed_rss() {
-  local t0 t1 pid peak=0 k v _
+  local t0 t1 pid= wpid peak=0 k v _
+  rm -f "$WORK/timed.pid" "$WORK/timed.end"
   t0=$(now)
-  "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    { while read -r k v _; do
+  ( "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
+    echo $! > "$WORK/timed.pid"
+    wait $!
+    rc=$?
+    now > "$WORK/timed.end"
+    exit $rc ) &
+  wpid=$!
+  while kill -0 "$wpid" 2>/dev/null; do
+    [ -z "$pid" ] && { read -r pid < "$WORK/timed.pid"; } 2>/dev/null
+    [ -n "$pid" ] && { while read -r k v _; do
         [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
       done < "/proc/$pid/status"; } 2>/dev/null || true
     sleep 0.2
   done
-  wait "$pid" || { cat "$WORK/last.err" >&2; return 1; }
-  t1=$(now)
+  wait "$wpid" || { cat "$WORK/last.err" >&2; return 1; }
+  read -r t1 < "$WORK/timed.end"
   echo "$(secs "$t0" "$t1") $peak"
 }
 
