@@ -62,10 +62,14 @@ timed_rss() {
     exit $rc ) &
   wpid=$!
   while kill -0 "$wpid" 2>/dev/null; do
-    [ -z "$pid" ] && { read -r pid < "$WORK/timed.pid"; } 2>/dev/null
-    [ -n "$pid" ] && { while read -r k v _; do
-        [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
-      done < "/proc/$pid/status"; } 2>/dev/null || true
+    if [ -z "$pid" ]; then
+      { read -r pid < "$WORK/timed.pid"; } 2>/dev/null || pid=
+    fi
+    if [ -n "$pid" ]; then
+      { while read -r k v _; do
+          [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
+        done < "/proc/$pid/status"; } 2>/dev/null || true
+    fi
     sleep 0.2
   done
   wait "$wpid" || { cat "$WORK/last.err" >&2; return 1; }
