@@ -22,7 +22,6 @@
 #define OBJ_DEFAULT_PART (8u * 1024 * 1024)
 #define OBJ_MIN_PART (5u * 1024 * 1024)
 #define OBJ_MAX_PARTS 10000
-#define OBJ_WRITEBACK_STEP (1 << 20) /* posix: bytes between sync_file_range hints */
 
 struct backup_store {
     backup_store_kind_t kind;
@@ -39,7 +38,6 @@ struct backup_obj_writer {
     int64_t total;
     /* posix */
     int fd;
-    int64_t flushed;      /* bytes handed to writeback so far (sync_file_range) */
     char tmp[PATH_MAX];
     char final[PATH_MAX];
     /* s3 */
@@ -250,14 +248,6 @@ int backup_obj_write(backup_obj_writer_t *w, const void *buf, size_t len, dbp_er
             }
             b += n;
             len -= (size_t)n;
-        }
-        /* Start the writeback of every full MiB now (asynchronous, a hint): the fsync
-         * at commit then waits for the tail only, not for the whole artifact after the
-         * tool has exited (~60 ms for a 73 MB MariaDB artifact here). */
-        if (w->total - w->flushed >= OBJ_WRITEBACK_STEP) {
-            int64_t upto = w->total - w->total % OBJ_WRITEBACK_STEP;
-            (void)sync_file_range(w->fd, w->flushed, upto - w->flushed, SYNC_FILE_RANGE_WRITE);
-            w->flushed = upto;
         }
         return 0;
     }
