@@ -572,8 +572,10 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
     if ((rc = open_part(bs, dir, m, &m->parts[0], key, &rs, err))) {
         secrets_free_value(key);
         if (rc == DBP_ENOENT)
-            rc = dbp_err_set(err, DBP_ECRYPTO, "run %s refused: part %s is missing from the "
-                                               "store", m->id, m->parts[0].name);
+            rc = dbp_err_set(err, DBP_ECRYPTO,
+                             "run %s refused: part %s is missing from the "
+                             "store",
+                             m->id, m->parts[0].name);
         return rc;
     }
     read_job_t j = {.ctx = ctx, .rs = rs, .phase = "restore"};
@@ -590,8 +592,7 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
             rc = vrc;
             if (err)
                 *err = verr;
-            dbp_err_prefix(err, "run %s refused, nothing restored: %s: ", m->id,
-                           m->parts[0].name);
+            dbp_err_prefix(err, "run %s refused, nothing restored: %s: ", m->id, m->parts[0].name);
         }
     }
     backup_part_stat_t st;

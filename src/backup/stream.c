@@ -315,16 +315,16 @@ typedef struct rs_ahead {
     pthread_cond_t cv;
     unsigned char *slot[ST_RA_SLOTS];
     size_t len[ST_RA_SLOTS];
-    int head, count;  /* the oldest filled slot; filled slots (the decoder's included) */
-    bool held;        /* the decoder holds slot head */
-    bool eof, stop;   /* the thread reached the end; the stream is closing */
-    int rc;           /* < 0: the thread's read or hash failed (err) */
+    int head, count; /* the oldest filled slot; filled slots (the decoder's included) */
+    bool held;       /* the decoder holds slot head */
+    bool eof, stop;  /* the thread reached the end; the stream is closing */
+    int rc;          /* < 0: the thread's read or hash failed (err) */
     dbp_err_t err;
 } rs_ahead_t;
 
 struct backup_rstream {
     backup_obj_reader_t *r;
-    rs_ahead_t *ahead;    /* NULL: reads and hashes in the caller's thread */
+    rs_ahead_t *ahead;       /* NULL: reads and hashes in the caller's thread */
     unsigned char *own_sbuf; /* sbuf's own memory (sbuf may point into the read-ahead) */
     backup_codec_t codec;
     char expect[65];

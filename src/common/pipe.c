@@ -254,9 +254,9 @@ typedef struct pump_writer {
     pthread_cond_t cv;
     char *buf[2];
     size_t len[2];
-    bool full[2];   /* buffer i holds len[i] bytes to write */
-    bool done;      /* the filler stopped: write what is full, then exit */
-    bool failed;    /* a write failed (the child stopped reading); nothing more is written */
+    bool full[2]; /* buffer i holds len[i] bytes to write */
+    bool done;    /* the filler stopped: write what is full, then exit */
+    bool failed;  /* a write failed (the child stopped reading); nothing more is written */
 } pump_writer_t;
 
 static void *pump_writer_main(void *ud)
@@ -297,8 +297,8 @@ static bool pump_threaded(void)
 
 /* pump_in with a writer thread; *started false when the thread could not be created
  * (the caller then pumps in its own thread, nothing having been read). */
-static int pump_in_threaded(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud,
-                            bool *child_failed, bool *started, dbp_err_t *err)
+static int pump_in_threaded(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, bool *child_failed,
+                            bool *started, dbp_err_t *err)
 {
     *started = false;
     pump_writer_t w = {.p = p};

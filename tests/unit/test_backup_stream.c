@@ -102,8 +102,10 @@ static int read_obj(backup_store_t *s, const char *key, const unsigned char *wan
     int rc = backup_obj_open(s, key, &r, NULL, &err);
     if (rc)
         return rc;
-    backup_codec_opts_t co = {.codec = codec, .key = enc ? KEY : NULL,
-                              .key_len = enc ? strlen(KEY) : 0, .expect_sha256 = sha,
+    backup_codec_opts_t co = {.codec = codec,
+                              .key = enc ? KEY : NULL,
+                              .key_len = enc ? strlen(KEY) : 0,
+                              .expect_sha256 = sha,
                               .readahead = g_readahead};
     backup_rstream_t *rs;
     assert_int_equal(backup_rstream_open(&rs, r, &co, &err), 0);
@@ -211,8 +213,8 @@ static int partial_then_check(backup_store_t *s, const char *key, const char *sh
 {
     backup_obj_reader_t *r;
     assert_int_equal(backup_obj_open(s, key, &r, NULL, err), 0);
-    backup_codec_opts_t co = {.codec = BACKUP_CODEC_ZSTD, .expect_sha256 = sha,
-                              .readahead = g_readahead};
+    backup_codec_opts_t co = {
+        .codec = BACKUP_CODEC_ZSTD, .expect_sha256 = sha, .readahead = g_readahead};
     backup_rstream_t *rs;
     assert_int_equal(backup_rstream_open(&rs, r, &co, err), 0);
     unsigned char buf[65536];
