@@ -166,19 +166,19 @@ EOF
     runuser -u dbplane -- mariadb-backup --prepare --target-dir="$WORK/mb/restore" >> "$WORK/mb.log" 2>&1
     a_prep=$(fastest "$a_prep" "$(secs "$t0" "$(now)")")
 
-    echo "# [$rep] dbplane physical restore (MariaDB)" >&2
-    rm -rf "$WORK/mrestore-dbplane"
-    sync
-    read -r x _ < <(timed_rss "$BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
-    m_rest=$(fastest "$m_rest" "$x")
-
-    if [ -n "${BASE_BIN:-}" ]; then
-      echo "# [$rep] BASE_BIN physical restore (MariaDB)" >&2
+    # The restore right after the anchor's was often 0.5-1 s slower than the next one
+    # (2026-11-23, bk7 section of docs/benchmarks.md): with BASE_BIN, the two binaries
+    # take turns in that slot (odd rounds BIN first, even rounds BASE_BIN first).
+    local order=(BIN BASE_BIN) who
+    [ -n "${BASE_BIN:-}" ] && [ $((rep % 2)) -eq 0 ] && order=(BASE_BIN BIN)
+    for who in "${order[@]}"; do
+      [ "$who" = BASE_BIN ] && [ -z "${BASE_BIN:-}" ] && continue
+      echo "# [$rep] $who physical restore (MariaDB)" >&2
       rm -rf "$WORK/mrestore-dbplane"
       sync
-      read -r x _ < <(timed_rss "$BASE_BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
-      m_rest_base=$(fastest "$m_rest_base" "$x")
-    fi
+      read -r x _ < <(timed_rss "${!who}" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
+      if [ "$who" = BIN ]; then m_rest=$(fastest "$m_rest" "$x"); else m_rest_base=$(fastest "$m_rest_base" "$x"); fi
+    done
   done
   m_size=$(du -sb "$WORK/mstore/default/mbench/$m_id" | cut -f1)
   a_size=$(stat -c %s "$WORK/mb/stream.zst")
