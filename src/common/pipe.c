@@ -287,14 +287,12 @@ static void *pump_writer_main(void *ud)
     return NULL;
 }
 
-/* Whether pump_in uses a writer thread: only with DBPLANE_PIPE_WRITER_THREAD=1. Off by
- * default: on the quietest runs of 2026-11-23 (docs/benchmarks.md, bk7) a MariaDB restore
- * with it and the read-ahead was ~0.18 s slower than without (three threads and the tool
- * on two cores); kept for measurements on other machines. */
+/* Whether pump_in may use a writer thread (DBPLANE_PIPE_WRITER_THREAD=0 turns it off,
+ * for A/B measurements). */
 static bool pump_threaded(void)
 {
     const char *v = getenv("DBPLANE_PIPE_WRITER_THREAD");
-    return v && strcmp(v, "1") == 0;
+    return !v || strcmp(v, "0") != 0;
 }
 
 /* pump_in with a writer thread; *started false when the thread could not be created
