@@ -68,14 +68,10 @@ static int open_part(backup_store_t *bs, const char *dir, const backup_manifest_
     int rc = backup_obj_open(bs, okey, &r, NULL, err);
     if (rc)
         return rc;
-    /* The store is read and hashed by a thread of its own, ahead of the decoder
-     * (DBPLANE_RESTORE_READAHEAD=0: in this thread, for measurements). */
-    const char *ra = getenv("DBPLANE_RESTORE_READAHEAD");
     backup_codec_opts_t co = {.codec = (backup_codec_t)backup_codec_parse(m->compression),
                               .key = m->encrypted ? key : NULL,
                               .key_len = m->encrypted && key ? strlen(key) : 0,
-                              .expect_sha256 = p->sha256,
-                              .readahead = !ra || strcmp(ra, "0") != 0};
+                              .expect_sha256 = p->sha256};
     return backup_rstream_open(rs, r, &co, err);
 }
 

@@ -5,7 +5,6 @@
  */
 #include "backup/stream.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +19,6 @@
 #define ST_ZSTD_WINDOW_LOG_MAX 23 /* 8 MiB: enough for levels <= 19 of our own writer */
 #define ST_ZSTD_JOB_SIZE (2 << 20) /* bytes per job of the compression worker (memory bound) */
 #define ST_ZSTD_WORKERS 2          /* default compression worker threads */
-#define ST_RA_SLOTS 4              /* read-ahead buffers of ST_IO_BUF bytes each */
 
 const char *backup_codec_str(backup_codec_t c)
 {
@@ -306,26 +304,8 @@ void backup_wstream_abort(backup_wstream_t *ws)
 
 /* ---- read side ----------------------------------------------------------------------- */
 
-/* The read-ahead of a read stream: a thread reads the stored bytes into a ring of
- * ST_RA_SLOTS buffers and hashes them, in order, while the decoder works on the slot it
- * holds. The SHA-256 context is the thread's until it has seen the end (or failed). */
-typedef struct rs_ahead {
-    pthread_t tid;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    unsigned char *slot[ST_RA_SLOTS];
-    size_t len[ST_RA_SLOTS];
-    int head, count; /* the oldest filled slot; filled slots (the decoder's included) */
-    bool held;       /* the decoder holds slot head */
-    bool eof, stop;  /* the thread reached the end; the stream is closing */
-    int rc;          /* < 0: the thread's read or hash failed (err) */
-    dbp_err_t err;
-} rs_ahead_t;
-
 struct backup_rstream {
     backup_obj_reader_t *r;
-    rs_ahead_t *ahead;       /* NULL: reads and hashes in the caller's thread */
-    unsigned char *own_sbuf; /* sbuf's own memory (sbuf may point into the read-ahead) */
     backup_codec_t codec;
     char expect[65];
     ZSTD_DCtx *zd;
@@ -361,92 +341,6 @@ static void rs_wipe_key(backup_rstream_t *rs)
     }
 }
 
-static void *rs_ahead_main(void *ud)
-{
-    backup_rstream_t *rs = ud;
-    rs_ahead_t *a = rs->ahead;
-    int tail = 0;
-    for (;;) {
-        pthread_mutex_lock(&a->mu);
-        while (a->count == ST_RA_SLOTS && !a->stop)
-            pthread_cond_wait(&a->cv, &a->mu);
-        bool stop = a->stop;
-        pthread_mutex_unlock(&a->mu);
-        if (stop)
-            return NULL;
-        /* slot `tail` is free: the decoder only holds filled slots */
-        dbp_err_t e;
-        long n = backup_obj_read(rs->r, a->slot[tail], ST_IO_BUF, &e);
-        if (n > 0 && EVP_DigestUpdate(rs->sha, a->slot[tail], (size_t)n) != 1)
-            n = dbp_err_set(&e, DBP_ECRYPTO, "sha256 failed");
-        pthread_mutex_lock(&a->mu);
-        if (n < 0) {
-            a->rc = (int)n;
-            a->err = e;
-        } else if (n == 0) {
-            a->eof = true;
-        } else {
-            a->len[tail] = (size_t)n;
-            a->count++;
-            tail = (tail + 1) % ST_RA_SLOTS;
-        }
-        pthread_cond_broadcast(&a->cv);
-        bool end = n <= 0;
-        pthread_mutex_unlock(&a->mu);
-        if (end)
-            return NULL;
-    }
-}
-
-/* Starts the read-ahead thread; on any failure the stream reads in the caller's thread. */
-static void rs_ahead_start(backup_rstream_t *rs)
-{
-    rs_ahead_t *a = calloc(1, sizeof(*a));
-    if (!a)
-        return;
-    int k = 0;
-    for (; k < ST_RA_SLOTS; k++)
-        if (!(a->slot[k] = malloc(ST_IO_BUF)))
-            break;
-    bool ok = k == ST_RA_SLOTS && pthread_mutex_init(&a->mu, NULL) == 0;
-    if (ok && pthread_cond_init(&a->cv, NULL) != 0) {
-        pthread_mutex_destroy(&a->mu);
-        ok = false;
-    }
-    if (ok) {
-        rs->ahead = a;
-        if (pthread_create(&a->tid, NULL, rs_ahead_main, rs) == 0)
-            return;
-        rs->ahead = NULL;
-        pthread_cond_destroy(&a->cv);
-        pthread_mutex_destroy(&a->mu);
-    }
-    for (int i = 0; i < k; i++)
-        free(a->slot[i]);
-    free(a);
-}
-
-/* Stops and joins the read-ahead thread (it finishes the store read it is in). */
-static void rs_ahead_stop(backup_rstream_t *rs)
-{
-    rs_ahead_t *a = rs->ahead;
-    if (!a)
-        return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    pthread_join(a->tid, NULL);
-    pthread_cond_destroy(&a->cv);
-    pthread_mutex_destroy(&a->mu);
-    for (int i = 0; i < ST_RA_SLOTS; i++)
-        free(a->slot[i]);
-    free(a);
-    rs->ahead = NULL;
-    rs->sbuf = rs->own_sbuf;
-    rs->slen = rs->spos = 0;
-}
-
 int backup_rstream_open(backup_rstream_t **out, backup_obj_reader_t *r,
                         const backup_codec_opts_t *o, dbp_err_t *err)
 {
@@ -462,7 +356,7 @@ int backup_rstream_open(backup_rstream_t **out, backup_obj_reader_t *r,
         snprintf(rs->expect, sizeof(rs->expect), "%s", o->expect_sha256);
     int rc = 0;
     rs->sha = EVP_MD_CTX_new();
-    rs->sbuf = rs->own_sbuf = malloc(ST_IO_BUF);
+    rs->sbuf = malloc(ST_IO_BUF);
     if (!rs->sha || !rs->sbuf || EVP_DigestInit_ex(rs->sha, EVP_sha256(), NULL) != 1)
         rc = dbp_err_set(err, DBP_ENOMEM, "out of memory");
     if (!rc && o->codec == BACKUP_CODEC_ZSTD) {
@@ -487,8 +381,6 @@ int backup_rstream_open(backup_rstream_t **out, backup_obj_reader_t *r,
             rs->secret_len = o->key_len;
         }
     }
-    if (!rc && o->readahead)
-        rs_ahead_start(rs); /* best effort: without it the caller's thread reads */
     if (rc) {
         backup_rstream_close(rs);
         return rc;
@@ -497,44 +389,9 @@ int backup_rstream_open(backup_rstream_t **out, backup_obj_reader_t *r,
     return 0;
 }
 
-/* Takes the next slot the read-ahead filled (releasing the one held); sets src_eof at
- * the end. The bytes were hashed by the thread. */
-static int rs_fill_ahead(backup_rstream_t *rs, dbp_err_t *err)
-{
-    rs_ahead_t *a = rs->ahead;
-    pthread_mutex_lock(&a->mu);
-    if (a->held) {
-        a->held = false;
-        a->head = (a->head + 1) % ST_RA_SLOTS;
-        a->count--;
-        pthread_cond_broadcast(&a->cv);
-    }
-    while (a->count == 0 && !a->eof && a->rc == 0)
-        pthread_cond_wait(&a->cv, &a->mu);
-    int rc = 0;
-    if (a->count > 0) {
-        a->held = true;
-        rs->sbuf = a->slot[a->head];
-        rs->slen = a->len[a->head];
-        rs->spos = 0;
-        rs->stored += (int64_t)rs->slen;
-    } else if (a->rc) {
-        rc = a->rc;
-        if (err)
-            *err = a->err;
-    } else {
-        rs->src_eof = true;
-        rs->slen = rs->spos = 0;
-    }
-    pthread_mutex_unlock(&a->mu);
-    return rc;
-}
-
 /* Refills sbuf from the store; sets src_eof at the end. */
 static int rs_fill(backup_rstream_t *rs, dbp_err_t *err)
 {
-    if (rs->ahead)
-        return rs_fill_ahead(rs, err);
     long n = backup_obj_read(rs->r, rs->sbuf, ST_IO_BUF, err);
     if (n < 0)
         return (int)n;
@@ -827,12 +684,11 @@ void backup_rstream_close(backup_rstream_t *rs)
 {
     if (!rs)
         return;
-    rs_ahead_stop(rs); /* before the reader it uses is closed */
     backup_obj_close(rs->r);
     ZSTD_freeDCtx(rs->zd);
     if (rs->gz_init)
         inflateEnd(&rs->gz);
-    free(rs->own_sbuf);
+    free(rs->sbuf);
     free(rs->cbuf);
     if (rs->pbuf && rs->crypt)
         OPENSSL_cleanse(rs->pbuf, backup_crypt_chunk_size(rs->crypt));

@@ -39,9 +39,6 @@ typedef struct backup_codec_opts {
     const void *key;         /* encryption secret (borrowed during open), NULL = plain */
     size_t key_len;
     const char *expect_sha256; /* read side: hex SHA-256 the stored bytes must have, or NULL */
-    bool readahead;            /* read side: a thread reads and hashes the stored bytes ahead
-                                * of the decoder (4 x 256 KiB), so store reads and SHA-256
-                                * overlap decompression (restores) */
 } backup_codec_opts_t;
 
 /* What was written or read. */

@@ -9,9 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,158 +241,30 @@ int dbp_pipe_pump_out(dbp_pipe_t *p, dbp_pipe_sink_fn sink, void *ud, int timeou
     return dbp_pipe_finish(p, timeout_ms, err);
 }
 
-/* The writer side of a double-buffered pump_in: the caller's thread fills one buffer
- * from the source (decoding, decompressing) while this thread writes the other into the
- * pipe, so the copy into the pipe and any wait for a slow child overlap the next fill
- * instead of following it (zstd's CLI overlaps its writes the same way). The source
- * callback still runs in the caller's thread only. */
-typedef struct pump_writer {
-    dbp_pipe_t *p;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char *buf[2];
-    size_t len[2];
-    bool full[2]; /* buffer i holds len[i] bytes to write */
-    bool done;    /* the filler stopped: write what is full, then exit */
-    bool failed;  /* a write failed (the child stopped reading); nothing more is written */
-} pump_writer_t;
-
-static void *pump_writer_main(void *ud)
+int dbp_pipe_pump_in(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, int timeout_ms,
+                     dbp_err_t *err)
 {
-    pump_writer_t *w = ud;
-    int i = 0;
-    pthread_mutex_lock(&w->mu);
+    char *buf = malloc(DBP_PIPE_PUMP_BUF);
+    if (!buf) {
+        dbp_pipe_kill(p);
+        return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+    }
+    int rc = 0;
+    bool child_failed = false;
     for (;;) {
-        while (!w->full[i] && !w->done)
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->full[i])
-            break; /* done and nothing left */
-        pthread_mutex_unlock(&w->mu);
-        dbp_err_t ignore;
-        int rc = dbp_pipe_write_all(w->p, w->buf[i], w->len[i], &ignore);
-        pthread_mutex_lock(&w->mu);
-        w->full[i] = false;
-        if (rc) {
-            w->failed = true;
-            w->full[0] = w->full[1] = false;
-        }
-        pthread_cond_broadcast(&w->cv);
-        if (w->failed)
-            break;
-        i ^= 1;
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
-}
-
-/* Whether pump_in may use a writer thread (DBPLANE_PIPE_WRITER_THREAD=0 turns it off,
- * for A/B measurements). */
-static bool pump_threaded(void)
-{
-    const char *v = getenv("DBPLANE_PIPE_WRITER_THREAD");
-    return !v || strcmp(v, "0") != 0;
-}
-
-/* pump_in with a writer thread; *started false when the thread could not be created
- * (the caller then pumps in its own thread, nothing having been read). */
-static int pump_in_threaded(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, bool *child_failed,
-                            bool *started, dbp_err_t *err)
-{
-    *started = false;
-    pump_writer_t w = {.p = p};
-    w.buf[0] = malloc(DBP_PIPE_PUMP_BUF);
-    w.buf[1] = malloc(DBP_PIPE_PUMP_BUF);
-    pthread_t tid;
-    if (!w.buf[0] || !w.buf[1] || pthread_mutex_init(&w.mu, NULL) != 0) {
-        free(w.buf[0]);
-        free(w.buf[1]);
-        return 0;
-    }
-    if (pthread_cond_init(&w.cv, NULL) != 0) {
-        pthread_mutex_destroy(&w.mu);
-        free(w.buf[0]);
-        free(w.buf[1]);
-        return 0;
-    }
-    if (pthread_create(&tid, NULL, pump_writer_main, &w) != 0) {
-        pthread_cond_destroy(&w.cv);
-        pthread_mutex_destroy(&w.mu);
-        free(w.buf[0]);
-        free(w.buf[1]);
-        return 0;
-    }
-    *started = true;
-    int rc = 0, i = 0;
-    for (;;) {
-        pthread_mutex_lock(&w.mu);
-        while (w.full[i] && !w.failed)
-            pthread_cond_wait(&w.cv, &w.mu);
-        bool failed = w.failed;
-        pthread_mutex_unlock(&w.mu);
-        if (failed) {
-            *child_failed = true; /* the child stopped reading: its own message says why */
-            break;
-        }
-        long n = source(ud, w.buf[i], DBP_PIPE_PUMP_BUF, err);
+        long n = source(ud, buf, DBP_PIPE_PUMP_BUF, err);
         if (n < 0) {
             rc = (int)n;
-            /* The child must not wait for input that never comes, and a writer blocked
-             * on a full pipe must return: kill first (EPIPE ends the write), join after. */
-            if (p->pid > 0)
-                kill(-p->pid, SIGKILL);
             break;
         }
         if (n == 0)
             break;
-        pthread_mutex_lock(&w.mu);
-        w.len[i] = (size_t)n;
-        w.full[i] = true;
-        pthread_cond_broadcast(&w.cv);
-        pthread_mutex_unlock(&w.mu);
-        i ^= 1;
-    }
-    pthread_mutex_lock(&w.mu);
-    w.done = true;
-    pthread_cond_broadcast(&w.cv);
-    pthread_mutex_unlock(&w.mu);
-    pthread_join(tid, NULL);
-    if (w.failed)
-        *child_failed = true;
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    free(w.buf[0]);
-    free(w.buf[1]);
-    return rc;
-}
-
-int dbp_pipe_pump_in(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, int timeout_ms,
-                     dbp_err_t *err)
-{
-    int rc = 0;
-    bool child_failed = false, started = false;
-    if (pump_threaded())
-        rc = pump_in_threaded(p, source, ud, &child_failed, &started, err);
-    if (!started) {
-        char *buf = malloc(DBP_PIPE_PUMP_BUF);
-        if (!buf) {
-            dbp_pipe_kill(p);
-            return dbp_err_set(err, DBP_ENOMEM, "out of memory");
+        if (dbp_pipe_write_all(p, buf, (size_t)n, err) != 0) {
+            child_failed = true; /* the child stopped reading: its own message says why */
+            break;
         }
-        for (;;) {
-            long n = source(ud, buf, DBP_PIPE_PUMP_BUF, err);
-            if (n < 0) {
-                rc = (int)n;
-                break;
-            }
-            if (n == 0)
-                break;
-            if (dbp_pipe_write_all(p, buf, (size_t)n, err) != 0) {
-                child_failed = true; /* the child stopped reading: its own message says why */
-                break;
-            }
-        }
-        free(buf);
     }
+    free(buf);
     if (rc) {
         dbp_pipe_kill(p);
         return rc;

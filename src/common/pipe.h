@@ -85,9 +85,7 @@ int dbp_pipe_pump_out(dbp_pipe_t *p, dbp_pipe_sink_fn sink, void *ud, int timeou
 /* Pumps `source` into a DBP_PIPE_TO_CHILD child's stdin until the source ends, then
  * closes it and waits for the child. A source error kills the child and is returned; a
  * child that stops reading early gives its own exit message, or DBP_EIO "stopped reading
- * its input" when it exited 0. Double-buffered: `source` runs in the caller's thread
- * (only there) filling one 256 KiB buffer while a writer thread writes the other into
- * the pipe (DBPLANE_PIPE_WRITER_THREAD=0: one thread, for measurements). */
+ * its input" when it exited 0. */
 int dbp_pipe_pump_in(dbp_pipe_t *p, dbp_pipe_source_fn source, void *ud, int timeout_ms,
                      dbp_err_t *err) __attribute__((warn_unused_result));
 

@@ -23,7 +23,6 @@
 #include "backup/stream.h"
 
 static const char KEY[] = "a-backup-key-of-32-characters-ok";
-static bool g_readahead; /* read_obj / partial_then_check read with the read-ahead thread */
 
 typedef struct fixture {
     char dir[64];
@@ -102,11 +101,8 @@ static int read_obj(backup_store_t *s, const char *key, const unsigned char *wan
     int rc = backup_obj_open(s, key, &r, NULL, &err);
     if (rc)
         return rc;
-    backup_codec_opts_t co = {.codec = codec,
-                              .key = enc ? KEY : NULL,
-                              .key_len = enc ? strlen(KEY) : 0,
-                              .expect_sha256 = sha,
-                              .readahead = g_readahead};
+    backup_codec_opts_t co = {.codec = codec, .key = enc ? KEY : NULL,
+                              .key_len = enc ? strlen(KEY) : 0, .expect_sha256 = sha};
     backup_rstream_t *rs;
     assert_int_equal(backup_rstream_open(&rs, r, &co, &err), 0);
     unsigned char *buf = malloc(cap);
@@ -213,8 +209,7 @@ static int partial_then_check(backup_store_t *s, const char *key, const char *sh
 {
     backup_obj_reader_t *r;
     assert_int_equal(backup_obj_open(s, key, &r, NULL, err), 0);
-    backup_codec_opts_t co = {
-        .codec = BACKUP_CODEC_ZSTD, .expect_sha256 = sha, .readahead = g_readahead};
+    backup_codec_opts_t co = {.codec = BACKUP_CODEC_ZSTD, .expect_sha256 = sha};
     backup_rstream_t *rs;
     assert_int_equal(backup_rstream_open(&rs, r, &co, err), 0);
     unsigned char buf[65536];
@@ -254,20 +249,6 @@ static void test_check_stored(void **state)
     assert_int_equal(partial_then_check(f->s, "k/part", st.sha256, n + 1, &err), DBP_ECRYPTO);
     assert_non_null(strstr(err.msg, "checksum mismatch"));
     free(d);
-}
-
-/* The same with the read-ahead thread (restores): same bytes, same failures. */
-static void test_readahead(void **state)
-{
-    g_readahead = true;
-    test_round_trips(state);
-    teardown(state);
-    setup(state);
-    test_corruption_is_detected(state);
-    teardown(state);
-    setup(state);
-    test_check_stored(state);
-    g_readahead = false;
 }
 
 static int count_cb(const char *key, int64_t size, void *ud)
@@ -327,7 +308,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_is_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_stored, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_readahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
         cmocka_unit_test(test_keys),
     };
