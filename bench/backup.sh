@@ -46,19 +46,34 @@ secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 # VmHWM is the kernel's own peak counter, so sampling it every 0.2 s with shell builtins
 # loses nothing but the last interval, and forks nothing that would compete for the CPU
 # with what is being timed (an awk every 50 ms cost dbplane ~1 s on a busy 2-core box).
+# The end time is taken by a subshell the moment the command exits (`wait` there returns
+# on its exit), not after the sampling loop notices it: that loop's 0.2 s sleeps used to
+# add 0.08-0.25 s to every dbplane figure (`sleep 1.01` measured 1.18 s, `sleep 1.15`
+# 1.35 s), while the anchors were timed directly.
 timed_rss() {
-  local t0 t1 pid peak=0 k v _
+  local t0 t1 pid= wpid peak=0 k v _
+  rm -f "$WORK/timed.pid" "$WORK/timed.end"
   t0=$(now)
-  "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    { while read -r k v _; do
-        [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
-      done < "/proc/$pid/status"; } 2>/dev/null || true
+  ( "$@" > "$WORK/last.out" 2> "$WORK/last.err" &
+    echo $! > "$WORK/timed.pid"
+    wait $!
+    rc=$?
+    now > "$WORK/timed.end"
+    exit $rc ) &
+  wpid=$!
+  while kill -0 "$wpid" 2>/dev/null; do
+    if [ -z "$pid" ]; then
+      { read -r pid < "$WORK/timed.pid"; } 2>/dev/null || pid=
+    fi
+    if [ -n "$pid" ]; then
+      { while read -r k v _; do
+          [ "$k" = VmHWM: ] && [ "$v" -gt "$peak" ] && peak=$v
+        done < "/proc/$pid/status"; } 2>/dev/null || true
+    fi
     sleep 0.2
   done
-  wait "$pid" || { cat "$WORK/last.err" >&2; return 1; }
-  t1=$(now)
+  wait "$wpid" || { cat "$WORK/last.err" >&2; return 1; }
+  read -r t1 < "$WORK/timed.end"
   echo "$(secs "$t0" "$t1") $peak"
 }
 
@@ -151,19 +166,19 @@ EOF
     runuser -u dbplane -- mariadb-backup --prepare --target-dir="$WORK/mb/restore" >> "$WORK/mb.log" 2>&1
     a_prep=$(fastest "$a_prep" "$(secs "$t0" "$(now)")")
 
-    echo "# [$rep] dbplane physical restore (MariaDB)" >&2
-    rm -rf "$WORK/mrestore-dbplane"
-    sync
-    read -r x _ < <(timed_rss "$BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
-    m_rest=$(fastest "$m_rest" "$x")
-
-    if [ -n "${BASE_BIN:-}" ]; then
-      echo "# [$rep] BASE_BIN physical restore (MariaDB)" >&2
+    # The restore right after the anchor's was often 0.5-1 s slower than the next one
+    # (2026-11-23, bk7 section of docs/benchmarks.md): with BASE_BIN, the two binaries
+    # take turns in that slot (odd rounds BIN first, even rounds BASE_BIN first).
+    local order=(BIN BASE_BIN) who
+    [ -n "${BASE_BIN:-}" ] && [ $((rep % 2)) -eq 0 ] && order=(BASE_BIN BIN)
+    for who in "${order[@]}"; do
+      [ "$who" = BASE_BIN ] && [ -z "${BASE_BIN:-}" ] && continue
+      echo "# [$rep] $who physical restore (MariaDB)" >&2
       rm -rf "$WORK/mrestore-dbplane"
       sync
-      read -r x _ < <(timed_rss "$BASE_BIN" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
-      m_rest_base=$(fastest "$m_rest_base" "$x")
-    fi
+      read -r x _ < <(timed_rss "${!who}" restore "$m_id" --to "$WORK/mrestore-dbplane" --data-dir "$data")
+      if [ "$who" = BIN ]; then m_rest=$(fastest "$m_rest" "$x"); else m_rest_base=$(fastest "$m_rest_base" "$x"); fi
+    done
   done
   m_size=$(du -sb "$WORK/mstore/default/mbench/$m_id" | cut -f1)
   a_size=$(stat -c %s "$WORK/mb/stream.zst")

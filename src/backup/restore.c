@@ -544,11 +544,22 @@ static int find_run(backup_ctx_t *ctx, const backup_restore_opts_t *o, int64_t b
 
 /* Restores a physical run into a fresh data directory described by `in`; with
  * point_in_time (RFC 3339), also fetches the archived WAL and sets the server up to
- * recover to that time and promote. On error nothing is left in in->data_dir. */
+ * recover to that time and promote. On error nothing is left in in->data_dir.
+ *
+ * The part's SHA-256 is checked while it is extracted, not in a pass before: the target
+ * is always a new, empty directory (the engines' restore_physical refuses anything
+ * else), so nothing is replaced before the check, and on a mismatch what was extracted
+ * is removed and the run is refused ("checksum mismatch"), the same answer the pass
+ * before used to give. A decoding error (a flipped byte usually breaks the zstd frame
+ * first) is reported as the checksum mismatch it comes from when the stored bytes do not
+ * match the manifest. MariaDB's stream is read to its end before `--prepare` runs, so a
+ * corrupt artifact is never prepared. */
 static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const char *dir,
                                  const backup_manifest_t *m, const engine_instance_t *in,
                                  const char *point_in_time, dbp_err_t *err)
 {
+    if (m->nparts < 1)
+        return dbp_err_set(err, DBP_ECRYPTO, "run %s lists no parts", m->id);
     const engine_ops_t *ops = engine_lookup((spec_engine_t)in->spec->engine);
     if (!ops || !ops->restore_physical)
         return dbp_err_set(err, DBP_EUNSUPPORTED, "physical restore of %s is not supported",
@@ -592,10 +603,30 @@ static int restore_physical_into(backup_ctx_t *ctx, backup_store_t *bs, const ch
     backup_rstream_t *rs;
     if ((rc = open_part(bs, dir, m, &m->parts[0], key, &rs, err))) {
         secrets_free_value(key);
+        if (rc == DBP_ENOENT)
+            rc = dbp_err_set(err, DBP_ECRYPTO,
+                             "run %s refused: part %s is missing from the "
+                             "store",
+                             m->id, m->parts[0].name);
         return rc;
     }
     read_job_t j = {.ctx = ctx, .rs = rs, .phase = "restore"};
     rc = ops->restore_physical(in, &ro, part_read_cb, &j, err);
+    /* Every stored byte is hashed, whatever the extraction did (see above). */
+    dbp_err_t verr;
+    int vrc = backup_rstream_check_stored(rs, &verr);
+    if (vrc) {
+        dbp_err_t ignore;
+        if (dbp_rm_rf(in->data_dir, &ignore) != 0)
+            dbp_warn("restore_cleanup_failed", "path=%s error=%s", dbp_log_q(in->data_dir),
+                     dbp_log_q(ignore.msg));
+        if (vrc == DBP_ECRYPTO || !rc) {
+            rc = vrc;
+            if (err)
+                *err = verr;
+            dbp_err_prefix(err, "run %s refused, nothing restored: %s: ", m->id, m->parts[0].name);
+        }
+    }
     backup_part_stat_t st;
     backup_rstream_stat(rs, &st);
     bk_progress(ctx, "restore", st.raw_bytes, st.bytes, true);
@@ -665,8 +696,10 @@ int backup_restore(backup_ctx_t *ctx, const backup_restore_opts_t *o, dbp_err_t 
                          row.path, m->id, row.id);
         goto out;
     }
-    /* First pass: every byte is checked before anything is touched. */
-    if ((rc = check_parts(bs, row.path, m, o->database, err))) {
+    /* Logical: every byte is checked before anything is touched (the databases it
+     * restores into exist). Physical: checked while extracting into the new directory
+     * (restore_physical_into). */
+    if (strcmp(m->type, "physical") != 0 && (rc = check_parts(bs, row.path, m, o->database, err))) {
         dbp_err_prefix(err, "run %s refused: ", row.id);
         goto out;
     }
@@ -846,8 +879,7 @@ int backup_restore_instance(backup_ctx_t *ctx, const char *tenant, const spec_re
                          m->id);
         goto out;
     }
-    if ((rc = check_parts(bs, row.path, m, NULL, err)))
-        goto out;
+    /* The checksums are checked while extracting (restore_physical_into). */
     rc = restore_physical_into(ctx, bs, row.path, m, target,
                                r->point_in_time.set ? r->point_in_time.v : NULL, err);
 out:
@@ -907,7 +939,8 @@ int backup_bootstrap_replica(backup_ctx_t *ctx, const char *tenant, const char *
     /* Before anything is extracted: can the primary still serve the catch-up? */
     if (from_primary && (rc = ops->bootstrap_check(primary, NULL, m->start_position, err)))
         goto out;
-    if ((rc = check_parts(bs, row->path, m, NULL, err)) || (rc = run_key(ctx, m, &key, err)))
+    /* The checksums are checked while extracting (restore_physical_into). */
+    if ((rc = run_key(ctx, m, &key, err)))
         goto out;
     if ((rc = restore_physical_into(ctx, bs, row->path, m, replica, NULL, err)))
         goto out;

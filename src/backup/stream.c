@@ -328,6 +328,7 @@ struct backup_rstream {
     EVP_MD_CTX *sha;
     int64_t stored, raw;
     bool finished;        /* end reached and checked */
+    bool digested;        /* sha finalised into digest */
     char digest[65];
 };
 
@@ -503,6 +504,26 @@ static int rs_next_span(backup_rstream_t *rs, const unsigned char **p, size_t *n
     return 0;
 }
 
+/* Finalises the SHA-256 of the stored bytes (once: the source must be at its end) and
+ * compares it with the manifest's; DBP_ECRYPTO "checksum mismatch" when they differ. */
+static int rs_digest_check(backup_rstream_t *rs, dbp_err_t *err)
+{
+    if (!rs->digested) {
+        unsigned char d[32];
+        unsigned int dl = 0;
+        if (EVP_DigestFinal_ex(rs->sha, d, &dl) != 1)
+            return dbp_err_set(err, DBP_ECRYPTO, "sha256 failed");
+        hex(d, 32, rs->digest);
+        rs->digested = true;
+    }
+    if (rs->expect[0] && strcmp(rs->expect, rs->digest) != 0)
+        return dbp_err_set(err, DBP_ECRYPTO,
+                           "checksum mismatch: stored bytes hash to %.16s..., the manifest says "
+                           "%.16s...",
+                           rs->digest, rs->expect);
+    return 0;
+}
+
 /* Checks the end of the stream: complete compression frame, final chunk, SHA-256. */
 static int rs_check_end(backup_rstream_t *rs, dbp_err_t *err)
 {
@@ -512,18 +533,23 @@ static int rs_check_end(backup_rstream_t *rs, dbp_err_t *err)
         return dbp_err_set(err, DBP_ECRYPTO, "backup artifact is truncated (gzip stream incomplete)");
     if (rs->crypt && !backup_crypt_done(rs->crypt))
         return dbp_err_set(err, DBP_ECRYPTO, "encrypted backup: truncated (no final chunk)");
-    unsigned char d[32];
-    unsigned int dl = 0;
-    if (EVP_DigestFinal_ex(rs->sha, d, &dl) != 1)
-        return dbp_err_set(err, DBP_ECRYPTO, "sha256 failed");
-    hex(d, 32, rs->digest);
-    if (rs->expect[0] && strcmp(rs->expect, rs->digest) != 0)
-        return dbp_err_set(err, DBP_ECRYPTO,
-                           "checksum mismatch: stored bytes hash to %.16s..., the manifest says "
-                           "%.16s...",
-                           rs->digest, rs->expect);
+    int rc = rs_digest_check(rs, err);
+    if (rc)
+        return rc;
     rs->finished = true;
     return 0;
+}
+
+int backup_rstream_check_stored(backup_rstream_t *rs, dbp_err_t *err)
+{
+    if (rs->finished)
+        return 0;
+    while (!rs->digested && !rs->src_eof) {
+        int rc = rs_fill(rs, err);
+        if (rc)
+            return rc;
+    }
+    return rs_digest_check(rs, err);
 }
 
 /* Flushes decoded output still buffered in the decompressor; returns the count. */

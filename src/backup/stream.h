@@ -87,6 +87,17 @@ int backup_rstream_open(backup_rstream_t **out, backup_obj_reader_t *r,
 long backup_rstream_read(backup_rstream_t *rs, void *buf, size_t cap, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
+/* Whether the stored bytes are intact, whatever the decoding did: hashes the rest of the
+ * object (without decoding it) and compares the SHA-256 with the one given at open.
+ * Returns 0 when they match (or the stream already ended with every check passed),
+ * DBP_ECRYPTO "checksum mismatch: ..." when they differ, or the store's error. For a
+ * consumer that extracts while reading (a restore into a new directory): after a
+ * decoding error it tells a corrupt artifact from other failures, and after a consumer
+ * that stopped reading early it still checks every stored byte. Call at most once,
+ * after the last backup_rstream_read. */
+int backup_rstream_check_stored(backup_rstream_t *rs, dbp_err_t *err)
+    __attribute__((warn_unused_result));
+
 /* Sizes and hash of what was read so far. */
 void backup_rstream_stat(const backup_rstream_t *rs, backup_part_stat_t *st);
 

@@ -3,7 +3,8 @@
  * store (src/backup/objstore.c): every codec with and without encryption round-trips
  * with several read sizes; an aborted writer leaves no object; a flipped or truncated
  * stored byte makes reading fail (checksum, authentication or frame), never return good
- * data at the end; keys that could leave the store are refused.
+ * data at the end; backup_rstream_check_stored tells intact stored bytes from corrupt
+ * ones after a partial or failed decode; keys that could leave the store are refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -201,6 +202,55 @@ static void test_corruption_is_detected(void **state)
     free(d);
 }
 
+/* Reads key until the first error or `stop_after` decoded bytes, then returns what
+ * backup_rstream_check_stored says (err filled). */
+static int partial_then_check(backup_store_t *s, const char *key, const char *sha,
+                              size_t stop_after, dbp_err_t *err)
+{
+    backup_obj_reader_t *r;
+    assert_int_equal(backup_obj_open(s, key, &r, NULL, err), 0);
+    backup_codec_opts_t co = {.codec = BACKUP_CODEC_ZSTD, .expect_sha256 = sha};
+    backup_rstream_t *rs;
+    assert_int_equal(backup_rstream_open(&rs, r, &co, err), 0);
+    unsigned char buf[65536];
+    size_t got = 0;
+    long k;
+    while (got < stop_after && (k = backup_rstream_read(rs, buf, sizeof(buf), err)) > 0)
+        got += (size_t)k;
+    int rc = backup_rstream_check_stored(rs, err);
+    backup_rstream_close(rs);
+    return rc;
+}
+
+/* A restore that extracts while hashing stops at the first decoding error (or its tool
+ * stops reading): the rest of the stored bytes must still decide "checksum mismatch". */
+static void test_check_stored(void **state)
+{
+    fixture_t *f = *state;
+    size_t n = 2 * 1024 * 1024;
+    unsigned char *d = make_data(n);
+    backup_part_stat_t st;
+    write_obj(f->s, "k/part", d, n, BACKUP_CODEC_ZSTD, false, &st);
+    dbp_err_t err;
+    assert_int_equal(partial_then_check(f->s, "k/part", st.sha256, 65536, &err), 0);
+    assert_int_equal(partial_then_check(f->s, "k/part", st.sha256, n + 1, &err), 0);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store/k/part", f->dir);
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    long where = (long)(st.bytes - 100); /* past what the partial read below takes */
+    fseek(fp, where, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, where, SEEK_SET);
+    fputc(c ^ 0x01, fp);
+    fclose(fp);
+    assert_int_equal(partial_then_check(f->s, "k/part", st.sha256, 65536, &err), DBP_ECRYPTO);
+    assert_non_null(strstr(err.msg, "checksum mismatch"));
+    assert_int_equal(partial_then_check(f->s, "k/part", st.sha256, n + 1, &err), DBP_ECRYPTO);
+    assert_non_null(strstr(err.msg, "checksum mismatch"));
+    free(d);
+}
+
 static int count_cb(const char *key, int64_t size, void *ud)
 {
     (void)key;
@@ -257,6 +307,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_is_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
         cmocka_unit_test(test_keys),
     };
