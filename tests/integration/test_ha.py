@@ -36,8 +36,9 @@ spec: {cluster: pg-ha, name: app, owner: app}
 """
 
 
-@pytest.fixture
-def ha(daemon, tmp_path):
+def start_ha(daemon, tmp_path):
+    """Starts a daemon on SPEC (cluster pg-ha) with table ledger holding the row 'before'
+    on the primary; the daemon's environment is the test's at this call."""
     spec = tmp_path / "ha.yaml"
     spec.write_text(SPEC)
     d = daemon.start(spec)
@@ -46,6 +47,11 @@ def ha(daemon, tmp_path):
         c.execute("CREATE TABLE ledger (id serial PRIMARY KEY, v text)")
         c.execute("INSERT INTO ledger (v) VALUES ('before')")
     return d
+
+
+@pytest.fixture
+def ha(daemon, tmp_path):
+    return start_ha(daemon, tmp_path)
 
 
 def process_tree(pid):
@@ -394,13 +400,7 @@ def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
     mtime) it holds instead, with a RebuildBackoff event."""
     monkeypatch.setenv("DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND", "1")
     monkeypatch.setenv("DBPLANE_FAILPOINT_STREAM_BOUND_MS", "4000")
-    spec = tmp_path / "ha.yaml"
-    spec.write_text(SPEC)
-    d = daemon.start(spec)
-    d.pw = d.secret("app-pw", "password")
-    with conn(d, "primary") as c:
-        c.execute("CREATE TABLE ledger (id serial PRIMARY KEY, v text)")
-        c.execute("INSERT INTO ledger (v) VALUES ('before')")
+    d = start_ha(daemon, tmp_path)
     rep = d.instance("pg-ha", "replica")
     assert rep["name"] == "pg-ha-1"
     with conn(d, inst=rep) as cn:
