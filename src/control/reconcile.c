@@ -574,6 +574,14 @@ static const char *stream_watch(ctl_daemon_t *d, cluster_rt_t *cr, int i,
         st->held_reported = false;
     if (v == HA_STREAM_OK || v == HA_STREAM_WAIT)
         return NULL;
+    if (v == HA_STREAM_HELD) {
+        /* No duration in the status: a message that changes every pass would record a
+         * ReconcileFailed event every pass. */
+        snprintf(msg, len, "%s does not stream from %s; it was rebuilt less than %d s ago, "
+                 "not again yet", R->name, P->name, CTL_REBUILD_BACKOFF_S);
+        if (st->held_reported)
+            return "failed"; /* the episode's event is out: no log read every pass */
+    }
     char state[160], logerr[256], m[900];
     if (pr->reachable)
         snprintf(state, sizeof(state), "%s, replayed to %s",
@@ -589,17 +597,11 @@ static const char *stream_watch(ctl_daemon_t *d, cluster_rt_t *cr, int i,
              R->name, (double)ran / 1000.0, P->name, state,
              logerr[0] ? logerr : "nothing about replication");
     if (v == HA_STREAM_HELD) {
-        if (!st->held_reported) {
-            char hm[1100];
-            snprintf(hm, sizeof(hm), "%s; it was rebuilt less than %d s ago, not again yet", m,
-                     CTL_REBUILD_BACKOFF_S);
-            event(d, R->tenant, "Instance", R->name, "Warning", "RebuildBackoff", hm);
-            st->held_reported = true;
-        }
-        /* No duration in the status: a message that changes every pass would record a
-         * ReconcileFailed event every pass. */
-        snprintf(msg, len, "%s does not stream from %s; it was rebuilt less than %d s ago, "
-                 "not again yet", R->name, P->name, CTL_REBUILD_BACKOFF_S);
+        char hm[1100];
+        snprintf(hm, sizeof(hm), "%s; it was rebuilt less than %d s ago, not again yet", m,
+                 CTL_REBUILD_BACKOFF_S);
+        event(d, R->tenant, "Instance", R->name, "Warning", "RebuildBackoff", hm);
+        st->held_reported = true;
         return "failed";
     }
     dbp_warn("replica_not_streaming",
