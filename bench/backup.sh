@@ -7,7 +7,10 @@
 # and MariaDB measurements, tools alternating; the tables show the fastest of each.
 #
 # ONLY=logical runs just the PostgreSQL logical rows (no physical backup, no pgBackRest,
-# no pure-zstd variant). BASE_BIN=/path/to/an/older/dbplane adds that binary's logical
+# no pure-zstd variant). TEXT_ROWS=N (default 0: off) adds a second PostgreSQL cluster
+# with one table of N rows of md5 text (~180 bytes a row, 2,000,000 = ~355 MB, little
+# repetition, unlike pgbench's blank-padded rows) and the same logical rounds on it: zlib's
+# fast and lazy levels trade places between the two kinds of data (docs/benchmarks.md). BASE_BIN=/path/to/an/older/dbplane adds that binary's logical
 # and MariaDB physical backups (and the MariaDB restore) to the same rounds (a same-run A/B of a change).
 #
 # MariaDB (ONLY=mariadb runs just that part): physical backup and restore vs
@@ -222,6 +225,19 @@ spec:
   version: "15"
   instances: 1
 EOF
+TEXT_ROWS=${TEXT_ROWS:-0}
+if [ "$TEXT_ROWS" -gt 0 ]; then
+  cat >> "$WORK/bench.yaml" <<EOF
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: btext}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: 1
+EOF
+fi
 
 "$BIN" up -f "$WORK/bench.yaml" --data-dir "$DATA" > "$WORK/daemon.log" 2>&1 &
 DPID=$!
@@ -300,6 +316,46 @@ for rep in $(seq 1 "${REPS:-2}"); do
   DB_LOG0=$(fastest "$DB_LOG0" "$x")
   LOG0_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
 done
+# The same logical rounds on text data (TEXT_ROWS, see the top): `pg_dump -Fc` at its
+# default zlib level against dbplane's default (zlib 1 inside the archive, zstd on top).
+TEXT_TABLE=
+if [ "$TEXT_ROWS" -gt 0 ]; then
+  TPORT=$("$BIN" status btext -o json --data-dir "$DATA" | python3 -c \
+    'import json,sys; print(json.load(sys.stdin)["clusters"][0]["instances"][0]["port"])')
+  TCONN="host=$RUN/s$TPORT port=$TPORT user=dbplane_admin"
+  echo "# text data: $TEXT_ROWS rows" >&2
+  psql -qX "$TCONN dbname=postgres" -c "CREATE DATABASE app"
+  psql -qX "$TCONN dbname=app" -c "CREATE TABLE t AS SELECT g AS id, g * 7 % 100000 AS k,
+    md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) AS c, md5((g * 3)::text) AS pad,
+    now() - (g || ' s')::interval AS ts FROM generate_series(1, $TEXT_ROWS) g" -c CHECKPOINT
+  TSIZE=$(psql -AtX "$TCONN dbname=postgres" -c "SELECT pg_size_pretty(pg_database_size('app'))")
+  T_DUMP= T_DB= T_DUMP1=
+  for rep in $(seq 1 "${REPS:-2}"); do
+    echo "# [$rep] text: pg_dump -Fc" >&2
+    sync
+    T0=$(now)
+    "$PGBIN/pg_dump" -Fc -h "$RUN/s$TPORT" -p "$TPORT" -U dbplane_admin -d app -f "$WORK/text.dump"
+    T_DUMP=$(fastest "$T_DUMP" "$(secs "$T0" "$(now)")")
+    echo "# [$rep] text: dbplane logical backup" >&2
+    sync
+    read -r x _ < <(timed_rss "$BIN" backup btext --type logical --no-verify \
+      --store local -o json --data-dir "$DATA")
+    T_DB=$(fastest "$T_DB" "$x")
+    T_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")
+    echo "# [$rep] text: pg_dump -Fc -Z1" >&2
+    sync
+    T0=$(now)
+    "$PGBIN/pg_dump" -Fc -Z1 -h "$RUN/s$TPORT" -p "$TPORT" -U dbplane_admin -d app -f "$WORK/text1.dump"
+    T_DUMP1=$(fastest "$T_DUMP1" "$(secs "$T0" "$(now)")")
+  done
+  T_SIZE=$(du -sb "$WORK/store/default/btext/$T_ID" | cut -f1)
+  TEXT_TABLE="
+| text, $TEXT_ROWS rows ($TSIZE), fastest of ${REPS:-2} | dbplane | anchor | ratio |
+|---|---|---|---|
+| logical backup (s) | $T_DB | \`pg_dump -Fc\` $T_DUMP | $(python3 -c "print(f'{$T_DB/$T_DUMP:.2f}x')") |
+| logical backup (s) | $T_DB | \`pg_dump -Fc -Z1\` $T_DUMP1 | $(python3 -c "print(f'{$T_DB/$T_DUMP1:.2f}x')") |
+| logical backup size (bytes) | $T_SIZE | \`pg_dump -Fc\` $(stat -c %s "$WORK/text.dump"); \`-Z1\` $(stat -c %s "$WORK/text1.dump") | |"
+fi
 LOG_SIZE=$(du -sb "$WORK/store/default/bench/$LOG_ID" | cut -f1)
 PGDUMP_SIZE=$(stat -c %s "$WORK/pgbench.dump")
 PGDUMP_ZSTD_SIZE=$(stat -c %s "$WORK/pgbench.dump.zst")
@@ -315,6 +371,7 @@ if [ "$ONLY" = logical ]; then
 $([ -n "${BASE_BIN:-}" ] && echo "| BASE_BIN logical backup (s) | $DB_LOG_BASE | \`pg_dump -Fc\` $PGDUMP | $(python3 -c "print(f'{$DB_LOG_BASE/$PGDUMP:.2f}x')") |")
 | logical backup size (bytes) | $LOG_SIZE | \`pg_dump -Fc\` $PGDUMP_SIZE | |
 | peak RSS of dbplane, logical backup (MiB) | $((DB_LOG_RSS / 1024)) | | limit 64 |
+$TEXT_TABLE
 EOF
   exit 0
 fi
@@ -356,6 +413,7 @@ cat <<EOF
 | logical backup size (bytes) | $LOG_SIZE (pure zstd: $LOG0_SIZE) | \`pg_dump -Fc\` $PGDUMP_SIZE; \`-Z0 \| zstd\` $PGDUMP_ZSTD_SIZE | |
 | peak RSS of dbplane, physical backup (MiB) | $((DB_PHYS_RSS / 1024)) | | limit 64 |
 | peak RSS of dbplane, logical backup (MiB) | $((DB_LOG_RSS / 1024)) | | limit 64 |
+$TEXT_TABLE
 EOF
 
 if [ "$ONLY" = all ]; then
