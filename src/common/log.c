@@ -103,3 +103,54 @@ const char *dbp_log_q(const char *s)
     b[o] = '\0';
     return b;
 }
+
+void dbp_log_tail_line(const char *path, const dbp_log_tail_t *t, char *buf, size_t len)
+{
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    enum { TAIL_MAX = 65536 };
+    size_t want = t->tail_bytes < TAIL_MAX ? t->tail_bytes : TAIL_MAX;
+    char *tail = malloc(want + 1);
+    FILE *f = tail ? fopen(path, "r") : NULL;
+    if (!f) {
+        free(tail);
+        return;
+    }
+    size_t n = 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        long from = size > (long)want ? size - (long)want : 0;
+        if (size >= 0 && fseek(f, from, SEEK_SET) == 0)
+            n = fread(tail, 1, want, f);
+    }
+    fclose(f);
+    tail[n] = '\0';
+    const char *pick = NULL;
+    size_t pick_len = 0;
+    for (char *line = tail; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t l = nl ? (size_t)(nl - line) : strlen(line);
+        if (l && line[l - 1] == '\r')
+            l--;
+        line[l] = '\0';
+        bool ok = l > 0;
+        if (ok && t->skip_password && (strstr(line, "password") || strstr(line, "PASSWORD")))
+            ok = false;
+        if (ok && t->marks) {
+            ok = false;
+            for (int i = 0; t->marks[i] && !ok; i++)
+                ok = strstr(line, t->marks[i]) != NULL;
+        }
+        if (ok) {
+            pick = line;
+            pick_len = l;
+        }
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    if (pick)
+        snprintf(buf, len, "%.*s", (int)(pick_len < len ? pick_len : len - 1), pick);
+    free(tail);
+}

@@ -8,6 +8,7 @@
 #define DBP_COMMON_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Severity of a log line; lines below the current level are dropped. */
 typedef enum dbp_log_level {
@@ -35,5 +36,21 @@ void dbp_log(dbp_log_level_t level, const char *msg, const char *kv_fmt, ...)
  * thread-local buffers of 512 bytes (truncated beyond that). View valid for the next 7
  * calls on the same thread. */
 const char *dbp_log_q(const char *s);
+
+/* Which lines of a log file dbp_log_tail_line may return. */
+typedef struct dbp_log_tail {
+    size_t tail_bytes;        /* how much of the file's end is searched (bytes, <= 64 KiB) */
+    const char *const *marks; /* NULL-terminated substrings, one of which the line must
+                               * contain; NULL = any non-empty line */
+    bool skip_password;       /* never return a line that mentions a password (a server log
+                               * may quote a statement that sets one) */
+} dbp_log_tail_t;
+
+/* Copies into buf (len bytes, truncated) the last line of the file at `path`, within its
+ * last t->tail_bytes, that t allows; line ends (\n, \r\n) are not copied. buf is "" when
+ * no line qualifies or the file cannot be read (no error: it feeds messages about a
+ * failure that is already being reported). The first line of the searched window may be
+ * the end of a longer line. */
+void dbp_log_tail_line(const char *path, const dbp_log_tail_t *t, char *buf, size_t len);
 
 #endif

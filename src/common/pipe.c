@@ -6,6 +6,8 @@
  */
 #include "common/pipe.h"
 
+#include "common/log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -122,26 +124,8 @@ int dbp_pipe_write_all(dbp_pipe_t *p, const void *buf, size_t len, dbp_err_t *er
 
 void dbp_pipe_last_log_line(const char *path, char *buf, size_t len)
 {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long end = ftell(f);
-        if (fseek(f, end > 4096 ? end - 4096 : 0, SEEK_SET) != 0) {
-            fclose(f);
-            return;
-        }
-    }
-    char line[1024];
-    while (fgets(line, sizeof(line), f)) {
-        size_t n = strlen(line);
-        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            line[--n] = '\0';
-        if (n)
-            snprintf(buf, len, "%s", line);
-    }
-    fclose(f);
+    dbp_log_tail_t t = {.tail_bytes = 4096};
+    dbp_log_tail_line(path, &t, buf, len);
 }
 
 int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)

@@ -63,7 +63,8 @@ int dbp_pipe_finish(dbp_pipe_t *p, int timeout_ms, dbp_err_t *err)
 void dbp_pipe_kill(dbp_pipe_t *p);
 
 /* Copies the last non-empty line of the file at `path` (searching its last 4 KiB) into
- * buf; empty when none. */
+ * buf (len bytes, truncated); empty when none. For the error message of a failed tool:
+ * dbp_log_tail_line (common/log.h) with no marks. */
 void dbp_pipe_last_log_line(const char *path, char *buf, size_t len);
 
 /* Receives the next `len` bytes read from a child (a view valid during the call);

@@ -398,7 +398,8 @@ extern const engine_ops_t engine_redis;
 /* Writes into buf (len bytes, truncated) the last line of the file at `path` — within its
  * last 16 KiB — that contains one of `marks` (NULL-terminated substrings), or "" when none
  * does or the file cannot be read. Lines that mention a password are never returned (a
- * server log may quote a statement). For event messages about a server's own log. */
+ * server log may quote a statement). For event messages about a server's own log:
+ * dbp_log_tail_line (common/log.h) with that policy. */
 void engine_log_last_match(const char *path, const char *const *marks, char *buf, size_t len);
 
 /* Appends `name` to the comma-separated list in names (a NUL-terminated buffer of len
