@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/keyed.h"
 #include "common/log.h"
 #include "control/daemon.h"
 
@@ -39,21 +40,7 @@ static ctl_ha_state_t *ha_state(ctl_daemon_t *d, const char *tenant, const char 
 {
     char key[160];
     snprintf(key, sizeof(key), "%s/%s", tenant, cluster);
-    for (int i = 0; i < d->nha; i++)
-        if (strcmp(d->ha[i].key, key) == 0)
-            return &d->ha[i];
-    if (d->nha == d->capha) {
-        int ncap = d->capha ? d->capha * 2 : 8;
-        ctl_ha_state_t *n = realloc(d->ha, (size_t)ncap * sizeof(*n));
-        if (!n)
-            return NULL;
-        d->ha = n;
-        d->capha = ncap;
-    }
-    ctl_ha_state_t *s = &d->ha[d->nha++];
-    memset(s, 0, sizeof(*s));
-    snprintf(s->key, sizeof(s->key), "%s", key);
-    return s;
+    return DBP_KEYED_GET(d->ha, d->nha, d->capha, key, key, 8);
 }
 
 /* ---- hooks for ha/ ------------------------------------------------------------------- */
@@ -683,22 +670,7 @@ static struct {
 static void metrics_put(const char *key, const ctl_ha_metrics_t *m)
 {
     pthread_mutex_lock(&g_metrics.mu);
-    metrics_entry_t *e = NULL;
-    for (int i = 0; i < g_metrics.n; i++)
-        if (strcmp(g_metrics.v[i].key, key) == 0)
-            e = &g_metrics.v[i];
-    if (!e && g_metrics.n == g_metrics.cap) {
-        int ncap = g_metrics.cap ? g_metrics.cap * 2 : 8;
-        metrics_entry_t *nv = realloc(g_metrics.v, (size_t)ncap * sizeof(*nv));
-        if (nv) {
-            g_metrics.v = nv;
-            g_metrics.cap = ncap;
-        }
-    }
-    if (!e && g_metrics.n < g_metrics.cap) {
-        e = &g_metrics.v[g_metrics.n++];
-        snprintf(e->key, sizeof(e->key), "%s", key);
-    }
+    metrics_entry_t *e = DBP_KEYED_GET(g_metrics.v, g_metrics.n, g_metrics.cap, key, key, 8);
     if (e)
         e->m = *m;
     pthread_mutex_unlock(&g_metrics.mu);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/keyed.h"
 #include "common/log.h"
 #include "common/port.h"
 #include "engines/engine.h"
@@ -28,21 +29,7 @@ static ctl_memo_t *memo_get(ctl_daemon_t *d, const spec_resource_t *r)
 {
     char key[256];
     snprintf(key, sizeof(key), "%s/%s/%s", spec_kind_str(r->kind), r->tenant.v, r->name.v);
-    for (int i = 0; i < d->nmemo; i++)
-        if (strcmp(d->memo[i].key, key) == 0)
-            return &d->memo[i];
-    if (d->nmemo == d->capmemo) {
-        int ncap = d->capmemo ? d->capmemo * 2 : 64;
-        ctl_memo_t *nm = realloc(d->memo, (size_t)ncap * sizeof(*nm));
-        if (!nm)
-            return NULL;
-        d->memo = nm;
-        d->capmemo = ncap;
-    }
-    ctl_memo_t *m = &d->memo[d->nmemo++];
-    memset(m, 0, sizeof(*m));
-    snprintf(m->key, sizeof(m->key), "%s", key);
-    return m;
+    return DBP_KEYED_GET(d->memo, d->nmemo, d->capmemo, key, key, 64);
 }
 
 static void event(ctl_daemon_t *d, const char *tenant, const char *kind, const char *name,
@@ -518,21 +505,7 @@ static ctl_stream_t *stream_get(ctl_daemon_t *d, const char *tenant, const char 
 {
     char key[200];
     snprintf(key, sizeof(key), "%s/%s", tenant, name);
-    for (int i = 0; i < d->nstreams; i++)
-        if (strcmp(d->streams[i].key, key) == 0)
-            return &d->streams[i];
-    if (d->nstreams == d->capstreams) {
-        int ncap = d->capstreams ? d->capstreams * 2 : 16;
-        ctl_stream_t *ns = realloc(d->streams, (size_t)ncap * sizeof(*ns));
-        if (!ns)
-            return NULL;
-        d->streams = ns;
-        d->capstreams = ncap;
-    }
-    ctl_stream_t *st = &d->streams[d->nstreams++];
-    memset(st, 0, sizeof(*st));
-    snprintf(st->key, sizeof(st->key), "%s", key);
-    return st;
+    return DBP_KEYED_GET(d->streams, d->nstreams, d->capstreams, key, key, 16);
 }
 
 /* The rule for a replica that runs but does not stream (engines with

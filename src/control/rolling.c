@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/keyed.h"
 #include "common/log.h"
 #include "control/reconcile.h"
 
@@ -22,21 +23,7 @@ static ctl_roll_t *roll_get(ctl_daemon_t *d, const char *tenant, const char *clu
 {
     char key[160];
     snprintf(key, sizeof(key), "%s/%s", tenant, cluster);
-    for (int i = 0; i < d->nroll; i++)
-        if (strcmp(d->roll[i].key, key) == 0)
-            return &d->roll[i];
-    if (d->nroll == d->caproll) {
-        int ncap = d->caproll ? d->caproll * 2 : 8;
-        ctl_roll_t *nr = realloc(d->roll, (size_t)ncap * sizeof(*nr));
-        if (!nr)
-            return NULL;
-        d->roll = nr;
-        d->caproll = ncap;
-    }
-    ctl_roll_t *r = &d->roll[d->nroll++];
-    memset(r, 0, sizeof(*r));
-    snprintf(r->key, sizeof(r->key), "%s", key);
-    return r;
+    return DBP_KEYED_GET(d->roll, d->nroll, d->caproll, key, key, 8);
 }
 
 static void roll_event(ctl_daemon_t *d, const cluster_rt_t *cr, const char *type,

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/keyed.h"
 #include "common/log.h"
 
 /* How often a polled archive (MariaDB binary logs) is checked for closed logs (ms). */
@@ -40,22 +41,15 @@ void ctl_scheduler_init(ctl_scheduler_t *s, const char *data_dir)
 static ctl_sched_entry_t *entry_get(ctl_scheduler_t *s, const char *tenant, const char *backup,
                                     int64_t now_ms)
 {
-    for (int i = 0; i < s->n; i++)
-        if (strcmp(s->e[i].tenant, tenant) == 0 && strcmp(s->e[i].backup, backup) == 0)
-            return &s->e[i];
-    if (s->n == s->cap) {
-        int ncap = s->cap ? s->cap * 2 : 16;
-        ctl_sched_entry_t *ne = realloc(s->e, (size_t)ncap * sizeof(*ne));
-        if (!ne)
-            return NULL;
-        s->e = ne;
-        s->cap = ncap;
+    char key[sizeof(s->e->key)];
+    snprintf(key, sizeof(key), "%s/%s", tenant, backup);
+    int n = s->n;
+    ctl_sched_entry_t *e = DBP_KEYED_GET(s->e, s->n, s->cap, key, key, 16);
+    if (e && s->n > n) { /* new */
+        snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+        snprintf(e->backup, sizeof(e->backup), "%s", backup);
+        e->first_seen_ms = now_ms;
     }
-    ctl_sched_entry_t *e = &s->e[s->n++];
-    memset(e, 0, sizeof(*e));
-    snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
-    snprintf(e->backup, sizeof(e->backup), "%s", backup);
-    e->first_seen_ms = now_ms;
     return e;
 }
 

@@ -28,6 +28,7 @@
 
 /* What the scheduler knows about one Backup between ticks. */
 typedef struct ctl_sched_entry {
+    char key[130]; /* "tenant/backup" */
     char tenant[64];
     char backup[64];
     char cluster[64];
