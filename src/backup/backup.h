@@ -162,13 +162,20 @@ bool backup_wal_name_valid(const char *name);
 /* The WAL segment number (16 MiB segments) of an LSN "X/Y"; 0 when it does not parse. */
 uint64_t backup_wal_lsn_segno(const char *lsn);
 
-/* archive_command (`dbplane wal-push --spool SPOOL %p %f`, run by the server as the
- * service user): copies the file at `src` into directory `spool` as `name` (temp file,
- * fsync, rename, fsync of the directory). A file of that name already in the spool is
- * success when identical (the server retries after a crash), DBP_EBUSY otherwise.
- * DBP_EINVAL for a name that is not a WAL file's, DBP_EIO for file errors. Needs no
- * store and no secret. */
-int backup_wal_push(const char *spool, const char *src, const char *name, dbp_err_t *err)
+/* archive_command (`dbplane wal-push --spool SPOOL [--queue-max BYTES] %p %f`, run by
+ * the server as the service user): copies the file at `src` into directory `spool` as
+ * `name` (temp file, fsync, rename, fsync of the directory). A file of that name already
+ * in the spool is success when identical (the server retries after a crash), DBP_EBUSY
+ * otherwise. With queue_max > 0 (bytes, the Backup's archiveQueueMax), a file that would
+ * take the spool's WAL files past queue_max is not copied: its name is appended to
+ * "<spool>/" BACKUP_WAL_DROPPED (reported by the next wal-ship as a WalArchiveQueueFull
+ * event), *dropped is set and 0 is returned, so the server recycles the segment instead
+ * of keeping it until the disk is full (pgBackRest's archive-push-queue-max). DBP_EINVAL
+ * for a name that is not a WAL file's, DBP_EIO for file errors. Needs no store and no
+ * secret. */
+#define BACKUP_WAL_DROPPED ".dropped"
+int backup_wal_push(const char *spool, const char *src, const char *name, uint64_t queue_max,
+                    bool *dropped, dbp_err_t *err)
     __attribute__((warn_unused_result));
 
 /* restore_command (`dbplane wal-fetch --from DIR %f %p`, run by a recovering server):

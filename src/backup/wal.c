@@ -179,8 +179,29 @@ static int fsync_dir(const char *dir, dbp_err_t *err)
     return rc;
 }
 
-int backup_wal_push(const char *spool, const char *src, const char *name, dbp_err_t *err)
+/* Bytes of the WAL files waiting in `spool` (its dot files, temporaries included, are not
+ * counted); -1 when it cannot be read. */
+static int64_t spool_bytes(const char *spool)
 {
+    DIR *d = opendir(spool);
+    if (!d)
+        return -1;
+    int64_t sum = 0;
+    struct dirent *de;
+    struct stat st;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.' && backup_wal_name_valid(de->d_name) &&
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            sum += st.st_size;
+    closedir(d);
+    return sum;
+}
+
+int backup_wal_push(const char *spool, const char *src, const char *name, uint64_t queue_max,
+                    bool *dropped, dbp_err_t *err)
+{
+    if (dropped)
+        *dropped = false;
     if (!backup_wal_name_valid(name))
         return dbp_err_set(err, DBP_EINVAL, "'%s' is not a WAL file name", name);
     char final[PATH_MAX], tmp[PATH_MAX + 32];
@@ -195,6 +216,30 @@ int backup_wal_push(const char *spool, const char *src, const char *name, dbp_er
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
         return dbp_err_set(err, DBP_EIO, "open %s: %s", src, strerror(errno));
+    struct stat sst;
+    int64_t used = queue_max ? spool_bytes(spool) : 0;
+    if (queue_max && used >= 0 && fstat(in, &sst) == 0 &&
+        (uint64_t)used + (uint64_t)sst.st_size > queue_max) {
+        /* The store has not taken what is queued: let this one go rather than keep it
+         * until the disk is full. The gap it leaves is reported (wal-ship). */
+        close(in);
+        char mark[PATH_MAX + 16], line[128];
+        snprintf(mark, sizeof(mark), "%s/" BACKUP_WAL_DROPPED, spool);
+        int n = snprintf(line, sizeof(line), "%s\n", name);
+        int fd = open(mark, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, line, (size_t)n) != n) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            /* Unrecorded, a drop would go unreported until shipping resumes: keep it. */
+            return dbp_err_set(err, DBP_EIO, "record the dropped segment in %s: %s", mark,
+                               strerror(e));
+        }
+        close(fd);
+        if (dropped)
+            *dropped = true;
+        return 0;
+    }
     snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", spool, name, (int)getpid());
     int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (out < 0) {
@@ -415,6 +460,58 @@ static void last_shipped(const char *state, char *name, size_t cap)
         name[0] = '\0';
 }
 
+/* Reports the segments wal-push dropped because the spool was full (the
+ * BACKUP_WAL_DROPPED list, one name per line) as one WalArchiveQueueFull Warning event of
+ * Backup b, before anything is shipped, so a store that still refuses everything does not
+ * delay it. The list is renamed first: a segment dropped meanwhile starts a new list for
+ * the next run. */
+static void wal_report_dropped(backup_ctx_t *ctx, const char *tenant, const char *cluster,
+                               const spec_resource_t *b, const char *spool)
+{
+    char mark[PATH_MAX + 16], taken[PATH_MAX + 32];
+    snprintf(mark, sizeof(mark), "%s/" BACKUP_WAL_DROPPED, spool);
+    snprintf(taken, sizeof(taken), "%s.reporting", mark);
+    if (rename(mark, taken) != 0)
+        return; /* none (ENOENT), or unreadable: the next run tries again */
+    char *buf = NULL;
+    size_t len = 0;
+    dbp_err_t e;
+    if (dbp_read_file(taken, &buf, &len, &e) != 0) {
+        dbp_warn("wal_dropped_read_failed", "path=%s error=%s", dbp_log_q(taken), dbp_log_q(e.msg));
+        return;
+    }
+    char first[64] = "", last[64] = "";
+    int n = 0;
+    for (char *line = buf; line && *line;) {
+        char *nl = strchr(line, '\n');
+        size_t l = nl ? (size_t)(nl - line) : strlen(line);
+        if (l > 0 && l < sizeof(first)) {
+            if (!first[0])
+                snprintf(first, sizeof(first), "%.*s", (int)l, line);
+            snprintf(last, sizeof(last), "%.*s", (int)l, line);
+            n++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    free(buf);
+    if (n > 0) {
+        char qmax[32], msg[600];
+        snprintf(qmax, sizeof(qmax), "%llu bytes",
+                 (unsigned long long)b->u.backup.archive_queue_max.v);
+        snprintf(msg, sizeof(msg),
+                 "%d WAL file%s of cluster %s (%s%s%s) not archived: the spool reached "
+                 "archiveQueueMax (%s) while the store did not take it; the server keeps "
+                 "running, and a point-in-time restore cannot cross the gap (a new physical "
+                 "backup starts a new window)",
+                 n, n == 1 ? "" : "s", cluster, first, n > 1 ? " to " : "", n > 1 ? last : "",
+                 qmax);
+        bk_event(ctx, tenant, "Backup", b->name.v, "Warning", "WalArchiveQueueFull", msg);
+        dbp_warn("wal_archive_queue_full", "tenant=%s cluster=%s dropped=%d first=%s last=%s",
+                 tenant, cluster, n, first, last);
+    }
+    unlink(taken);
+}
+
 int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, int *shipped,
                     dbp_err_t *err)
 {
@@ -433,6 +530,7 @@ int backup_wal_ship(backup_ctx_t *ctx, const char *tenant, const char *cluster, 
     char spool[PATH_MAX], state[PATH_MAX + 8];
     ctl_wal_spool_path(spool, sizeof(spool), ctx->data_dir, tenant, cluster);
     snprintf(state, sizeof(state), "%s.last", spool);
+    wal_report_dropped(ctx, tenant, cluster, b, spool);
     name_list_t names = {0};
     DIR *d = opendir(spool);
     if (!d)

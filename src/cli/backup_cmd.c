@@ -10,6 +10,7 @@
  */
 #include "cli/backup_cmd.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@ typedef struct bargs {
     const char *database;
     const char *pitr;
     const char *spool; /* wal-push --spool */
+    const char *queue_max; /* wal-push --queue-max BYTES */
     const char *from;  /* wal-fetch --from */
     bool force;
 } bargs_t;
@@ -65,7 +67,8 @@ static bool takes_value(const char *s)
     static const char *const v[] = {"--data-dir", "--tenant", "-n", "-o", "--output", "--type",
                                     "--backup", "--store", "--to", "--target-cluster",
                                     "--cluster", "--database", "--point-in-time", "-f", "--file",
-                                    "--timeout", "--limit", "--spool", "--from", NULL};
+                                    "--timeout", "--limit", "--spool", "--queue-max",
+                                    "--from", NULL};
     for (int i = 0; v[i]; i++)
         if (strcmp(s, v[i]) == 0)
             return true;
@@ -167,6 +170,8 @@ static int parse(int argc, char **argv, bargs_t *a)
             a->pitr = val;
         else if (strcmp(s, "--spool") == 0)
             a->spool = val;
+        else if (strcmp(s, "--queue-max") == 0)
+            a->queue_max = val;
         else if (strcmp(s, "--from") == 0)
             a->from = val;
         else if (strcmp(s, "--verify") == 0)
@@ -503,11 +508,30 @@ static int cmd_wal_push(const bargs_t *a)
         usage(stderr);
         return 2;
     }
+    uint64_t qmax = 0;
+    if (a->queue_max) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(a->queue_max, &end, 10);
+        if (errno || !end || *end || a->queue_max[0] == '-') {
+            fprintf(stderr, "dbplane wal-push: --queue-max: '%s' is not a number of bytes\n",
+                    a->queue_max);
+            return 2;
+        }
+        qmax = v;
+    }
     dbp_err_t err;
-    if (backup_wal_push(a->spool, a->pos[0], a->pos[1], &err) != 0) {
+    bool dropped = false;
+    if (backup_wal_push(a->spool, a->pos[0], a->pos[1], qmax, &dropped, &err) != 0) {
         fprintf(stderr, "dbplane wal-push: %s: %s\n", a->pos[1], err.msg);
         return 1;
     }
+    /* The server's log gets this line (archive_command's stderr). */
+    if (dropped)
+        fprintf(stderr,
+                "dbplane wal-push: %s not archived: the spool holds more than --queue-max %llu "
+                "bytes the store has not taken; a point-in-time restore cannot cross it\n",
+                a->pos[1], (unsigned long long)qmax);
     return 0;
 }
 

@@ -256,6 +256,7 @@ static void fill_instance(ctl_daemon_t *d, const spec_resource_t *c, const store
 static void fill_archiving(ctl_daemon_t *d, cluster_rt_t *cr, engine_instance_t *in)
 {
     in->archive_exe = cr->archives && d->exe[0] ? d->exe : NULL;
+    in->archive_queue_max = cr->archive_queue_max;
 }
 
 static void proc_id(const engine_instance_t *in, char *buf, size_t len)
@@ -1190,7 +1191,9 @@ void ctl_reconcile_pass(ctl_daemon_t *d)
         cluster_rt_t *cr = &crs[k++];
         cr->res = r;
         cr->generation = des.generation[i];
-        cr->archives = ctl_cluster_archives(&des.set, r->tenant.v, r->name.v, NULL);
+        const spec_resource_t *pitr = NULL;
+        cr->archives = ctl_cluster_archives(&des.set, r->tenant.v, r->name.v, &pitr);
+        cr->archive_queue_max = pitr ? pitr->u.backup.archive_queue_max.v : 0;
         ctl_restore_attach(cr, &des);
         char msg[512];
         const char *state = cluster_reconcile(d, cr, msg, sizeof(msg));

@@ -56,6 +56,7 @@ typedef struct cluster_rt {
     bool primary_ready; /* the topology's primary answers as a primary */
     char *admin_password; /* owned (secrets_free_value); see engine_instance_t */
     bool archives;        /* a Backup of the cluster asks for continuous archiving (pitr) */
+    uint64_t archive_queue_max; /* that Backup's archiveQueueMax (bytes; 0 = no bound) */
     const spec_resource_t *restore; /* the Restore that makes this cluster, or NULL */
     int64_t restore_gen;  /* its generation */
     bool restore_done;    /* it completed (status ready at that generation) */

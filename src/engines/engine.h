@@ -53,6 +53,7 @@ typedef struct engine_instance {
      * dbplane binary, borrowed; NULL = the cluster does not archive. */
     char archive_spool[PATH_MAX];
     const char *archive_exe;
+    uint64_t archive_queue_max; /* spool bound passed to wal-push (bytes); 0 = none */
     /* The cluster's TLS directory (<data>/clusters/<tenant>/<cluster>/tls), shared by its
      * instances: a PostgreSQL cluster with spec.proxy.serverTLS other than disable keeps its
      * self-signed server.crt (also the proxy's CA bundle for verify-full) and server.key

@@ -295,9 +295,12 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
             rc = dbp_err_set(err, DBP_EINVAL, "archive paths must not contain quotes");
             goto out;
         }
-        char cmd[2 * PATH_MAX + 64];
-        snprintf(cmd, sizeof(cmd), "'%s' wal-push --spool '%s' %%p %%f", in->archive_exe,
-                 in->archive_spool);
+        char cmd[2 * PATH_MAX + 96], qmax[48] = "";
+        if (in->archive_queue_max)
+            snprintf(qmax, sizeof(qmax), " --queue-max %llu",
+                     (unsigned long long)in->archive_queue_max);
+        snprintf(cmd, sizeof(cmd), "'%s' wal-push --spool '%s'%s %%p %%f", in->archive_exe,
+                 in->archive_spool, qmax);
         sb_conf_value(&conf, cmd);
         dbp_sb_printf(&conf, "\n%s", has_at ? "" : "archive_timeout = '60s'\n");
     } else {

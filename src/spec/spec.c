@@ -304,6 +304,7 @@ static const sfield_t backup_fields[] = {
     F_BOOLF("verify", spec_backup_t, verify, 0, NULL),
     F_GROUPF("encryption", backup_encryption_fields, 0),
     F_BOOLF("pitr", spec_backup_t, pitr, 0, "false"),
+    F_BYTESF("archiveQueueMax", spec_backup_t, archive_queue_max, 0, "4Gi"),
     F_ENDF,
 };
 

@@ -339,6 +339,11 @@ typedef struct spec_backup {
     spec_bool_t pitr;      /* continuous archiving (PostgreSQL WAL, MariaDB binary logs)
                               to the Backup's store for point-in-time restores; physical
                               Backups only, one per cluster; default false */
+    spec_bytes_t archive_queue_max; /* `archiveQueueMax`: PostgreSQL WAL waiting in the
+                              spool for the store, at most (bytes); past it the server's
+                              segments are dropped, not queued, so a store that cannot take
+                              them never fills the disk (a WalArchiveQueueFull event, then a
+                              gap in the archive). Default 4Gi; 0 = no bound */
 } spec_backup_t;
 
 /* kind: Restore */

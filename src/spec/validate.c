@@ -326,6 +326,12 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
                  "logical backups are not supported for redis cluster '%s'", cl->name.v);
     resolve(v, r, SPEC_KIND_BACKUP_STORE, &b->store, "spec.store");
     check_secret_ref(v, r, &b->encryption_key, "spec.encryption.secretKeyRef", true);
+    if (b->archive_queue_max.set &&
+        (!b->pitr.v || (cl && cl->u.cluster.engine != SPEC_ENGINE_POSTGRESQL)))
+        vreporth(v, r, SPEC_WARNING, b->archive_queue_max.at, "spec.archiveQueueMax",
+                 "remove it, or set pitr: true on a postgresql cluster's Backup",
+                 "archiveQueueMax bounds the PostgreSQL WAL spool of a pitr Backup; it has no "
+                 "effect here");
     if (b->pitr.v) {
         /* Point-in-time recovery replays the archive onto a base backup: a physical one. */
         if (b->type != SPEC_BACKUP_PHYSICAL)
@@ -335,6 +341,12 @@ static void check_backup(vctx_t *v, const spec_resource_t *r)
             vreport(v, r, SPEC_ERROR, b->pitr.at, "spec.pitr",
                     "pitr is available for postgresql (WAL) and mariadb (binary logs) "
                     "clusters only");
+        /* The spool holds whole 16 MiB segments: a smaller bound would drop every one. */
+        if (b->archive_queue_max.set && b->archive_queue_max.v > 0 &&
+            b->archive_queue_max.v < 16ULL * 1024 * 1024)
+            vreporth(v, r, SPEC_ERROR, b->archive_queue_max.at, "spec.archiveQueueMax",
+                     "use at least 16Mi, or 0 for no bound",
+                     "archiveQueueMax must hold at least one 16 MiB WAL segment");
         /* One archive per cluster: the server hands each WAL segment over once. */
         for (size_t i = 0; b->type == SPEC_BACKUP_PHYSICAL && i < v->nall; i++) {
             const spec_resource_t *o = v->all[i];

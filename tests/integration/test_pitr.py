@@ -456,3 +456,84 @@ def test_restore_beyond_the_archive_fails_and_leaves_nothing(env):
     assert events, "a RestoreFailed event"
     data = d.data_dir / "clusters" / "default" / "pitr-late" / "pitr-late-0" / "data"
     assert not data.exists() or not any(data.iterdir()), "nothing half-made stays"
+
+
+QUEUE_SPEC = """
+apiVersion: dbplane/v1
+kind: BackupStore
+metadata: {{name: flaky}}
+spec:
+  posix: {{path: {store}}}
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {{name: pq}}
+spec: {{engine: postgresql, version: "15", instances: 1}}
+---
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {{name: pq-base}}
+spec:
+  cluster: pq
+  type: physical
+  store: flaky
+  pitr: true
+  verify: false
+  archiveQueueMax: 32Mi
+"""
+
+
+def test_a_stuck_archive_drops_wal_past_archive_queue_max_instead_of_filling_the_disk(
+        daemon, tmp_path):
+    """A store that takes nothing (its posix path is a file) must not fill the disk with
+    spooled WAL: past archiveQueueMax (32Mi = two segments) `wal-push` lets segments go,
+    the server's archiver never fails, a WalArchiveQueueFull event names them, and once
+    the store is back the spool drains and the hole is reported as a WalArchiveGap."""
+    store = tmp_path / "store"
+    store.write_text("not a directory\n")
+    spec = tmp_path / "queue.yaml"
+    spec.write_text(QUEUE_SPEC.format(store=store))
+    d = daemon.start(spec)
+    base = d.data_dir / "clusters" / "default" / "pq"
+    spool = base / "wal-spool"
+    conf = (base / "pq-0" / "data" / "postgresql.conf").read_text()
+    assert f"--queue-max {32 << 20}" in conf
+    segs = lambda: sorted(p for p in spool.iterdir() if len(p.name) == 24)
+
+    def switch(c, i):
+        c.execute("INSERT INTO t VALUES (%s)", (i,))
+        seg = c.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        c.execute("SELECT pg_switch_wal()")
+        wait_until(lambda: c.execute("SELECT last_archived_wal FROM pg_stat_archiver"
+                                     ).fetchone()[0] == seg, timeout=30,
+                   what=f"the archiver to hand over {seg}")
+        return seg
+
+    with conn(d, "pq", "postgres") as c:
+        c.execute("CREATE TABLE t (id int)")
+        handed = [switch(c, i) for i in range(6)]
+        failed = c.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0]
+    assert failed == 0, "the archiver saw failures: the server would keep its WAL"
+    queued = segs()
+    assert len(queued) == 2 and sum(p.stat().st_size for p in queued) <= 32 << 20, queued
+    full = wait_until(lambda: [e for e in d.events() if e["reason"] == "WalArchiveQueueFull"],
+                      timeout=90, what="a WalArchiveQueueFull event")
+    msg = full[0]["message"]
+    assert full[0]["type"] == "Warning" and "archiveQueueMax" in msg, msg
+    dropped = [s for s in handed if s not in {p.name for p in queued}]
+    assert dropped and dropped[0] in msg, (dropped, msg)
+
+    # The store is back: what was queued ships, the next segment too, and the hole between
+    # them is reported.
+    store.unlink()
+    store.mkdir()
+    wait_until(lambda: not segs(), timeout=120, what="the spool to drain")
+    with conn(d, "pq", "postgres") as c:
+        after = switch(c, 100)
+    wal = store / "default" / "pq" / "wal"
+    wait_until(lambda: (wal / f"{after}.zst").exists(), timeout=90,
+               what=f"{after} in the archive")
+    assert not (wal / f"{dropped[0]}.zst").exists()
+    gap = wait_until(lambda: [e for e in d.events() if e["reason"] == "WalArchiveGap"],
+                     timeout=30, what="a WalArchiveGap event")
+    assert "never reached the archive" in gap[0]["message"]

@@ -95,10 +95,10 @@ static void test_push_fetch(void **state)
     write_str(other, "other bytes!!");
     const char *name = "000000010000000000000007";
     dbp_err_t err;
-    assert_int_equal(backup_wal_push(spool, src, name, &err), 0);
-    assert_int_equal(backup_wal_push(spool, src, name, &err), 0); /* a retry */
-    assert_int_equal(backup_wal_push(spool, other, name, &err), DBP_EBUSY);
-    assert_int_equal(backup_wal_push(spool, src, "../escape", &err), DBP_EINVAL);
+    assert_int_equal(backup_wal_push(spool, src, name, 0, NULL, &err), 0);
+    assert_int_equal(backup_wal_push(spool, src, name, 0, NULL, &err), 0); /* a retry */
+    assert_int_equal(backup_wal_push(spool, other, name, 0, NULL, &err), DBP_EBUSY);
+    assert_int_equal(backup_wal_push(spool, src, "../escape", 0, NULL, &err), DBP_EINVAL);
     snprintf(path, sizeof(path), "%s/%s", spool, name);
     assert_true(dbp_file_equals(path, "segment bytes", 13));
     assert_int_equal(backup_wal_fetch(spool, name, dest, &err), 0);
@@ -109,6 +109,54 @@ static void test_push_fetch(void **state)
     assert_int_equal(dbp_rm_rf(root, &err), 0);
 }
 
+/* A spool at its bound lets the next file go (recorded in the dropped list) instead of
+ * growing; a file that fits is still copied, and a file already there is still a retry. */
+static void test_push_queue_bound(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/dbp-wal-test-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char spool[128], src[128], path[192];
+    snprintf(spool, sizeof(spool), "%s/spool", root);
+    snprintf(src, sizeof(src), "%s/seg", root);
+    assert_int_equal(mkdir(spool, 0700), 0);
+    write_str(src, "0123456789"); /* 10 bytes */
+    dbp_err_t err;
+    bool dropped = true;
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000001", 25, &dropped, &err),
+                     0);
+    assert_false(dropped);
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000002", 25, &dropped, &err),
+                     0);
+    assert_false(dropped);
+    /* 20 bytes queued + 10 > 25: dropped, twice, and listed in order. */
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000003", 25, &dropped, &err),
+                     0);
+    assert_true(dropped);
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000004", 25, &dropped, &err),
+                     0);
+    assert_true(dropped);
+    snprintf(path, sizeof(path), "%s/000000010000000000000003", spool);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/" BACKUP_WAL_DROPPED, spool);
+    const char *list = "000000010000000000000003\n000000010000000000000004\n";
+    assert_true(dbp_file_equals(path, list, strlen(list)));
+    /* A retry of a file already queued is success, full or not. */
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000002", 25, &dropped, &err),
+                     0);
+    assert_false(dropped);
+    /* Once the store took one, the next fits again; no bound (0) never drops. */
+    snprintf(path, sizeof(path), "%s/000000010000000000000001", spool);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000005", 25, &dropped, &err),
+                     0);
+    assert_false(dropped);
+    assert_int_equal(backup_wal_push(spool, src, "000000010000000000000006", 0, &dropped, &err),
+                     0);
+    assert_false(dropped);
+    assert_int_equal(dbp_rm_rf(root, &err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -116,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_lsn_segno),
         cmocka_unit_test(test_pitr_target),
         cmocka_unit_test(test_push_fetch),
+        cmocka_unit_test(test_push_queue_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

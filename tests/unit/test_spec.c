@@ -777,6 +777,46 @@ static void test_pitr_and_bootstrap(void **state)
     spec_diags_free(&d);
 }
 
+/* Backup.spec.archiveQueueMax: 4Gi by default; under one 16 MiB segment is an error; set
+ * on a Backup without pitr it is a warning (it bounds nothing there). */
+static void test_archive_queue_max(void **state)
+{
+    (void)state;
+    spec_set_t s;
+    spec_diags_t d;
+    spec_set_init(&s);
+    spec_diags_init(&d);
+    const char *text = "apiVersion: dbplane/v1\nkind: BackupStore\nmetadata: {name: st}\n"
+                       "spec: {posix: {path: /b}}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg}\n"
+                       "spec: {engine: postgresql}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Cluster\nmetadata: {name: pg2}\n"
+                       "spec: {engine: postgresql}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Backup\nmetadata: {name: deflt}\n"
+                       "spec: {cluster: pg, type: physical, store: st, pitr: true}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Backup\nmetadata: {name: small}\n"
+                       "spec: {cluster: pg2, type: physical, store: st, pitr: true, "
+                       "archiveQueueMax: 8Mi}\n---\n"
+                       "apiVersion: dbplane/v1\nkind: Backup\nmetadata: {name: nopitr}\n"
+                       "spec: {cluster: pg, type: logical, store: st, archiveQueueMax: 1Gi}\n";
+    assert_int_equal(parse_str(&s, &d, text), 0);
+    const spec_resource_t *b = get(&s, SPEC_KIND_BACKUP, "default", "deflt");
+    assert_true(b->u.backup.archive_queue_max.v == 4ULL << 30);
+    assert_false(b->u.backup.archive_queue_max.set);
+    assert_int_equal(spec_validate(&s, NULL, &d), DBP_EINVAL);
+    assert_int_equal(d.errors, 1);
+    bool small = false, nopitr = false;
+    for (size_t i = 0; i < d.n; i++) {
+        small |= strcmp(d.v[i].path, "Backup/small: spec.archiveQueueMax") == 0 &&
+                 d.v[i].severity == SPEC_ERROR;
+        nopitr |= strcmp(d.v[i].path, "Backup/nopitr: spec.archiveQueueMax") == 0 &&
+                  d.v[i].severity == SPEC_WARNING;
+    }
+    assert_true(small && nopitr);
+    spec_set_free(&s);
+    spec_diags_free(&d);
+}
+
 /* Cluster.spec.proxy.serverTLS and Database.spec.maxConnections: values, defaults and the
  * PostgreSQL-only rules. */
 static void test_server_tls_and_db_cap(void **state)
@@ -968,6 +1008,7 @@ int main(void)
         cmocka_unit_test(test_known_set_and_merge),
         cmocka_unit_test(test_restore_target_spec),
         cmocka_unit_test(test_pitr_and_bootstrap),
+        cmocka_unit_test(test_archive_queue_max),
         cmocka_unit_test(test_server_tls_and_db_cap),
         cmocka_unit_test(test_print_format),
         cmocka_unit_test(test_names),
