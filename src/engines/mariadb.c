@@ -302,6 +302,9 @@ static bool mdb_key_managed(const char *key, const char **hint)
     return false;
 }
 
+/* Seconds of binary logs a server keeps unless spec.config says otherwise (7 days). */
+#define MDB_BINLOG_EXPIRE_S (7 * 24 * 3600)
+
 /* True when a config value was set in spec.config (normalised name comparison). */
 static bool mdb_key_set(const spec_cluster_t *c, const char *name)
 {
@@ -577,6 +580,12 @@ static int mdb_render_config(const engine_instance_t *in, const engine_instance_
                       c->replication.mode == SPEC_REPL_SYNC ? "sync" : "semi-sync");
     for (int i = 0; i < nss; i++)
         dbp_sb_printf(&cnf, "%s = %s\n", ssn[i], ssv[i]);
+    /* MariaDB keeps binary logs forever by default: on a server that runs for months they
+     * fill the disk. A week of them serves a replica that was away that long (one away
+     * longer gets error 1236 and is rebuilt, docs/mariadb.md) and gives the PITR archiver
+     * a week to ship them; spec.config may set another expiry. */
+    if (!mdb_key_set(c, "binlog_expire_logs_seconds") && !mdb_key_set(c, "expire_logs_days"))
+        dbp_sb_printf(&cnf, "binlog_expire_logs_seconds = %d\n", MDB_BINLOG_EXPIRE_S);
     if (!mdb_key_set(c, "innodb_buffer_pool_size") && c->memory.set && c->memory.v >= 64ULL << 20) {
         /* Half of the declared memory, in whole MiB: the rest is for connections,
          * sort buffers and the OS page cache of the binary logs. */

@@ -111,6 +111,10 @@ static int pg_init_primary(const engine_instance_t *in, dbp_err_t *err)
     return pg_mark_initialized(in, err);
 }
 
+/* The WAL a replication slot may hold back on the primary unless spec.config sets
+ * max_slot_wal_keep_size (pg_render_config). */
+#define PG_SLOT_WAL_KEEP "4GB"
+
 /* Replication slot names allow [a-z0-9_] only. */
 static void pg_slot_name(const char *instance, char *buf, size_t len)
 {
@@ -278,10 +282,21 @@ static int pg_render_config(const engine_instance_t *in, const engine_instance_t
     }
     if (!has_mc)
         dbp_sb_printf(&conf, "max_connections = 100\n");
-    bool has_at = false;
-    for (size_t i = 0; i < c->config.n; i++)
+    bool has_at = false, has_ks = false;
+    for (size_t i = 0; i < c->config.n; i++) {
         if (strcmp(c->config.v[i].key, "archive_timeout") == 0)
             has_at = true;
+        if (strcmp(c->config.v[i].key, "max_slot_wal_keep_size") == 0)
+            has_ks = true;
+    }
+    /* Each replica has a replication slot on the primary, and a slot keeps WAL for as
+     * long as its replica does not read it: a replica that is down for days would fill the
+     * primary's disk (PostgreSQL's default, -1, keeps everything). Past this bound the
+     * primary drops the slot's WAL instead; that replica then cannot stream ("requested
+     * WAL segment ... has already been removed") and is rebuilt by the rule for replicas
+     * that run without streaming (docs/reliability.md). */
+    if (!has_ks)
+        dbp_sb_printf(&conf, "max_slot_wal_keep_size = '" PG_SLOT_WAL_KEEP "'\n");
     /* archive_mode needs a restart, archive_command only a reload: archiving is always on,
      * with a command that lets segments go unless a pitr Backup wants them, so turning
      * PITR on or off never restarts a server. */

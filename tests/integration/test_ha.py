@@ -36,11 +36,12 @@ spec: {cluster: pg-ha, name: app, owner: app}
 """
 
 
-def start_ha(daemon, tmp_path):
-    """Starts a daemon on SPEC (cluster pg-ha) with table ledger holding the row 'before'
-    on the primary; the daemon's environment is the test's at this call."""
+def start_ha(daemon, tmp_path, text=SPEC):
+    """Starts a daemon on SPEC (cluster pg-ha), or on `text`, a variant of it, with table
+    ledger holding the row 'before' on the primary; the daemon's environment is the test's
+    at this call."""
     spec = tmp_path / "ha.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(text)
     d = daemon.start(spec)
     d.pw = d.secret("app-pw", "password")
     with conn(d, "primary") as c:
@@ -462,3 +463,50 @@ def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
     reasons = [(e["reason"], e["name"]) for e in d.events()]
     assert ("Rejoined", "pg-ha-0") in reasons  # the failpoint's "successful" rejoin
     assert ("Cloned", "pg-ha-0") in reasons
+
+
+def test_replica_whose_slot_lost_its_wal_is_rebuilt(daemon, tmp_path, monkeypatch):
+    """A replica that stops reading WAL must not make the primary keep WAL until its disk is
+    full: max_slot_wal_keep_size (dbplane's default 4GB, here 48MB through spec.config)
+    lets the primary drop the slot's WAL (wal_status 'lost'); the replica, back, cannot
+    stream ("requested WAL segment ... has already been removed") and the rule for
+    replicas that run without streaming (bound shortened to 4 s) rebuilds it."""
+    monkeypatch.setenv("DBPLANE_FAILPOINT_STREAM_BOUND_MS", "4000")
+    d = start_ha(daemon, tmp_path, SPEC.replace(
+        "  failover:", "  config: {max_slot_wal_keep_size: 48MB}\n  failover:"))
+    rep = d.instance("pg-ha", "replica")
+    with conn(d, "primary") as c:
+        assert c.execute("SHOW max_slot_wal_keep_size").fetchone()[0] == "48MB"
+    # The replica stops receiving (an override of dbplane's primary_conninfo); its slot
+    # stays and holds WAL back.
+    d.admin_sql(rep, "ALTER SYSTEM SET primary_conninfo = ''")
+    d.admin_sql(rep, "SELECT pg_reload_conf()")
+    wait_until(lambda: d.admin_sql(rep, "SELECT count(*) FROM pg_stat_wal_receiver") == "0",
+               timeout=10, what="the replica's WAL receiver to stop")
+    prim = d.instance("pg-ha", "primary")
+    with conn(d, "primary") as c:
+        for i in range(6):  # 6 segments of 16 MiB, past the 48MB bound
+            c.execute("INSERT INTO ledger (v) VALUES ('while away')")
+            d.admin_sql(prim, "SELECT pg_switch_wal()")
+        d.admin_sql(prim, "CHECKPOINT")
+        status = d.admin_sql(prim, "SELECT wal_status FROM pg_replication_slots")
+        assert status == "lost", f"the slot still holds its WAL ({status})"
+        c.execute("INSERT INTO ledger (v) VALUES ('after')")
+    d.admin_sql(rep, "ALTER SYSTEM RESET primary_conninfo")
+    d.admin_sql(rep, "SELECT pg_reload_conf()")
+    try:
+        ev = wait_until(lambda: next((e for e in d.events() if e["reason"] == "ReplicaNotStreaming"
+                                      and e["name"] == rep["name"]), None),
+                        timeout=60, what="the ReplicaNotStreaming event")
+    except pytest.fail.Exception as e:
+        pytest.fail(f"{e}\n--- {rep['name']} server.log ---\n{server_log_tail(d, rep['name'])}")
+    print("ReplicaNotStreaming:", ev["message"])
+    d.wait(120)
+    back = next(i for i in d.cluster("pg-ha")["instances"] if i["name"] == rep["name"])
+    assert back["role"] == "replica" and back["state"] == "running"
+    assert d.admin_sql(back, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    with conn(d, inst=back) as cn:
+        wait_until(lambda: cn.execute("SELECT count(*) FROM ledger WHERE v = 'after'"
+                                      ).fetchone()[0] == 1, timeout=30,
+                   what="the rebuilt replica to have the row written after its slot was lost")
+    assert ("Cloned", rep["name"]) in [(e["reason"], e["name"]) for e in d.events()]

@@ -90,6 +90,8 @@ def test_status_shape_and_replication(wc):
     assert admin(wc, "app-db-0", "SELECT @@server_id, @@read_only, @@gtid_strict_mode") == "1\t0\t1"
     assert admin(wc, "app-db-1", "SELECT @@server_id, @@read_only, @@gtid_strict_mode") == "2\t1\t1"
     assert admin(wc, "app-db-0", "SELECT @@binlog_format, @@log_slave_updates") == "ROW\t1"
+    # Binary logs expire after a week (MariaDB's default keeps them until the disk is full).
+    assert admin(wc, "app-db-0", "SELECT @@binlog_expire_logs_seconds") == "604800"
 
     with connect(wc, "primary") as conn:
         with conn.cursor() as cur:

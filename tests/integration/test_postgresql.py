@@ -36,6 +36,8 @@ def test_status_shape_and_replication(qs):
     assert c["endpoints"] == {"rw": "127.0.0.1:15432", "ro": "127.0.0.1:15433"}  # the proxy
 
     with connect(qs, "primary", "shop", "shop") as conn:
+        # A replica's slot holds back at most 4GB of WAL (PostgreSQL's default: no bound).
+        assert conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] == "4GB"
         conn.execute("CREATE TABLE orders (id int primary key, item text)")
         conn.execute("INSERT INTO orders VALUES (1, 'book')")
     with connect(qs, "replica", "shop", "shop") as conn:
