@@ -167,7 +167,8 @@ uint64_t backup_wal_lsn_segno(const char *lsn);
  * `name` (temp file, fsync, rename, fsync of the directory). A file of that name already
  * in the spool is success when identical (the server retries after a crash), DBP_EBUSY
  * otherwise. With queue_max > 0 (bytes, the Backup's archiveQueueMax), a file that would
- * take the spool's WAL files past queue_max is not copied: its name is appended to
+ * take the spool's WAL files past queue_max is not copied (segments only; a timeline
+ * history file is always kept): its name is appended to
  * "<spool>/" BACKUP_WAL_DROPPED (reported by the next wal-ship as a WalArchiveQueueFull
  * event), *dropped is set and 0 is returned, so the server recycles the segment instead
  * of keeping it until the disk is full (pgBackRest's archive-push-queue-max). DBP_EINVAL

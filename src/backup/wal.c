@@ -216,9 +216,12 @@ int backup_wal_push(const char *spool, const char *src, const char *name, uint64
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
         return dbp_err_set(err, DBP_EIO, "open %s: %s", src, strerror(errno));
+    /* Only segments are let go: a timeline history file (a few bytes) is what lets a
+     * point-in-time restore follow a failover, and costs nothing to keep. */
+    bool bounded = queue_max && wal_name_kind(name) == WAL_SEGMENT;
     struct stat sst;
-    int64_t used = queue_max ? spool_bytes(spool) : 0;
-    if (queue_max && used >= 0 && fstat(in, &sst) == 0 &&
+    int64_t used = bounded ? spool_bytes(spool) : 0;
+    if (bounded && used >= 0 && fstat(in, &sst) == 0 &&
         (uint64_t)used + (uint64_t)sst.st_size > queue_max) {
         /* The store has not taken what is queued: let this one go rather than keep it
          * until the disk is full. The gap it leaves is reported (wal-ship). */
@@ -477,6 +480,8 @@ static void wal_report_dropped(backup_ctx_t *ctx, const char *tenant, const char
     size_t len = 0;
     dbp_err_t e;
     if (dbp_read_file(taken, &buf, &len, &e) != 0) {
+        /* Left as it is: the hole is still reported as a WalArchiveGap when shipping
+         * resumes. */
         dbp_warn("wal_dropped_read_failed", "path=%s error=%s", dbp_log_q(taken), dbp_log_q(e.msg));
         return;
     }

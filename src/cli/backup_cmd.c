@@ -52,9 +52,9 @@ typedef struct bargs {
     const char *cluster;
     const char *database;
     const char *pitr;
-    const char *spool; /* wal-push --spool */
+    const char *spool;     /* wal-push --spool */
     const char *queue_max; /* wal-push --queue-max BYTES */
-    const char *from;  /* wal-fetch --from */
+    const char *from;      /* wal-fetch --from */
     bool force;
 } bargs_t;
 

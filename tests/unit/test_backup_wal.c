@@ -141,6 +141,12 @@ static void test_push_queue_bound(void **state)
     snprintf(path, sizeof(path), "%s/" BACKUP_WAL_DROPPED, spool);
     const char *list = "000000010000000000000003\n000000010000000000000004\n";
     assert_true(dbp_file_equals(path, list, strlen(list)));
+    /* A timeline history file is kept whatever the bound. */
+    assert_int_equal(backup_wal_push(spool, src, "00000002.history", 25, &dropped, &err), 0);
+    assert_false(dropped);
+    snprintf(path, sizeof(path), "%s/00000002.history", spool);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(unlink(path), 0);
     /* A retry of a file already queued is success, full or not. */
     assert_int_equal(backup_wal_push(spool, src, "000000010000000000000002", 25, &dropped, &err),
                      0);
