@@ -274,6 +274,32 @@ static int scratch_start(const engine_ops_t *ops, scratch_t *s, dbp_err_t *err)
     }
 }
 
+/* Test-only failpoint, never for production: with DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN=1
+ * in the environment of the process that verifies or restores (the daemon, or `dbplane
+ * backup`), takes scratch instance s's chosen port on 127.0.0.1 with a listening socket,
+ * as another daemon's server would in the moment between the pick and the bind. Returns
+ * the socket (owned: close it once the start has failed), or -1 when the failpoint is
+ * off or the port could not be taken (then logged, and the start goes on as usual). */
+static int scratch_failpoint_take_port(const scratch_t *s)
+{
+    const char *v = getenv("DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN");
+    if (!v || strcmp(v, "1") != 0)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->in.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 1) != 0) {
+        dbp_warn("failpoint", "name=scratch_port_taken instance=%s port=%d taken=0 error=%s",
+                 s->in.name, s->in.port, dbp_log_q(strerror(errno)));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    dbp_warn("failpoint", "name=scratch_port_taken instance=%s port=%d taken=1", s->in.name,
+             s->in.port);
+    return fd;
+}
+
 /* Renders the configuration, starts the server and waits until it accepts writes; when
  * it exited because another program took its port meanwhile (another daemon's scratch
  * instance on this machine picked the same one), picks another port and starts again,
@@ -283,7 +309,10 @@ static int scratch_start_retry(backup_ctx_t *ctx, const engine_ops_t *ops, scrat
 {
     int rc = 0;
     for (int attempt = 1; attempt <= SCRATCH_START_ATTEMPTS; attempt++) {
+        int taken = attempt == 1 ? scratch_failpoint_take_port(s) : -1;
         rc = scratch_start(ops, s, err);
+        if (taken >= 0)
+            close(taken);
         if (rc != DBP_EBUSY || attempt == SCRATCH_START_ATTEMPTS)
             break;
         dbp_warn("scratch_port_taken", "instance=%s port=%d attempt=%d", s->in.name, s->in.port,

@@ -7,6 +7,8 @@ the WAL a point-in-time window needs.
 """
 import datetime
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,9 +75,9 @@ def conn(d, cluster, dbname, role="primary"):
                            user="dbplane_admin", dbname=dbname, autocommit=True)
 
 
-def bk(d, *args, check=True, timeout=300):
+def bk(d, *args, check=True, timeout=300, env=None):
     p = subprocess.run([BIN] + list(args) + ["--data-dir", str(d.data_dir)], capture_output=True,
-                       text=True, timeout=timeout)
+                       text=True, timeout=timeout, env=env)
     rep = sanitizer_report(p.stderr)
     assert not rep, f"sanitizer report ({rep}) from dbplane {' '.join(args)}:\n{p.stderr[-8000:]}"
     if check and p.returncode != 0:
@@ -537,3 +539,26 @@ def test_a_stuck_archive_drops_wal_past_archive_queue_max_instead_of_filling_the
     gap = wait_until(lambda: [e for e in d.events() if e["reason"] == "WalArchiveGap"],
                      timeout=30, what="a WalArchiveGap event")
     assert "never reached the archive" in gap[0]["message"]
+
+
+def test_a_scratch_server_that_lost_its_port_is_started_on_another(env):
+    """docs/design.md "Ports": a verification's scratch server whose port another program
+    took between dbplane's pick and the server's bind exits, and is started again on
+    another port. The race window is a few ms, so a test-only failpoint
+    (DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN=1, in the environment of `dbplane backup`)
+    holds the first pick's port on 127.0.0.1: the first start always loses."""
+    d = env
+    fp = dict(os.environ, DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN="1")
+    p = bk(d, "backup", "pitr", "--backup", "pitr-base", "--verify", "-o", "json", env=fp,
+           check=False)
+    taken = re.search(r"msg=failpoint name=scratch_port_taken instance=(\S+) port=(\d+) taken=1",
+                      p.stderr)
+    assert taken, f"the failpoint did not take a port:\n{p.stderr[-4000:]}"
+    assert f"msg=scratch_port_taken instance={taken[1]} port={taken[2]} attempt=1" in p.stderr, \
+        f"no retry after the lost port:\n{p.stderr[-4000:]}"
+    assert p.returncode == 0, f"dbplane backup exited {p.returncode}:\n{p.stderr[-4000:]}"
+    row = json.loads(p.stdout)
+    assert row["status"] == "complete" and row["verified"] == "ok", row
+    assert "tables" in row["verify_message"], row
+    # Nothing of the scratch instances is left: neither the lost port's nor the second's.
+    assert not any((d.data_dir / "scratch").glob("*/data")), list((d.data_dir / "scratch").iterdir())
