@@ -3,7 +3,9 @@ archiving (archive_command -> `dbplane wal-push` into the cluster's spool, shipp
 daemon's scheduler with `dbplane wal-ship` into a posix BackupStore), restores to a time
 between two known writes (`dbplane restore --to DIR --point-in-time`, and a `kind:
 Restore` resource reconciled into a new cluster), gap detection, and retention that keeps
-the WAL a point-in-time window needs.
+the WAL a point-in-time window needs; a replica bootstrapped from a Backup, and one that
+cannot stream after a failover rebuilt from it (a daemon of its own, with failpoints);
+a verification's scratch server that lost its port started on another.
 """
 import datetime
 import json
@@ -21,6 +23,7 @@ import pytest
 
 from conftest import (BIN, S3RVER, Daemon, S3Server, backup_stores_yaml, free_port,
                       sanitizer_report, stop_and_check, wait_until)
+from test_ha import hang_until_new_epoch
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -562,3 +565,92 @@ def test_a_scratch_server_that_lost_its_port_is_started_on_another(env):
     assert "tables" in row["verify_message"], row
     # Nothing of the scratch instances is left: neither the lost port's nor the second's.
     assert not any((d.data_dir / "scratch").glob("*/data")), list((d.data_dir / "scratch").iterdir())
+
+
+HA_SPEC = """
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: pitr-ha}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: 2
+  failover: {auto: true, interval: 500ms, failcount: 3}
+  bootstrapFrom: {backup: pitr-ha-base}
+---
+apiVersion: dbplane/v1
+kind: Backup
+metadata: {name: pitr-ha-base}
+spec: {cluster: pitr-ha, type: physical, store: local, pitr: true, verify: false}
+"""
+
+
+def test_replica_that_cannot_stream_is_rebuilt_from_bootstrap_from(daemon, monkeypatch):
+    """docs/design.md "A replica that runs but does not stream is rebuilt": from the
+    Cluster's bootstrapFrom Backup when it has one (test_ha.py's
+    test_replica_that_cannot_stream_is_rebuilt covers the clone). The same forked former
+    primary (pg_rewind skipped by a failpoint, so it holds a write the new primary never
+    received and cannot stream), in a cluster that archives WAL and has a verified
+    physical run taken on timeline 1: it must be rebuilt from that run plus the archive
+    (a Bootstrapped event, no clone), follow the new primary onto timeline 2, stream, and
+    have the row written after the failover and not the forked one."""
+    monkeypatch.setenv("DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND", "1")
+    monkeypatch.setenv("DBPLANE_FAILPOINT_STREAM_BOUND_MS", "4000")
+    work = daemon.data_dir.parent
+    spec = work / "pitr-ha.yaml"
+    spec.write_text(backup_stores_yaml(work / "store") + "---\n" + HA_SPEC)
+    d = daemon.start(spec)
+    with conn(d, "pitr-ha", "postgres") as c:
+        c.execute("CREATE TABLE ledger (id serial PRIMARY KEY, v text)")
+        c.execute("INSERT INTO ledger (v) VALUES ('before')")
+    row = json.loads(bk(d, "backup", "pitr-ha", "--backup", "pitr-ha-base", "--verify", "-o",
+                        "json").stdout)
+    assert row["verified"] == "ok", row
+    rep = d.instance("pitr-ha", "replica")
+    assert rep["name"] == "pitr-ha-1"
+    wait_until(lambda: d.admin_sql(rep, "SELECT count(*) FROM ledger") == "1", timeout=30,
+               what="the replica to have the first row")
+    # As in test_ha: the replica stops receiving, the next write exists on the primary
+    # alone, and the failover forks timeline 2 off before it.
+    d.admin_sql(rep, "ALTER SYSTEM SET primary_conninfo = ''")
+    d.admin_sql(rep, "SELECT pg_reload_conf()")
+    wait_until(lambda: d.admin_sql(rep, "SELECT count(*) FROM pg_stat_wal_receiver") == "0",
+               timeout=10, what="the replica's WAL receiver to stop")
+    with conn(d, "pitr-ha", "postgres") as c:
+        c.execute("INSERT INTO ledger (v) VALUES ('forked')")
+    c, _ = hang_until_new_epoch(d, "pitr-ha", d.server_pid("default", "pitr-ha", "pitr-ha-0"), 2)
+    assert c["primary"] == "pitr-ha-1"
+    new = next(i for i in c["instances"] if i["name"] == "pitr-ha-1")
+    d.admin_sql(new, "ALTER SYSTEM RESET primary_conninfo")
+    wait_until(lambda: d.admin_sql(new, "SELECT pg_is_in_recovery()") == "f", timeout=30,
+               what="the promotion")
+    d.admin_sql(new, "INSERT INTO ledger (v) VALUES ('after')")
+    try:
+        ev = wait_until(lambda: next((e for e in instance_events(d, "pitr-ha-0")
+                                      if e["reason"] == "ReplicaNotStreaming"), None),
+                        timeout=45, what="the ReplicaNotStreaming event")
+        assert "rebuilding it from its bootstrapFrom Backup" in ev["message"], ev
+        boot = wait_until(lambda: next((e for e in instance_events(d, "pitr-ha-0")
+                                        if e["reason"] in ("Bootstrapped", "BootstrapFallback",
+                                                           "Cloned")),
+                                       None), timeout=60, what="the rebuild's event")
+        print("ReplicaNotStreaming:", ev["message"], "\n" + boot["reason"] + ":", boot["message"])
+        assert boot["reason"] == "Bootstrapped" and row["id"] in boot["message"], boot
+        d.wait(120)
+        old = next(i for i in d.cluster("pitr-ha")["instances"] if i["name"] == "pitr-ha-0")
+        assert old["role"] == "replica" and old["state"] == "running", old
+        wait_until(lambda: d.admin_sql(old, "SELECT status FROM pg_stat_wal_receiver")
+                   == "streaming", timeout=30, what="the rebuilt replica to stream")
+        wait_until(lambda: "after" in d.admin_sql(old, "SELECT v FROM ledger ORDER BY id"),
+                   timeout=30, what="the rebuilt replica to receive the new primary's write")
+    except (AssertionError, pytest.fail.Exception) as e:
+        log = d.data_dir / "clusters" / "default" / "pitr-ha" / "pitr-ha-0" / "server.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
+        pytest.fail(f"{e}\n--- pitr-ha-0 server.log ---\n{tail}\n--- events ---\n"
+                    f"{[(x['reason'], x['message']) for x in instance_events(d, 'pitr-ha-0')]}")
+    assert d.admin_sql(old, "SELECT string_agg(v, ',' ORDER BY id) FROM ledger") == "before,after"
+    assert d.admin_sql(old, "SELECT received_tli FROM pg_stat_wal_receiver") == "2"
+    reasons = [e["reason"] for e in instance_events(d, "pitr-ha-0")]
+    assert "Rejoined" in reasons  # the failpoint's "successful" rejoin
+    assert not {"Cloned", "Cloning", "BootstrapFallback"} & set(reasons), reasons
+    assert "replica_not_streaming" in d.log_text()
