@@ -6,6 +6,7 @@ against the ASan+UBSan build) fails the test that started the daemon.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -278,6 +279,24 @@ spec:
     secretAccessKeySecretKeyRef: {{name: s3creds, key: sk}}
 """)
     return "---\n".join(docs)
+
+
+SCRATCH_PORT_FAILPOINT = {"DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN": "1"}
+
+
+def assert_scratch_port_retried(p):
+    """Checks that CompletedProcess p (a `dbplane backup --verify` or `dbplane backups
+    verify` run with SCRATCH_PORT_FAILPOINT in its environment) lost its first scratch
+    port to the failpoint's socket and started the server again on another port (log
+    `scratch_port_taken ... attempt=1`, backup/restore.c scratch_start_retry), and that
+    it exited 0. Returns the lost port."""
+    taken = re.search(r"msg=failpoint name=scratch_port_taken instance=(\S+) port=(\d+) taken=1",
+                      p.stderr)
+    assert taken, f"the failpoint did not take a port:\n{p.stderr[-4000:]}"
+    assert f"msg=scratch_port_taken instance={taken[1]} port={taken[2]} attempt=1" in p.stderr, \
+        f"no retry after the lost port:\n{p.stderr[-4000:]}"
+    assert p.returncode == 0, f"dbplane exited {p.returncode}:\n{p.stderr[-4000:]}"
+    return int(taken[2])
 
 
 def stop_and_check(d, work=None, *others):

@@ -10,7 +10,6 @@ a verification's scratch server that lost its port started on another.
 import datetime
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (BIN, S3RVER, Daemon, S3Server, backup_stores_yaml, free_port,
+from conftest import (BIN, S3RVER, SCRATCH_PORT_FAILPOINT, Daemon, S3Server,
+                      assert_scratch_port_retried, backup_stores_yaml, free_port,
                       sanitizer_report, stop_and_check, wait_until)
 from test_ha import hang_until_new_epoch
 
@@ -551,15 +551,9 @@ def test_a_scratch_server_that_lost_its_port_is_started_on_another(env):
     (DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN=1, in the environment of `dbplane backup`)
     holds the first pick's port on 127.0.0.1: the first start always loses."""
     d = env
-    fp = dict(os.environ, DBPLANE_FAILPOINT_SCRATCH_PORT_TAKEN="1")
-    p = bk(d, "backup", "pitr", "--backup", "pitr-base", "--verify", "-o", "json", env=fp,
-           check=False)
-    taken = re.search(r"msg=failpoint name=scratch_port_taken instance=(\S+) port=(\d+) taken=1",
-                      p.stderr)
-    assert taken, f"the failpoint did not take a port:\n{p.stderr[-4000:]}"
-    assert f"msg=scratch_port_taken instance={taken[1]} port={taken[2]} attempt=1" in p.stderr, \
-        f"no retry after the lost port:\n{p.stderr[-4000:]}"
-    assert p.returncode == 0, f"dbplane backup exited {p.returncode}:\n{p.stderr[-4000:]}"
+    p = bk(d, "backup", "pitr", "--backup", "pitr-base", "--verify", "-o", "json",
+           env=dict(os.environ, **SCRATCH_PORT_FAILPOINT), check=False)
+    assert_scratch_port_retried(p)
     row = json.loads(p.stdout)
     assert row["status"] == "complete" and row["verified"] == "ok", row
     assert "tables" in row["verify_message"], row
