@@ -299,6 +299,31 @@ def assert_scratch_port_retried(p):
     return int(taken[2])
 
 
+def start_backup_daemon(prefix, spec_name, spec_text, s3prefix, timeout=180):
+    """Starts an s3rver and a daemon in a new work directory (named prefix...) on the
+    stores of backup_stores_yaml (key prefix s3prefix) plus spec_text, written to
+    spec_name. Returns the Daemon, with .work, .s3, .store (the posix store's path) and
+    .spec set; on a failed start both are stopped. Stop with stop_and_check(d, d.work,
+    d.s3)."""
+    if not S3RVER:
+        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work.chmod(0o755)
+    s3 = S3Server(work / "s3")
+    s3.start()
+    spec = work / spec_name
+    spec.write_text(backup_stores_yaml(work / "store", s3.port, s3prefix) + "---\n" + spec_text)
+    d = Daemon(work / "data", work / "data.log")
+    d.work, d.s3, d.store, d.spec = work, s3, work / "store", spec
+    try:
+        d.start(spec, timeout=timeout)
+    except BaseException:
+        d.stop()
+        s3.stop()
+        raise
+    return d
+
+
 def stop_and_check(d, work=None, *others):
     """Stops daemon d (then each of others, e.g. an S3Server), removes the work directory,
     and fails the test when d's log holds a sanitizer report or d exited non-zero."""

@@ -21,8 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (BIN, S3RVER, Daemon, S3Server, backup_stores_yaml, free_port,
-                      sanitizer_report, stop_and_check, wait_until)
+from conftest import (BIN, free_port, sanitizer_report, start_backup_daemon, stop_and_check,
+                      wait_until)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -91,18 +91,7 @@ spec: {{cluster: sched, type: logical, store: local, schedule: "* * * * *", rete
 
 @pytest.fixture(scope="module")
 def env():
-    if not S3RVER:
-        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
-    work = Path(tempfile.mkdtemp(prefix="dbplane-bk-"))
-    work.chmod(0o755)
-    s3 = S3Server(work / "s3")
-    s3.start()
-    spec = work / "backup.yaml"
-    spec.write_text(backup_stores_yaml(work / "store", s3.port, "it") + "---\n" +
-                    SPEC.format())
-    d = Daemon(work / "data", work / "data.log")
-    d.start(spec, timeout=240)
-    d.work, d.s3, d.store = work, s3, work / "store"
+    d = start_backup_daemon("dbplane-bk-", "backup.yaml", SPEC.format(), "it", timeout=240)
     d.env = dict(os.environ, DBPLANE_S3_PART_SIZE=str(5 << 20), DBPLANE_S3_MAX_ATTEMPTS="3",
                  DBPLANE_S3_RETRY_BASE_MS="100")
     # Data: a small "shop" database for round trips and a bulk one (~130 MB) so that
@@ -117,7 +106,7 @@ def env():
         c.execute("CREATE TABLE blob AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v"
                   " FROM generate_series(1, 800000) g")
     yield d
-    stop_and_check(d, work, s3)
+    stop_and_check(d, d.work, d.s3)
 
 
 def admin(d, dbname, role="primary"):

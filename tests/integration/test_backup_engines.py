@@ -23,9 +23,8 @@ import pymysql
 import pytest
 import redis
 
-from conftest import (BIN, S3RVER, SCRATCH_PORT_FAILPOINT, Daemon, S3Server,
-                      assert_scratch_port_retried, backup_stores_yaml, free_port,
-                      sanitizer_report, stop_and_check, wait_until)
+from conftest import (BIN, SCRATCH_PORT_FAILPOINT, assert_scratch_port_retried, free_port,
+                      sanitizer_report, start_backup_daemon, stop_and_check, wait_until)
 
 SPEC = """
 apiVersion: dbplane/v1
@@ -116,23 +115,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def env():
-    if not S3RVER:
-        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
-    work = Path(tempfile.mkdtemp(prefix="dbplane-bke-"))
-    work.chmod(0o755)
-    s3 = S3Server(work / "s3")
-    s3.start()
-    spec = work / "engines.yaml"
-    spec.write_text(backup_stores_yaml(work / "store", s3.port, "eng") + "---\n" +
-                    SPEC.format())
-    d = Daemon(work / "data", work / "data.log")
-    try:
-        d.start(spec, timeout=120)
-    except BaseException:
-        d.stop()
-        s3.stop()
-        raise
-    d.work, d.s3, d.store = work, s3, work / "store"
+    d = start_backup_daemon("dbplane-bke-", "engines.yaml", SPEC.format(), "eng", timeout=120)
     d.env = dict(os.environ, DBPLANE_S3_MAX_ATTEMPTS="3", DBPLANE_S3_RETRY_BASE_MS="100")
     with mdb(d) as c:
         c.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(64), price DECIMAL(10,2),"
@@ -154,7 +137,7 @@ def env():
     for i in range(1000):
         r.set(f"k:{i}", f"v{i}" * 8)
     yield d
-    stop_and_check(d, work, s3)
+    stop_and_check(d, d.work, d.s3)
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -20,9 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (BIN, S3RVER, SCRATCH_PORT_FAILPOINT, Daemon, S3Server,
-                      assert_scratch_port_retried, backup_stores_yaml, free_port,
-                      sanitizer_report, stop_and_check, wait_until)
+from conftest import (BIN, SCRATCH_PORT_FAILPOINT, assert_scratch_port_retried, backup_stores_yaml,
+                      free_port, sanitizer_report, start_backup_daemon, stop_and_check, wait_until)
 from test_ha import hang_until_new_epoch
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -51,25 +50,14 @@ spec: {{cluster: pitr, type: physical, store: local, pitr: true, verify: false}}
 
 @pytest.fixture(scope="module")
 def env():
-    work = Path(tempfile.mkdtemp(prefix="dbplane-pitr-"))
-    work.chmod(0o755)
-    if not S3RVER:
-        pytest.fail("s3rver is not installed: run scripts/install-deps.sh")
-    s3 = S3Server(work / "s3")
-    s3.start()
-    spec = work / "pitr.yaml"
-    spec.write_text(backup_stores_yaml(work / "store", s3.port, "pitr") + "---\n" + SPEC.format())
-    d = Daemon(work / "data", work / "data.log")
-    d.s3 = s3
-    d.start(spec, timeout=180)
-    d.work, d.store, d.spec = work, work / "store", spec
+    d = start_backup_daemon("dbplane-pitr-", "pitr.yaml", SPEC.format(), "pitr")
     d.wal = d.store / "default" / "pitr" / "wal"
     with conn(d, "pitr", "postgres") as c:
         c.execute("CREATE DATABASE app")
     with conn(d, "pitr", "app") as c:
         c.execute("CREATE TABLE t (id int PRIMARY KEY, what text, at timestamptz DEFAULT now())")
     yield d
-    stop_and_check(d, work, s3)
+    stop_and_check(d, d.work, d.s3)
 
 
 def conn(d, cluster, dbname, role="primary"):
