@@ -274,7 +274,9 @@ read -r DB_REST _ < <(timed_rss "$BIN" restore "$PHYS_ID" --to "$WORK/restore-db
 fi
 
 # Logical: REPS rounds (default 2), dbplane and the anchors alternating, each after a
-# `sync`; the table shows the fastest of each. dbplane's default runs pg_dump with zlib
+# `sync`; the table shows the fastest of each. dbplane's logical runs use its own zstd
+# level for logical parts (engine_ops_t.logical_zstd_level: 1 over pg_dump's zlib
+# archive), not LEVEL: the anchor here is `pg_dump -Fc`, not a zstd level. dbplane's default runs pg_dump with zlib
 # level 1 inside the archive and zstd on top (DBPLANE_PG_DUMP_LEVEL, postgresql_backup.c);
 # "pure zstd" is DBPLANE_PG_DUMP_LEVEL=0 (raw archive, zstd in dbplane only).
 fastest() { python3 -c "import sys; print(min(float(v) for v in sys.argv[1:] if v))" "$@"; }
@@ -288,7 +290,8 @@ for rep in $(seq 1 "${REPS:-2}"); do
 
   echo "# [$rep] dbplane logical backup" >&2
   sync
-  read -r x rss < <(timed_rss "$BIN" backup bench --type logical --no-verify \
+  read -r x rss < <(timed_rss env -u DBPLANE_BACKUP_ZSTD_LEVEL "$BIN" backup bench \
+    --type logical --no-verify \
     --store local -o json --data-dir "$DATA")
   DB_LOG=$(fastest "$DB_LOG" "$x")
   [ "$rss" -gt "$DB_LOG_RSS" ] && DB_LOG_RSS=$rss
@@ -297,7 +300,8 @@ for rep in $(seq 1 "${REPS:-2}"); do
   if [ -n "${BASE_BIN:-}" ]; then
     echo "# [$rep] BASE_BIN logical backup" >&2
     sync
-    read -r x _ < <(timed_rss "$BASE_BIN" backup bench --type logical --no-verify \
+    read -r x _ < <(timed_rss env -u DBPLANE_BACKUP_ZSTD_LEVEL "$BASE_BIN" backup bench \
+      --type logical --no-verify \
       --store local -o json --data-dir "$DATA")
     DB_LOG_BASE=$(fastest "$DB_LOG_BASE" "$x")
   fi
@@ -338,7 +342,8 @@ if [ "$TEXT_ROWS" -gt 0 ]; then
     T_DUMP=$(fastest "$T_DUMP" "$(secs "$T0" "$(now)")")
     echo "# [$rep] text: dbplane logical backup" >&2
     sync
-    read -r x _ < <(timed_rss "$BIN" backup btext --type logical --no-verify \
+    read -r x _ < <(timed_rss env -u DBPLANE_BACKUP_ZSTD_LEVEL "$BIN" backup btext \
+      --type logical --no-verify \
       --store local -o json --data-dir "$DATA")
     T_DB=$(fastest "$T_DB" "$x")
     T_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/last.out")

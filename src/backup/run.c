@@ -555,6 +555,8 @@ int backup_run(backup_ctx_t *ctx, const backup_run_opts_t *o, store_backup_t *ou
     long lvl = env_long("DBPLANE_BACKUP_ZSTD_LEVEL", 1, 19);
     if (lvl && co.codec == BACKUP_CODEC_ZSTD)
         co.level = (int)lvl;
+    else if (!physical && co.codec == BACKUP_CODEC_ZSTD && ops->logical_zstd_level)
+        co.level = ops->logical_zstd_level;
     /* zstd worker threads (bench knob): -1 = compress inline; unset = two (stream.c). */
     co.workers = (int)env_long("DBPLANE_BACKUP_ZSTD_WORKERS", -1, 4);
     int verify = o->verify >= 0 ? o->verify : b ? b->u.backup.verify.v : 0;

@@ -385,6 +385,11 @@ typedef struct engine_ops {
      * "data.tar" / ".dump". */
     const char *physical_part;
     const char *logical_ext;
+    /* zstd level of logical parts when the tool already compresses its dump (PG: zlib
+     * level 1 inside pg_dump's archive, which zstd shrinks by ~4 % more on text data): 1
+     * spends a third of level 3's CPU for that (docs/benchmarks.md, session 7). 0 = the
+     * pipeline's default (3). DBPLANE_BACKUP_ZSTD_LEVEL overrides both. */
+    int logical_zstd_level;
 } engine_ops_t;
 
 /* The driver for an engine, or NULL when this build has none (the caller reports

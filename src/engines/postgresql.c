@@ -1239,6 +1239,7 @@ const engine_ops_t engine_postgresql = {
     .needs_restart = pg_needs_restart,
     .backup_physical = pg_backup_physical,
     .backup_logical = pg_backup_logical,
+    .logical_zstd_level = 1, /* pg_dump -Fc -Z1 output: compressed already */
     .restore_physical = pg_restore_physical,
     .restore_logical = pg_restore_logical,
     .inventory = pg_inventory,
