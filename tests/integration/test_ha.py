@@ -329,8 +329,8 @@ spec:
 """
 
 
-def clone_failpoint_sleeping():
-    """True while the clone failpoint's `/bin/sleep 30.000` runs (see jobs.c)."""
+def failpoint_sleeping():
+    """True while a delay failpoint's `/bin/sleep 30.000` runs (clone or init, see jobs.c)."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -373,10 +373,10 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
         next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])),
         timeout=30, what="the old primary to rejoin during the clone")
     # Shutdown during the clone: its tool is killed, the daemon does not wait it out.
-    assert clone_failpoint_sleeping()
+    assert failpoint_sleeping()
     assert d.stop() == 0
     assert time.monotonic() - t_clone < 27, "shutdown waited for the clone"
-    assert not clone_failpoint_sleeping(), "the clone's tool outlived the daemon"
+    assert not failpoint_sleeping(), "the clone's tool outlived the daemon"
     # The next start clones slow-1 again.
     monkeypatch.delenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS")
     d.start(spec)
@@ -386,6 +386,71 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
     assert ("Cloned", "slow-1") in [(e["reason"], e["name"]) for e in d.events()]
     old = next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])
     assert old["role"] == "replica" and old["state"] == "running"
+
+
+SLOW_PG = """\
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: slow}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: 1
+"""
+
+
+def test_failover_does_not_wait_for_the_first_initialisation_of_another_cluster(
+        daemon, tmp_path, monkeypatch):
+    """A new cluster's primary is initialised off the control loop's thread: while the
+    first initialisation of cluster `slow` is held 30 s by a test-only failpoint (a `sleep`
+    run by the init job before initdb), cluster `fo`'s hung primary is failed over within
+    the usual bound, its old primary rejoins meanwhile, and `slow` says "initialising
+    slow-0" (pending). Stopping the daemon then kills the held step at once and leaves no
+    initialised data directory; the next start initialises slow-0."""
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_DELAY_MS", "30000")
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_CLUSTER", "slow")
+    fo = TWO_CLUSTERS.split("---\n")[0]
+    spec = tmp_path / "two.yaml"
+    spec.write_text(fo)
+    d = daemon.start(spec)
+    c0 = d.cluster("fo")
+    assert c0["epoch"] == 1
+    spec.write_text(fo + SLOW_PG)
+    d.cli("apply", "-f", str(spec))
+    wait_until(failpoint_sleeping, timeout=30, what="the initialisation of slow-0 to be held")
+    t_init = time.monotonic()
+    assert ("Initializing", "slow-0") in [(e["reason"], e["name"]) for e in d.events()]
+    c, took = hang_until_new_epoch(d, "fo", d.server_pid("default", "fo", c0["primary"]), 2,
+                                   interval=0.1)
+    assert c["primary"] != c0["primary"]
+    # interval 250 ms x failcount 3, plus fence and promotion (as for the clone above).
+    if not os.environ.get("DBPLANE_SANITIZED"):
+        assert took < 5, f"failover took {took:.1f}s while another cluster was initialised"
+    assert ("Initialized", "slow-0") not in [(e["reason"], e["name"]) for e in d.events()], \
+        "the failover waited for the initialisation"
+    # Meanwhile the old primary rejoins (a job of its own beside the held initialisation).
+    wait_until(lambda: (lambda o: o["role"] == "replica" and o["state"] == "running")(
+        next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])),
+        timeout=20, what="the old primary to rejoin during the initialisation")
+    slow = d.cluster("slow")
+    assert slow["state"] == "pending" and slow["message"] == "initialising slow-0", slow
+    # Shutdown during the initialisation: its tool is killed, the daemon does not wait it
+    # out, and no initialised data directory is left behind.
+    assert failpoint_sleeping()
+    assert d.stop() == 0
+    assert time.monotonic() - t_init < 27, "shutdown waited for the initialisation"
+    assert not failpoint_sleeping(), "the initialisation's tool outlived the daemon"
+    inst = d.data_dir / "clusters" / "default" / "slow" / "slow-0"
+    assert not (inst / ".initialized").exists()
+    assert not (inst / "data" / "PG_VERSION").exists()
+    # The next start initialises slow-0.
+    monkeypatch.delenv("DBPLANE_FAILPOINT_INIT_DELAY_MS")
+    d.start(spec)
+    slow = d.cluster("slow")
+    assert slow["state"] == "ready", slow
+    assert [i["state"] for i in slow["instances"]] == ["running"]
+    assert ("Initialized", "slow-0") in [(e["reason"], e["name"]) for e in d.events()]
 
 
 def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):
