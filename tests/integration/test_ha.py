@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from conftest import pg_dsn, wait_until
+from conftest import failpoint_sleeping, pg_dsn, wait_until
 
 SPEC = """\
 apiVersion: dbplane/v1
@@ -327,18 +327,6 @@ spec:
   memory: 64Mi
   redis: {class: cache}
 """
-
-
-def failpoint_sleeping():
-    """True while a delay failpoint's `/bin/sleep 30.000` runs (clone or init, see jobs.c)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if open(f"/proc/{entry}/cmdline", "rb").read() == b"/bin/sleep\x0030.000\x00":
-                    return True
-            except OSError:
-                pass
-    return False
 
 
 def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path, monkeypatch):
