@@ -348,10 +348,10 @@ void ctl_jobs_stop(ctl_daemon_t *d);
  * limits it to the cluster of that name. 0, or DBP_EIO when the sleep was killed. */
 int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err);
 
-/* Test-only failpoint (tests/integration/test_ha.py; never set in production): with
- * DBPLANE_FAILPOINT_INIT_DELAY_MS in the daemon's environment, the first initialisation of
- * primary P, or its restore for a Restore, first runs `/bin/sleep` for that many ms on
- * the job's thread (a real child: a shutdown kills it like initdb);
+/* Test-only failpoint (tests/integration/test_ha.py, test_pitr.py; never set in
+ * production): with DBPLANE_FAILPOINT_INIT_DELAY_MS in the daemon's environment, the first
+ * initialisation of primary P, or its restore for a Restore, first runs `/bin/sleep` for
+ * that many ms on the job's thread (a real child: a shutdown kills it like initdb);
  * DBPLANE_FAILPOINT_INIT_CLUSTER limits it to the cluster of that name. 0, or DBP_EIO when
  * the sleep was killed. */
 int ctl_failpoint_init_delay(const engine_instance_t *P, dbp_err_t *err);
