@@ -311,9 +311,10 @@ def test_a_held_restore_does_not_hold_the_loop_and_a_shutdown_cancels_it(env, mo
     cluster pitr is made at once) and pitr-held says "restoring primary pitr-held-0 from
     ..." (pending). Stopping the daemon kills the held step at once and leaves neither a
     data directory nor a .restore-failed marker (a cancelled restore is no failure, so it
-    does not wait out the retry minute): the next start restores it."""
+    does not wait out the retry minute): the next start restores it, and the one after
+    leaves it ready."""
     d = env
-    between = write_a_then_b(d, 5, 6)
+    between = write_a_then_b(d, 200, 201)  # ids no other test of this module uses
     assert d.stop() == 0
     monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_DELAY_MS", "30000")
     monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_CLUSTER", "pitr-held")
@@ -350,7 +351,12 @@ def test_a_held_restore_does_not_hold_the_loop_and_a_shutdown_cancels_it(env, mo
     assert "RestoreFailed" not in events, events
     with conn(d, "pitr-held", "app") as p:
         ids = [r[0] for r in p.execute("SELECT id FROM t ORDER BY id")]
-    assert 5 in ids and 6 not in ids, ids
+    assert 200 in ids and 201 not in ids, ids
+    # A completed Restore stays ready across a restart: the start's re-check of ready
+    # resources would find its cluster's data "already there" and fail it.
+    assert d.stop() == 0
+    d.start(d.spec)
+    assert status_of(d, "restore", "held")[0] == "ready"
 
 
 CLUSTER = """
