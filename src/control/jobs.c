@@ -22,38 +22,24 @@
 #include "backup/backup.h"
 #include "common/log.h"
 
+/* The names of each kind, indexed by ctl_job_kind_t. */
+static const struct {
+    const char *name;  /* for logs */
+    const char *doing; /* for status messages */
+} job_names[] = {
+    [CTL_JOB_CLONE] = {"clone", "cloning"},        [CTL_JOB_REJOIN] = {"rejoin", "rejoining"},
+    [CTL_JOB_REBUILD] = {"rebuild", "rebuilding"}, [CTL_JOB_INIT] = {"init", "initialising"},
+    [CTL_JOB_RESTORE] = {"restore", "restoring"},
+};
+
 const char *ctl_job_kind_str(ctl_job_kind_t k)
 {
-    switch (k) {
-    case CTL_JOB_CLONE:
-        return "clone";
-    case CTL_JOB_REJOIN:
-        return "rejoin";
-    case CTL_JOB_REBUILD:
-        return "rebuild";
-    case CTL_JOB_INIT:
-        return "init";
-    case CTL_JOB_RESTORE:
-        return "restore";
-    }
-    return "?";
+    return (size_t)k < sizeof(job_names) / sizeof(job_names[0]) ? job_names[k].name : "?";
 }
 
 const char *ctl_job_doing_str(ctl_job_kind_t k)
 {
-    switch (k) {
-    case CTL_JOB_CLONE:
-        return "cloning";
-    case CTL_JOB_REJOIN:
-        return "rejoining";
-    case CTL_JOB_REBUILD:
-        return "rebuilding";
-    case CTL_JOB_INIT:
-        return "initialising";
-    case CTL_JOB_RESTORE:
-        return "restoring";
-    }
-    return "?";
+    return (size_t)k < sizeof(job_names) / sizeof(job_names[0]) ? job_names[k].doing : "?";
 }
 
 bool ctl_job_makes_primary(ctl_job_kind_t k)
