@@ -150,10 +150,14 @@ static int take_lock(const char *data_dir, dbp_err_t *err)
     return fd;
 }
 
+/* At start, every ready resource is checked again (pending until a pass says so), except
+ * those whose "ready" records something done once: a SqlJob that ran, a Restore that
+ * completed (checked again, its cluster's data would read as "already has data of its
+ * own"), and Backups (the scheduler reports them). */
 static int reset_status_cb(const store_resource_t *r, void *ud)
 {
     if (!r->state || strcmp(r->state, "ready") != 0 || strcmp(r->kind, "SqlJob") == 0 ||
-        strcmp(r->kind, "Backup") == 0)
+        strcmp(r->kind, "Backup") == 0 || strcmp(r->kind, "Restore") == 0)
         return 0;
     dbp_err_t err;
     if (store_set_status(ud, r->tenant, r->kind, r->name, r->observed_generation, "pending",

@@ -3,7 +3,9 @@
  * and docs/design.md "HA monitor thread: who owns what").
  *
  * A replica clone (pg_basebackup, a streamed mariadb-backup), a bootstrap from a Backup,
- * a rejoin (pg_rewind, the MariaDB GTID check) and a rebuild take seconds to minutes. On
+ * a rejoin (pg_rewind, the MariaDB GTID check), a rebuild, a primary's first
+ * initialisation (initdb, mariadb-install-db) and a Restore's primary (the extraction of
+ * a backup, the WAL or binary logs of a point in time) take seconds to minutes. On
  * the control loop's thread they held every failover of every cluster for that long. The
  * pass now queues them as jobs: the worker reads its own copies and writes only the job's
  * result fields; the control loop stays the one writer of the store and the supervisor,
@@ -20,15 +22,40 @@
 #include "backup/backup.h"
 #include "common/log.h"
 
+/* The names of each kind, indexed by ctl_job_kind_t. */
+static const struct {
+    const char *name;  /* for logs */
+    const char *doing; /* for status messages */
+} job_names[] = {
+    [CTL_JOB_CLONE] = {"clone", "cloning"},        [CTL_JOB_REJOIN] = {"rejoin", "rejoining"},
+    [CTL_JOB_REBUILD] = {"rebuild", "rebuilding"}, [CTL_JOB_INIT] = {"init", "initialising"},
+    [CTL_JOB_RESTORE] = {"restore", "restoring"},
+};
+
 const char *ctl_job_kind_str(ctl_job_kind_t k)
 {
-    return k == CTL_JOB_CLONE ? "clone" : k == CTL_JOB_REJOIN ? "rejoin" : "rebuild";
+    return (size_t)k < sizeof(job_names) / sizeof(job_names[0]) ? job_names[k].name : "?";
 }
 
-int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
+const char *ctl_job_doing_str(ctl_job_kind_t k)
 {
-    const char *ms = getenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS");
-    const char *only = getenv("DBPLANE_FAILPOINT_CLONE_CLUSTER");
+    return (size_t)k < sizeof(job_names) / sizeof(job_names[0]) ? job_names[k].doing : "?";
+}
+
+bool ctl_job_makes_primary(ctl_job_kind_t k)
+{
+    return k == CTL_JOB_INIT || k == CTL_JOB_RESTORE;
+}
+
+/* A test-only delay: with the environment variable `ms_var` set to a positive number of
+ * milliseconds (and `cluster_var`, when set, naming R's cluster), runs `/bin/sleep` for
+ * that long as a real child of the step, so that a shutdown kills it like the step's
+ * own tools. 0, or DBP_EIO when the sleep was killed. */
+static int failpoint_delay(const char *name, const char *ms_var, const char *cluster_var,
+                           const engine_instance_t *R, dbp_err_t *err)
+{
+    const char *ms = getenv(ms_var);
+    const char *only = getenv(cluster_var);
     if (!ms || !*ms || (only && *only && strcmp(only, R->cluster) != 0))
         return 0;
     long v = atol(ms);
@@ -36,13 +63,24 @@ int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
         return 0;
     char secs[32];
     snprintf(secs, sizeof(secs), "%ld.%03ld", v / 1000, v % 1000);
-    dbp_warn("failpoint", "name=clone_delay cluster=%s instance=%s ms=%ld", R->cluster, R->name, v);
-    /* A real child, like the clone tools: shutdown must kill its process group. */
+    dbp_warn("failpoint", "name=%s cluster=%s instance=%s ms=%ld", name, R->cluster, R->name, v);
     char *argv[] = {"/bin/sleep", secs, NULL};
     int rc = dbp_proc_run(argv, NULL, R->runas, R->tool_log_path, 0, err);
     if (rc)
-        dbp_err_prefix(err, "failpoint clone_delay: ");
+        dbp_err_prefix(err, "failpoint %s: ", name);
     return rc;
+}
+
+int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err)
+{
+    return failpoint_delay("clone_delay", "DBPLANE_FAILPOINT_CLONE_DELAY_MS",
+                           "DBPLANE_FAILPOINT_CLONE_CLUSTER", R, err);
+}
+
+int ctl_failpoint_init_delay(const engine_instance_t *P, dbp_err_t *err)
+{
+    return failpoint_delay("init_delay", "DBPLANE_FAILPOINT_INIT_DELAY_MS",
+                           "DBPLANE_FAILPOINT_INIT_CLUSTER", P, err);
 }
 
 bool ctl_failpoint_rejoin_skip(const engine_instance_t *R)
@@ -89,6 +127,24 @@ static void job_bootstrap(ctl_job_t *j)
         snprintf(j->boot_msg, sizeof(j->boot_msg),
                  "data directory restored from verified run %s of Backup %s in %.1f s, %s",
                  bi.run_id, j->bootstrap, (double)(dbp_now_ms() - t0) / 1000.0, bi.catch_up);
+}
+
+/* CTL_JOB_RESTORE: makes primary R's data directory from the Restore's backup
+ * (backup_restore_instance, which checks every part's checksum and, for a point in time,
+ * fetches the archived WAL or replays the binary logs), through a backup context (store
+ * connection) of this thread's own. A failure, a cancelled one included, leaves no data
+ * directory (backup_restore_instance removes it). The control loop records Restored or
+ * RestoreFailed and the markers (ctl_restore_job). */
+static int job_restore(ctl_job_t *j)
+{
+    backup_ctx_t *ctx = NULL;
+    int rc = ctl_failpoint_init_delay(&j->R, &j->err);
+    if (!rc)
+        rc = backup_ctx_open(&ctx, j->data_dir, &j->err);
+    if (!rc)
+        rc = backup_restore_instance(ctx, j->tenant, &j->restore->u.restore, &j->R, &j->err);
+    backup_ctx_close(ctx);
+    return rc;
 }
 
 static int job_clone(ctl_job_t *j)
@@ -141,6 +197,16 @@ static void *job_main(void *arg)
         }
         j->rc = j->boot_tried && j->boot_rc == 0 ? 0 : job_clone(j);
         break;
+    case CTL_JOB_INIT:
+        /* init_primary removes what a killed attempt left and writes the engine's
+         * initialised marker last: a cancelled init is done again by the next start. */
+        j->rc = ctl_failpoint_init_delay(&j->R, &j->err);
+        if (!j->rc)
+            j->rc = j->ops->init_primary(&j->R, &j->err);
+        break;
+    case CTL_JOB_RESTORE:
+        j->rc = job_restore(j);
+        break;
     }
     j->ms = dbp_now_ms() - t0;
     dbp_cancel_bind(NULL);
@@ -178,6 +244,10 @@ ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_
     const char *bb = cr->res->u.cluster.bootstrap_backup.v;
     if ((kind == CTL_JOB_CLONE || (kind == CTL_JOB_REBUILD && from_backup)) && bb)
         snprintf(j->bootstrap, sizeof(j->bootstrap), "%s", bb);
+    if (kind == CTL_JOB_RESTORE) {
+        j->restore = cr->restore;
+        j->restore_gen = cr->restore_gen;
+    }
     snprintf(j->data_dir, sizeof(j->data_dir), "%s", d->data_dir);
     snprintf(j->why, sizeof(j->why), "%s", why ? why : "");
     j->wake_fd = d->wake[1];

@@ -429,10 +429,7 @@ static const char *replica_job(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_kind_t
         snprintf(msg, len, "%s: out of memory", R->name);
         return "failed";
     }
-    snprintf(msg, len, "%s %s from %s", kind == CTL_JOB_CLONE    ? "cloning"
-                                        : kind == CTL_JOB_REJOIN ? "rejoining"
-                                                                 : "rebuilding",
-             R->name, P->name);
+    snprintf(msg, len, "%s %s from %s", ctl_job_doing_str(kind), R->name, P->name);
     return "pending";
 }
 
@@ -449,7 +446,9 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
 {
     const char *tenant = R->tenant, *st = NULL;
     char m[1400];
-    bool stale = j->epoch != cr->epoch || strcmp(j->P.name, P->name) != 0;
+    /* An init or restore made R as a primary, and the topology names another one now. */
+    bool stale =
+        j->epoch != cr->epoch || strcmp(j->P.name, P->name) != 0 || ctl_job_makes_primary(j->kind);
     if (j->boot_tried)
         event(d, tenant, "Instance", R->name, j->boot_rc ? "Warning" : "Normal",
               j->boot_rc ? "BootstrapFallback" : "Bootstrapped", j->boot_msg);
@@ -466,14 +465,16 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
     }
     if (j->rc != 0) {
         snprintf(msg, len, "%s %s from %s: %s",
-                 j->kind == CTL_JOB_CLONE ? "clone" : j->cloned ? "rebuild" : "rejoin", R->name,
-                 j->P.name, j->err.msg);
+                 j->kind != CTL_JOB_REJOIN ? ctl_job_kind_str(j->kind)
+                 : j->cloned               ? "rebuild"
+                                           : "rejoin",
+                 R->name, j->P.name, j->err.msg);
         st = "failed";
     } else if (stale) {
         /* Made from a server that is no longer the primary: it may hold writes the new
          * primary never saw. */
         dbp_err_t e2;
-        if (j->cloned || j->boot_tried) {
+        if (j->cloned || j->boot_tried || ctl_job_makes_primary(j->kind)) {
             if (dbp_rm_rf(R->data_dir, &e2) != 0)
                 dbp_warn("cleanup_failed", "path=%s error=%s", dbp_log_q(R->data_dir),
                          dbp_log_q(e2.msg));
@@ -497,6 +498,31 @@ static const char *job_collect(ctl_daemon_t *d, cluster_rt_t *cr, ctl_job_t *j,
     }
     dbp_info("job_collected", "tenant=%s instance=%s kind=%s rc=%d ms=%lld stale=%d", tenant,
              R->name, ctl_job_kind_str(j->kind), j->rc, (long long)j->ms, (int)stale);
+    ctl_job_free(d, j);
+    return st;
+}
+
+/* Primary P's first initialisation, job j (CTL_JOB_INIT): while it runs, returns
+ * "pending" ("initialising P"); once done, records Initialized, or returns "failed" with
+ * the reason in msg (the next pass initialises again: init_primary starts from an empty
+ * directory), and frees j. NULL when P's data directory is ready. */
+static const char *init_collect(ctl_daemon_t *d, ctl_job_t *j, const engine_instance_t *P,
+                                char *msg, size_t len)
+{
+    if (!ctl_job_done(j)) {
+        snprintf(msg, len, "initialising %s", P->name);
+        return "pending";
+    }
+    const char *st = NULL;
+    if (j->rc) {
+        snprintf(msg, len, "initialise %s: %s", P->name, j->err.msg);
+        st = "failed";
+    } else {
+        event(d, P->tenant, "Instance", P->name, "Normal", "Initialized",
+              "primary data directory created");
+    }
+    dbp_info("job_collected", "tenant=%s instance=%s kind=%s rc=%d ms=%lld", P->tenant, P->name,
+             ctl_job_kind_str(j->kind), j->rc, (long long)j->ms);
     ctl_job_free(d, j);
     return st;
 }
@@ -680,7 +706,16 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
     /* The primary first. */
     engine_instance_t *P = &cr->inst[cr->primary];
     ctl_job_t *pj = ctl_job_find(d, c->tenant.v, P->name);
-    if (pj) {
+    if (pj && pj->kind == CTL_JOB_RESTORE) {
+        /* A worker restores it (below): wait for it, then take the result. */
+        const char *st = ctl_restore_job(d, pj, P, msg, len);
+        if (st)
+            return st;
+    } else if (pj && pj->kind == CTL_JOB_INIT) {
+        const char *st = init_collect(d, pj, P, msg, len);
+        if (st)
+            return st;
+    } else if (pj) {
         /* Cannot happen through dbplane (no failover or switchover promotes a busy
          * instance); a topology edited by hand could. The step's result is not used. */
         if (!ctl_job_done(pj)) {
@@ -694,19 +729,20 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         return "pending";
     }
     if (!cr->ops->is_initialized(P) && cr->restore && !cr->restore_done) {
-        /* A Restore makes this cluster: its primary comes from the backup. */
-        const char *st = ctl_restore_primary(d, cr, P, msg, len);
-        if (st)
-            return st;
+        /* A Restore makes this cluster: its primary comes from the backup, restored by a
+         * worker (control/jobs.c); a later pass takes the result (above). */
+        return ctl_restore_primary(d, cr, P, msg, len);
     } else if (!cr->ops->is_initialized(P)) {
+        /* initdb or mariadb-install-db on a worker: the loop (and the other clusters'
+         * failovers) does not wait for it; a later pass takes the result (above). */
         event(d, c->tenant.v, "Instance", P->name, "Normal", "Initializing",
               "creating a new primary data directory");
-        if (cr->ops->init_primary(P, &err) != 0) {
-            snprintf(msg, len, "initialise %s: %s", P->name, err.msg);
+        if (!ctl_job_queue(d, CTL_JOB_INIT, cr, P, P, NULL, false)) {
+            snprintf(msg, len, "initialise %s: out of memory", P->name);
             return "failed";
         }
-        event(d, c->tenant.v, "Instance", P->name, "Normal", "Initialized",
-              "primary data directory created");
+        snprintf(msg, len, "initialising %s", P->name);
+        return "pending";
     }
     {
         /* The topology names it primary: any fence on it is stale (an aborted switchover). */
@@ -771,10 +807,7 @@ static const char *cluster_reconcile(ctl_daemon_t *d, cluster_rt_t *cr, char *ms
         if (job && !ctl_job_done(job)) {
             if (job->kind == CTL_JOB_CLONE)
                 cr->cloning = true;
-            snprintf(msg, len, "%s %s from %s", job->kind == CTL_JOB_CLONE    ? "cloning"
-                                                : job->kind == CTL_JOB_REJOIN ? "rejoining"
-                                                                              : "rebuilding",
-                     R->name, job->P.name);
+            snprintf(msg, len, "%s %s from %s", ctl_job_doing_str(job->kind), R->name, job->P.name);
             state = "pending";
             continue;
         }

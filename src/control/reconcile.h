@@ -130,6 +130,8 @@ typedef enum ctl_job_kind {
     CTL_JOB_CLONE,   /* a new replica: bootstrapFrom a Backup when set, else init_replica */
     CTL_JOB_REJOIN,  /* a fenced former primary: ops->rejoin, else a rebuild (init_replica) */
     CTL_JOB_REBUILD, /* a replica whose replication broke for good: init_replica */
+    CTL_JOB_INIT,    /* a primary's first initialisation: ops->init_primary (initdb) */
+    CTL_JOB_RESTORE, /* a Restore's primary: backup_restore_instance from its backup */
 } ctl_job_kind_t;
 
 /* One slow step of one instance, run on its own thread. The control loop creates it
@@ -143,14 +145,17 @@ typedef struct ctl_job {
     char tenant[64];         /* R's tenant (R.name and P.name say the instance and its source) */
     int64_t epoch;           /* the topology epoch when queued */
     const engine_ops_t *ops;
-    engine_instance_t R, P;  /* copies: the instance the step makes, and its source (P as
-                                the topology named it primary when queued) */
-    char bootstrap[128];     /* CTL_JOB_CLONE: the bootstrapFrom Backup, "" when none */
-    char data_dir[PATH_MAX]; /* the daemon's (a bootstrap opens its own backup context) */
-    char why[600];           /* CTL_JOB_REJOIN/REBUILD: why (for the Rebuilding event) */
-    int wake_fd;             /* the control loop's wake pipe; the worker writes 'j' */
-    struct ctl_view *view;   /* reference held while the job exists; NULL while queued */
-    dbp_cancel_t cancel;     /* ctl_jobs_stop kills the step's tools through it */
+    engine_instance_t R, P;         /* copies: the instance the step makes, and its source (P as
+                                       the topology named it primary when queued; INIT and
+                                       RESTORE make the primary itself: P is R) */
+    const spec_resource_t *restore; /* CTL_JOB_RESTORE: the Restore (in `view`), else NULL */
+    int64_t restore_gen;            /* ... and its generation when queued */
+    char bootstrap[128];            /* CTL_JOB_CLONE: the bootstrapFrom Backup, "" when none */
+    char data_dir[PATH_MAX];        /* the daemon's (a bootstrap opens its own backup context) */
+    char why[600];                  /* CTL_JOB_REJOIN/REBUILD: why (for the Rebuilding event) */
+    int wake_fd;                    /* the control loop's wake pipe; the worker writes 'j' */
+    struct ctl_view *view;          /* reference held while the job exists; NULL while queued */
+    dbp_cancel_t cancel;            /* ctl_jobs_stop kills the step's tools through it */
     pthread_t thread;
     bool started;
     int done;                /* set (atomically) by the worker when the results are final */
@@ -252,13 +257,23 @@ cluster_rt_t *ctl_cluster_find(cluster_rt_t *crs, int n, const char *tenant, con
 
 void ctl_restore_attach(cluster_rt_t *cr, const desired_t *des);
 
-/* Creates the data directory of primary P from the Restore's backup instead of
- * init_primary (backup_restore_instance), with events and the Restore's status. Returns
- * NULL when done (the caller starts the server), or the cluster state ("failed") with
- * the reason in msg; a failed attempt leaves no data directory and is retried after a
- * minute. */
+/* Starts making the data directory of primary P from the Restore's backup instead of
+ * init_primary: records the Restoring event and the Restore's status, and queues a
+ * CTL_JOB_RESTORE (backup_restore_instance on a worker thread; ctl_restore_job takes its
+ * result). Returns the cluster state with the reason in msg: "pending" ("restoring
+ * primary P from ..."), or "failed" within a minute of a failed attempt (retried then)
+ * or when out of memory. */
 const char *ctl_restore_primary(ctl_daemon_t *d, cluster_rt_t *cr, const engine_instance_t *P,
                                 char *msg, size_t len);
+
+/* Primary P's restore job j (CTL_JOB_RESTORE): while it runs, returns "pending" with the
+ * message; once done, records what the synchronous restore recorded (Restored and the
+ * ".restore-recovering" marker, or RestoreFailed and the ".restore-failed" marker that
+ * paces the retries; the Restore's status), frees j and returns NULL when P's data
+ * directory is ready (the caller starts the server) or "failed" with the reason in msg.
+ * A failed attempt leaves no data directory. */
+const char *ctl_restore_job(ctl_daemon_t *d, ctl_job_t *j, const engine_instance_t *P, char *msg,
+                            size_t len);
 
 /* True while primary P of a restored cluster replays archived WAL to its point in time
  * (the reconciler must not promote it: the server promotes itself at the target). */
@@ -280,14 +295,24 @@ void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl);
 /* At most this many jobs run at once; more wait queued (busy all the same). */
 #define CTL_JOBS_RUNNING_MAX 2
 
-/* "clone", "rejoin" or "rebuild", for logs. */
+/* "clone", "rejoin", "rebuild", "init" or "restore", for logs. */
 const char *ctl_job_kind_str(ctl_job_kind_t k);
+
+/* What an instance with a job of kind k is doing, for status messages: "cloning",
+ * "rejoining", "rebuilding", "initialising" or "restoring". */
+const char *ctl_job_doing_str(ctl_job_kind_t k);
+
+/* True for the kinds that make a primary's data directory (CTL_JOB_INIT, CTL_JOB_RESTORE)
+ * rather than a replica's from a primary. */
+bool ctl_job_makes_primary(ctl_job_kind_t k);
 
 /* Creates a queued job of `kind` for replica R of cluster cr, from primary P, `why` (may
  * be NULL) its reason. A CTL_JOB_CLONE, and a CTL_JOB_REBUILD with `from_backup`, start
  * from the Cluster's spec.bootstrapFrom Backup when it has one (the clone of P is the
- * fallback). Copies R and P (their pointers stay into this pass's results, which
- * the job holds once started). Returns the job (owned by d) or NULL when out of memory. */
+ * fallback). CTL_JOB_INIT and CTL_JOB_RESTORE make primary P itself (pass it as both R
+ * and P); a CTL_JOB_RESTORE restores cr->restore, which must be set. Copies R and P
+ * (their pointers stay into this pass's results, which the job holds once started).
+ * Returns the job (owned by d) or NULL when out of memory. */
 ctl_job_t *ctl_job_queue(ctl_daemon_t *d, ctl_job_kind_t kind, const cluster_rt_t *cr,
                          const engine_instance_t *R, const engine_instance_t *P,
                          const char *why, bool from_backup);
@@ -312,8 +337,9 @@ void ctl_jobs_start(ctl_daemon_t *d);
 void ctl_job_free(ctl_daemon_t *d, ctl_job_t *j);
 
 /* At shutdown: cancels every job (its tools' process groups are killed), joins the
- * threads and frees them without taking their results: a clone leaves no data directory,
- * a rejoin its marker, so the next start runs the step again. */
+ * threads and frees them without taking their results: a clone, an init or a restore
+ * leaves no initialised data directory, a rejoin its marker, so the next start runs the
+ * step again. */
 void ctl_jobs_stop(ctl_daemon_t *d);
 
 /* Test-only failpoint (tests/integration/test_ha.py; never set in production): with
@@ -322,6 +348,14 @@ void ctl_jobs_stop(ctl_daemon_t *d);
  * dbp_proc_run, so a shutdown kills it like pg_basebackup); DBPLANE_FAILPOINT_CLONE_CLUSTER
  * limits it to the cluster of that name. 0, or DBP_EIO when the sleep was killed. */
 int ctl_failpoint_clone_delay(const engine_instance_t *R, dbp_err_t *err);
+
+/* Test-only failpoint (tests/integration/test_ha.py, test_pitr.py; never set in
+ * production): with DBPLANE_FAILPOINT_INIT_DELAY_MS in the daemon's environment, the first
+ * initialisation of primary P, or its restore for a Restore, first runs `/bin/sleep` for
+ * that many ms on the job's thread (a real child: a shutdown kills it like initdb);
+ * DBPLANE_FAILPOINT_INIT_CLUSTER limits it to the cluster of that name. 0, or DBP_EIO when
+ * the sleep was killed. */
+int ctl_failpoint_init_delay(const engine_instance_t *P, dbp_err_t *err);
 
 /* Test-only failpoint (tests/integration/test_ha.py; never set in production): with
  * DBPLANE_FAILPOINT_REJOIN_SKIP_REWIND=1 in the daemon's environment, a rejoin reports

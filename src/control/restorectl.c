@@ -8,9 +8,10 @@
  *      cluster's spec (the cluster of the Backup, or of the run named by source.path)
  *      merged with target.spec, minus the source's proxy (its ports are the source's).
  *   2. cluster_reconcile (reconcile.c) creates the new cluster's primary with
- *      ctl_restore_primary instead of init_primary: backup_restore_instance() checks every
- *      part's checksum, extracts the run and, for a point in time, fetches the archived
- *      WAL and sets recovery up. A failure leaves no data directory, records a
+ *      ctl_restore_primary and ctl_restore_job instead of init_primary: a worker thread
+ *      runs backup_restore_instance() (see below), which checks every part's checksum,
+ *      extracts the run and, for a point in time, fetches the archived WAL and sets
+ *      recovery up. A failure leaves no data directory, records a
  *      RestoreFailed event and the reason in the Restore's status, and is retried after
  *      CTL_RESTORE_RETRY_MS.
  *   3. While the restored primary replays WAL up to the point in time it runs in
@@ -25,9 +26,12 @@
  * last failure, whose age paces the retries). A Restore aimed at a cluster that already
  * has data of its own fails: it never replaces data.
  *
- * The restore runs on the control loop's thread (unlike a replica clone, which a worker
- * runs: control/jobs.c): a large backup holds the loop, and with it the other clusters'
- * passes and failovers, for its duration.
+ * The restore of step 2 runs on a worker thread (a CTL_JOB_RESTORE, control/jobs.c), as
+ * a replica clone does: a large backup takes minutes, and on the control loop's thread it
+ * held every other cluster's passes and failovers for that long. The pass records
+ * Restoring and queues the job; a later pass takes its result (ctl_restore_job) and
+ * records Restored or RestoreFailed as the synchronous restore did. A shutdown cancels it:
+ * the data directory is removed, no marker is written, the next start restores again.
  */
 #include "control/reconcile.h"
 
@@ -235,9 +239,8 @@ const char *ctl_restore_primary(ctl_daemon_t *d, cluster_rt_t *cr, const engine_
                                 char *msg, size_t len)
 {
     const spec_resource_t *r = cr->restore;
-    char failed[PATH_MAX + 32], recovering[PATH_MAX + 32], src[400];
+    char failed[PATH_MAX + 32], src[400];
     marker(P, MARK_FAILED, failed, sizeof(failed));
-    marker(P, MARK_RECOVERING, recovering, sizeof(recovering));
     describe_source(&r->u.restore, src, sizeof(src));
     struct stat st;
     if (stat(failed, &st) == 0) {
@@ -254,38 +257,58 @@ const char *ctl_restore_primary(ctl_daemon_t *d, cluster_rt_t *cr, const engine_
             return "failed";
         }
     }
+    if (!ctl_job_queue(d, CTL_JOB_RESTORE, cr, P, P, NULL, false)) {
+        snprintf(msg, len, "restore %s: out of memory", P->name);
+        return "failed";
+    }
     char m[600];
     snprintf(m, sizeof(m), "restoring primary %s from %s", P->name, src);
     revent(d, r, "Normal", "Restoring", m);
     rstatus(d, r, cr->restore_gen, "restoring", m);
-    backup_ctx_t *ctx = NULL;
-    dbp_err_t err;
-    int64_t t0 = dbp_now_ms();
-    int rc = backup_ctx_open(&ctx, d->data_dir, &err);
-    if (!rc)
-        rc = backup_restore_instance(ctx, r->tenant.v, &r->u.restore, P, &err);
-    backup_ctx_close(ctx);
-    if (rc) {
-        /* backup_restore_instance leaves no data directory behind on failure. */
-        dbp_err_t ignore;
-        if (dbp_write_file(failed, err.msg, strlen(err.msg), 0600, NULL, &ignore) != 0)
-            dbp_warn("restore_marker_failed", "path=%s", dbp_log_q(failed));
-        snprintf(msg, len, "restore from %s failed: %s", src, err.msg);
-        revent(d, r, "Warning", "RestoreFailed", msg);
-        rstatus(d, r, cr->restore_gen, "failed", msg);
-        return "failed";
+    snprintf(msg, len, "%s", m);
+    return "pending";
+}
+
+const char *ctl_restore_job(ctl_daemon_t *d, ctl_job_t *j, const engine_instance_t *P, char *msg,
+                            size_t len)
+{
+    /* The job's Restore (the view it holds keeps it alive): cr->restore may have gone or
+     * changed generation while the job ran. */
+    const spec_resource_t *r = j->restore;
+    char src[400];
+    describe_source(&r->u.restore, src, sizeof(src));
+    if (!ctl_job_done(j)) {
+        snprintf(msg, len, "restoring primary %s from %s", P->name, src);
+        return "pending";
     }
-    unlink(failed);
+    char failed[PATH_MAX + 32], recovering[PATH_MAX + 32], m[600];
+    marker(P, MARK_FAILED, failed, sizeof(failed));
+    marker(P, MARK_RECOVERING, recovering, sizeof(recovering));
+    const char *st = NULL;
     dbp_err_t ignore;
-    if (dbp_write_file(recovering, "1\n", 2, 0600, NULL, &ignore) != 0)
-        dbp_warn("restore_marker_failed", "path=%s", dbp_log_q(recovering));
-    snprintf(m, sizeof(m), "primary %s restored from %s in %.1f s%s", P->name, src,
-             (double)(dbp_now_ms() - t0) / 1000.0,
-             r->u.restore.point_in_time.set ? "; replaying archived WAL" : "");
-    revent(d, r, "Normal", "Restored", m);
-    rstatus(d, r, cr->restore_gen, r->u.restore.point_in_time.set ? "recovering" : "restoring",
-            m);
-    return NULL;
+    if (j->rc) {
+        /* backup_restore_instance leaves no data directory behind on failure. */
+        if (dbp_write_file(failed, j->err.msg, strlen(j->err.msg), 0600, NULL, &ignore) != 0)
+            dbp_warn("restore_marker_failed", "path=%s", dbp_log_q(failed));
+        snprintf(msg, len, "restore from %s failed: %s", src, j->err.msg);
+        revent(d, r, "Warning", "RestoreFailed", msg);
+        rstatus(d, r, j->restore_gen, "failed", msg);
+        st = "failed";
+    } else {
+        unlink(failed);
+        if (dbp_write_file(recovering, "1\n", 2, 0600, NULL, &ignore) != 0)
+            dbp_warn("restore_marker_failed", "path=%s", dbp_log_q(recovering));
+        snprintf(m, sizeof(m), "primary %s restored from %s in %.1f s%s", P->name, src,
+                 (double)j->ms / 1000.0,
+                 r->u.restore.point_in_time.set ? "; replaying archived WAL" : "");
+        revent(d, r, "Normal", "Restored", m);
+        rstatus(d, r, j->restore_gen, r->u.restore.point_in_time.set ? "recovering" : "restoring",
+                m);
+    }
+    dbp_info("job_collected", "tenant=%s instance=%s kind=%s rc=%d ms=%lld", P->tenant, P->name,
+             ctl_job_kind_str(j->kind), j->rc, (long long)j->ms);
+    ctl_job_free(d, j);
+    return st;
 }
 
 bool ctl_restore_recovering(const cluster_rt_t *cr, const engine_instance_t *P)
@@ -343,6 +366,8 @@ void ctl_restore_report(ctl_daemon_t *d, cluster_rt_t *crs, int ncl)
         if (!cr->restore || cr->restore_done || cr->primary < 0)
             continue;
         const engine_instance_t *P = &cr->inst[cr->primary];
+        if (ctl_job_busy(d, P->tenant, P->name))
+            continue; /* restoring: the data directory is not finished yet */
         char recovering[PATH_MAX + 32], failed[PATH_MAX + 32], src[400], m[600];
         marker(P, MARK_RECOVERING, recovering, sizeof(recovering));
         marker(P, MARK_FAILED, failed, sizeof(failed));

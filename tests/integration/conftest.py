@@ -212,6 +212,18 @@ def pg_dsn(inst, user, password, dbname):
 S3RVER = shutil.which("s3rver")
 
 
+def failpoint_sleeping():
+    """True while a delay failpoint's `/bin/sleep 30.000` runs (clone or init, see jobs.c)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if open(f"/proc/{entry}/cmdline", "rb").read() == b"/bin/sleep\x0030.000\x00":
+                    return True
+            except OSError:
+                pass
+    return False
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

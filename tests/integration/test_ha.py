@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from conftest import pg_dsn, wait_until
+from conftest import failpoint_sleeping, pg_dsn, wait_until
 
 SPEC = """\
 apiVersion: dbplane/v1
@@ -330,16 +330,32 @@ spec:
 """
 
 
-def clone_failpoint_sleeping():
-    """True while the clone failpoint's `/bin/sleep 30.000` runs (see jobs.c)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if open(f"/proc/{entry}/cmdline", "rb").read() == b"/bin/sleep\x0030.000\x00":
-                    return True
-            except OSError:
-                pass
-    return False
+def fail_over_fo_while_held(d, c0, step, done):
+    """Hangs cluster fo's primary (c0's) while `step` of another cluster is held by a
+    failpoint: fo must fail over within the usual bound, before the step's `done` event
+    ((reason, instance)), and its old primary must rejoin meanwhile (pg_rewind, a job of its
+    own beside the held one)."""
+    c, took = hang_until_new_epoch(d, "fo", d.server_pid("default", "fo", c0["primary"]), 2,
+                                   interval=0.1)
+    assert c["primary"] != c0["primary"]
+    # interval 250 ms x failcount 3, plus fence and promotion (docs/reliability.md: under
+    # 3.4 s on the loaded machine). Under a sanitizer only the order is checked.
+    if not os.environ.get("DBPLANE_SANITIZED"):
+        assert took < 5, f"failover took {took:.1f}s while {step} of another cluster ran"
+    assert done not in [(e["reason"], e["name"]) for e in d.events()], \
+        f"the failover waited for {step}"
+    wait_until(lambda: (lambda o: o["role"] == "replica" and o["state"] == "running")(
+        next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])),
+        timeout=30, what=f"the old primary to rejoin during {step}")
+
+
+def stop_while_held(d, t0, step):
+    """Stops the daemon while `step` (held by a failpoint since t0) runs: its tool is
+    killed, the daemon does not wait it out."""
+    assert failpoint_sleeping()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 27, f"shutdown waited for {step}"
+    assert not failpoint_sleeping(), f"the tool of {step} outlived the daemon"
 
 
 def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path, monkeypatch):
@@ -360,24 +376,8 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
     wait_until(lambda: any(e["reason"] == "Cloning" and e["name"] == "slow-1"
                            for e in d.events()), timeout=30, what="the clone of slow-1 to start")
     t_clone = time.monotonic()
-    c, took = hang_until_new_epoch(d, "fo", d.server_pid("default", "fo", c0["primary"]), 2,
-                                   interval=0.1)
-    assert c["primary"] != c0["primary"]
-    # interval 250 ms x failcount 3, plus fence and promotion (docs/reliability.md: under
-    # 3.4 s on the loaded machine). Under a sanitizer only the order is checked.
-    if not os.environ.get("DBPLANE_SANITIZED"):
-        assert took < 5, f"failover took {took:.1f}s while a clone of another cluster ran"
-    assert ("Cloned", "slow-1") not in [(e["reason"], e["name"]) for e in d.events()], \
-        "the failover waited for the clone"
-    # Meanwhile the old primary rejoins (pg_rewind, a job of its own beside the clone).
-    wait_until(lambda: (lambda o: o["role"] == "replica" and o["state"] == "running")(
-        next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])),
-        timeout=30, what="the old primary to rejoin during the clone")
-    # Shutdown during the clone: its tool is killed, the daemon does not wait it out.
-    assert clone_failpoint_sleeping()
-    assert d.stop() == 0
-    assert time.monotonic() - t_clone < 27, "shutdown waited for the clone"
-    assert not clone_failpoint_sleeping(), "the clone's tool outlived the daemon"
+    fail_over_fo_while_held(d, c0, "the clone", ("Cloned", "slow-1"))
+    stop_while_held(d, t_clone, "the clone")
     # The next start clones slow-1 again.
     monkeypatch.delenv("DBPLANE_FAILPOINT_CLONE_DELAY_MS")
     d.start(spec)
@@ -387,6 +387,56 @@ def test_failover_does_not_wait_for_a_clone_of_another_cluster(daemon, tmp_path,
     assert ("Cloned", "slow-1") in [(e["reason"], e["name"]) for e in d.events()]
     old = next(i for i in d.cluster("fo")["instances"] if i["name"] == c0["primary"])
     assert old["role"] == "replica" and old["state"] == "running"
+
+
+SLOW_PG = """\
+---
+apiVersion: dbplane/v1
+kind: Cluster
+metadata: {name: slow}
+spec:
+  engine: postgresql
+  version: "15"
+  instances: 1
+"""
+
+
+def test_failover_does_not_wait_for_the_first_initialisation_of_another_cluster(
+        daemon, tmp_path, monkeypatch):
+    """A new cluster's primary is initialised off the control loop's thread: while the
+    first initialisation of cluster `slow` is held 30 s by a test-only failpoint (a `sleep`
+    run by the init job before initdb), cluster `fo`'s hung primary is failed over within
+    the usual bound, its old primary rejoins meanwhile, and `slow` says "initialising
+    slow-0" (pending). Stopping the daemon then kills the held step at once and leaves no
+    initialised data directory; the next start initialises slow-0."""
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_DELAY_MS", "30000")
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_CLUSTER", "slow")
+    fo = TWO_CLUSTERS.split("---\n")[0]
+    spec = tmp_path / "two.yaml"
+    spec.write_text(fo)
+    d = daemon.start(spec)
+    c0 = d.cluster("fo")
+    assert c0["epoch"] == 1
+    spec.write_text(fo + SLOW_PG)
+    d.cli("apply", "-f", str(spec))
+    wait_until(failpoint_sleeping, timeout=30, what="the initialisation of slow-0 to be held")
+    t_init = time.monotonic()
+    assert ("Initializing", "slow-0") in [(e["reason"], e["name"]) for e in d.events()]
+    fail_over_fo_while_held(d, c0, "the initialisation", ("Initialized", "slow-0"))
+    slow = d.cluster("slow")
+    assert slow["state"] == "pending" and slow["message"] == "initialising slow-0", slow
+    # No initialised data directory is left behind.
+    stop_while_held(d, t_init, "the initialisation")
+    inst = d.data_dir / "clusters" / "default" / "slow" / "slow-0"
+    assert not (inst / ".initialized").exists()
+    assert not (inst / "data" / "PG_VERSION").exists()
+    # The next start initialises slow-0.
+    monkeypatch.delenv("DBPLANE_FAILPOINT_INIT_DELAY_MS")
+    d.start(spec)
+    slow = d.cluster("slow")
+    assert slow["state"] == "ready", slow
+    assert [i["state"] for i in slow["instances"]] == ["running"]
+    assert ("Initialized", "slow-0") in [(e["reason"], e["name"]) for e in d.events()]
 
 
 def test_replica_that_cannot_stream_is_rebuilt(daemon, tmp_path, monkeypatch):

@@ -20,8 +20,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (BIN, SCRATCH_PORT_FAILPOINT, assert_scratch_port_retried, backup_stores_yaml,
-                      free_port, sanitizer_report, start_backup_daemon, stop_and_check, wait_until)
+from conftest import (BIN, SCRATCH_PORT_FAILPOINT, assert_scratch_port_retried,
+                      backup_stores_yaml, failpoint_sleeping, free_port, sanitizer_report,
+                      start_backup_daemon, stop_and_check, wait_until)
 from test_ha import hang_until_new_epoch
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -287,6 +288,69 @@ def test_restore_resource_makes_a_new_cluster_at_a_point_in_time(env):
     wait_until(lambda: not (data / "dbplane_wal_restore").exists(), timeout=30,
                what="the restore's WAL to be removed")
     assert "recovery_target_time" not in (data / "postgresql.auto.conf").read_text()
+
+
+HELD_DB = """
+apiVersion: dbplane/v1
+kind: Database
+metadata: {name: held-db}
+spec: {cluster: pitr, name: helddb}
+"""
+
+
+def test_a_held_restore_does_not_hold_the_loop_and_a_shutdown_cancels_it(env, monkeypatch):
+    """A Restore's primary is restored on a worker thread: while the restore of cluster
+    pitr-held is held 30 s by a test-only failpoint (a `sleep` run by the restore job before
+    backup_restore_instance), the daemon's passes go on (a Database applied meanwhile on
+    cluster pitr is made at once) and pitr-held says "restoring primary pitr-held-0 from
+    ..." (pending). Stopping the daemon kills the held step at once and leaves neither a
+    data directory nor a .restore-failed marker (a cancelled restore is no failure, so it
+    does not wait out the retry minute): the next start restores it, and the one after
+    leaves it ready."""
+    d = env
+    between = write_a_then_b(d, 200, 201)  # ids no other test of this module uses
+    assert d.stop() == 0
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_DELAY_MS", "30000")
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_CLUSTER", "pitr-held")
+    d.start(d.spec)
+    spec = d.work / "restore-held.yaml"
+    spec.write_text(RESTORE.format(name="held", cluster="pitr-held", instances=1, when=between))
+    d.cli("apply", "-f", str(spec))
+    wait_until(failpoint_sleeping, timeout=60, what="the restore of pitr-held-0 to be held")
+    t_held = time.monotonic()
+    assert status_of(d, "restore", "held")[0] == "restoring"
+    c = d.cluster("pitr-held")
+    assert c["state"] == "pending" and c["message"].startswith(
+        "restoring primary pitr-held-0 from Backup pitr-base to "), c
+    db = d.work / "held-db.yaml"
+    db.write_text(HELD_DB)
+    d.cli("apply", "-f", str(db))
+    wait_until(lambda: status_of(d, "database", "held-db")[0] == "ready", timeout=15,
+               what="a Database applied while the restore is held")
+    assert failpoint_sleeping(), "the restore was not held while the Database was made"
+    events = [e["reason"] for e in d.events() if e["name"] == "held"]
+    assert "Restoring" in events and "Restored" not in events, events
+    assert d.stop() == 0
+    assert time.monotonic() - t_held < 27, "shutdown waited for the restore"
+    assert not failpoint_sleeping(), "the restore's tool outlived the daemon"
+    inst = d.data_dir / "clusters" / "default" / "pitr-held" / "pitr-held-0"
+    assert not (inst / "data").exists() or not any((inst / "data").iterdir())
+    assert not (inst / ".restore-failed").exists()
+    # The next start restores pitr-held-0, to the point in time.
+    monkeypatch.delenv("DBPLANE_FAILPOINT_INIT_DELAY_MS")
+    d.start(d.spec)
+    assert status_of(d, "restore", "held")[0] == "ready"
+    events = [e["reason"] for e in d.events() if e["name"] == "held"]
+    assert "Restored" in events and "RestoreCompleted" in events, events
+    assert "RestoreFailed" not in events, events
+    with conn(d, "pitr-held", "app") as p:
+        ids = [r[0] for r in p.execute("SELECT id FROM t ORDER BY id")]
+    assert 200 in ids and 201 not in ids, ids
+    # A completed Restore stays ready across a restart: the start's re-check of ready
+    # resources would find its cluster's data "already there" and fail it.
+    assert d.stop() == 0
+    d.start(d.spec)
+    assert status_of(d, "restore", "held")[0] == "ready"
 
 
 CLUSTER = """
