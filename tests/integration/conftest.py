@@ -212,12 +212,15 @@ def pg_dsn(inst, user, password, dbname):
 S3RVER = shutil.which("s3rver")
 
 
-def failpoint_sleeping():
-    """True while a delay failpoint's `/bin/sleep 30.000` runs (clone or init, see jobs.c)."""
+def failpoint_sleeping(ms=30000):
+    """True while a delay failpoint's `/bin/sleep` of `ms` milliseconds runs (clone or init,
+    see jobs.c). Tests that may run at the same time (pytest-xdist workers) use different
+    durations, so that one does not see the other's."""
+    want = f"/bin/sleep\x00{ms // 1000}.{ms % 1000:03d}\x00".encode()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if open(f"/proc/{entry}/cmdline", "rb").read() == b"/bin/sleep\x0030.000\x00":
+                if open(f"/proc/{entry}/cmdline", "rb").read() == want:
                     return True
             except OSError:
                 pass

@@ -298,9 +298,12 @@ spec: {cluster: pitr, name: helddb}
 """
 
 
+HELD_MS = 31000
+
+
 def test_a_held_restore_does_not_hold_the_loop_and_a_shutdown_cancels_it(env, monkeypatch):
     """A Restore's primary is restored on a worker thread: while the restore of cluster
-    pitr-held is held 30 s by a test-only failpoint (a `sleep` run by the restore job before
+    pitr-held is held 31 s by a test-only failpoint (a `sleep` run by the restore job before
     backup_restore_instance), the daemon's passes go on (a Database applied meanwhile on
     cluster pitr is made at once) and pitr-held says "restoring primary pitr-held-0 from
     ..." (pending). Stopping the daemon kills the held step at once and leaves neither a
@@ -310,13 +313,15 @@ def test_a_held_restore_does_not_hold_the_loop_and_a_shutdown_cancels_it(env, mo
     d = env
     between = write_a_then_b(d, 200, 201)  # ids no other test of this module uses
     assert d.stop() == 0
-    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_DELAY_MS", "30000")
+    # 31 s: test_ha.py's held steps sleep 30 s, and may run at the same time (xdist).
+    monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_DELAY_MS", str(HELD_MS))
     monkeypatch.setenv("DBPLANE_FAILPOINT_INIT_CLUSTER", "pitr-held")
     d.start(d.spec)
     spec = d.work / "restore-held.yaml"
     spec.write_text(RESTORE.format(name="held", cluster="pitr-held", instances=1, when=between))
     d.cli("apply", "-f", str(spec))
-    wait_until(failpoint_sleeping, timeout=60, what="the restore of pitr-held-0 to be held")
+    wait_until(lambda: failpoint_sleeping(HELD_MS), timeout=60,
+               what="the restore of pitr-held-0 to be held")
     t_held = time.monotonic()
     assert status_of(d, "restore", "held")[0] == "restoring"
     c = d.cluster("pitr-held")
@@ -327,12 +332,12 @@ def test_a_held_restore_does_not_hold_the_loop_and_a_shutdown_cancels_it(env, mo
     d.cli("apply", "-f", str(db))
     wait_until(lambda: status_of(d, "database", "held-db")[0] == "ready", timeout=15,
                what="a Database applied while the restore is held")
-    assert failpoint_sleeping(), "the restore was not held while the Database was made"
+    assert failpoint_sleeping(HELD_MS), "the restore was not held while the Database was made"
     events = [e["reason"] for e in d.events() if e["name"] == "held"]
     assert "Restoring" in events and "Restored" not in events, events
     assert d.stop() == 0
     assert time.monotonic() - t_held < 27, "shutdown waited for the restore"
-    assert not failpoint_sleeping(), "the restore's tool outlived the daemon"
+    assert not failpoint_sleeping(HELD_MS), "the restore's tool outlived the daemon"
     inst = d.data_dir / "clusters" / "default" / "pitr-held" / "pitr-held-0"
     assert not (inst / "data").exists() or not any((inst / "data").iterdir())
     assert not (inst / ".restore-failed").exists()
