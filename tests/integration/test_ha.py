@@ -74,10 +74,13 @@ def hang_until_new_epoch(d, cluster, pid, epoch, interval=0.2):
     supervisor sees nothing, connections stall) until `cluster` reaches `epoch`, then lets
     them go on. Returns the cluster's status at that epoch and the seconds it took."""
     tree = process_tree(pid)
-    for p in tree:
-        os.kill(p, signal.SIGSTOP)
     t0 = time.monotonic()
     try:
+        for p in tree:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass  # a backend that ended since the listing (a probe's connection)
         c = wait_until(lambda: (lambda c: c if c["epoch"] == epoch else None)(d.cluster(cluster)),
                        timeout=60, interval=interval, what=f"failover of {cluster}")
         return c, time.monotonic() - t0
