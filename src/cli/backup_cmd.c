@@ -513,7 +513,7 @@ static int cmd_wal_push(const bargs_t *a)
         char *end = NULL;
         errno = 0;
         unsigned long long v = strtoull(a->queue_max, &end, 10);
-        if (errno || !end || *end || a->queue_max[0] == '-') {
+        if (errno || !end || *end || !a->queue_max[0] || a->queue_max[0] == '-') {
             fprintf(stderr, "dbplane wal-push: --queue-max: '%s' is not a number of bytes\n",
                     a->queue_max);
             return 2;

@@ -705,3 +705,16 @@ def test_replica_that_cannot_stream_is_rebuilt_from_bootstrap_from(daemon, monke
     assert "Rejoined" in reasons  # the failpoint's "successful" rejoin
     assert not {"Cloned", "Cloning", "BootstrapFallback"} & set(reasons), reasons
     assert "replica_not_streaming" in d.log_text()
+
+
+def test_wal_push_rejects_a_malformed_queue_max(tmp_path):
+    """archive_command's --queue-max takes a number of bytes; anything else is a usage
+    error (exit 2) that names the flag, and nothing is spooled."""
+    src = tmp_path / "seg"
+    src.write_bytes(b"x" * 16)
+    for bad in ("abc", "-5", "12MB", ""):
+        p = subprocess.run([BIN, "wal-push", "--spool", str(tmp_path), "--queue-max", bad,
+                            str(src), "000000010000000000000001"], capture_output=True, text=True)
+        assert p.returncode == 2, (bad, p.returncode, p.stderr)
+        assert "--queue-max" in p.stderr, p.stderr
+    assert not (tmp_path / "000000010000000000000001").exists()
